@@ -1,0 +1,252 @@
+package io.vmgate.agent;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ByteChannel;
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The host end of one agent connection. One virtual thread reads frames and dispatches
+ * them; it never blocks on a consumer, because every stream's buffer is bounded by the
+ * credit the host granted. Writers share the channel under a lock.
+ */
+public final class AgentClient implements Closeable {
+    private static final Logger log = LoggerFactory.getLogger(AgentClient.class);
+
+    private final ByteChannel channel;
+    private final String name;
+    private final Object writeLock = new Object();
+    private final Map<Integer, GuestProcess> processes = new ConcurrentHashMap<>();
+    private final AtomicInteger nextId = new AtomicInteger(1);
+    private final CompletableFuture<Message.Hello> hello = new CompletableFuture<>();
+    private volatile CompletableFuture<Void> configured = new CompletableFuture<>();
+    private final CompletableFuture<Void> disconnected = new CompletableFuture<>();
+
+    private AgentClient(ByteChannel channel, String name) {
+        this.channel = channel;
+        this.name = name;
+    }
+
+    /** Starts reading from the channel at once; the first message expected is HELLO (cold boot). */
+    public static AgentClient connect(ByteChannel channel, String name) {
+        AgentClient c = new AgentClient(channel, name);
+        Thread.ofVirtual().name("agent-reader-" + name).start(c::readLoop);
+        return c;
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public Message.Hello awaitHello(Duration timeout) throws IOException, TimeoutException {
+        return await(hello, timeout, "agent hello");
+    }
+
+    /**
+     * Sets the guest's clock, hostname and entropy, and waits for the agent's answer. After
+     * a snapshot restore this is also how the host learns the agent is live.
+     */
+    public void configure(long unixTimeNanos, String hostname, byte[] entropy, Duration timeout)
+            throws IOException, TimeoutException {
+        CompletableFuture<Void> answer = new CompletableFuture<>();
+        configured = answer;
+        send(new Message.Configure(unixTimeNanos, hostname, entropy));
+        await(answer, timeout, "agent configure");
+    }
+
+    /** Starts a process; returns at once (the pid arrives in {@link GuestProcess#started()}). */
+    public GuestProcess start(ProcessSpec spec) throws IOException {
+        int id = nextId.getAndIncrement();
+        Frame frame;
+        try {
+            frame = new Message.Start(id, spec).encode();
+        } catch (IllegalArgumentException e) {
+            throw new IOException(e.getMessage(), e);
+        }
+        GuestProcess p = new GuestProcess(id, this, spec.pty() != null);
+        processes.put(id, p);
+        if (disconnected.isDone()) {
+            processes.remove(id);
+            throw gone(null);
+        }
+        write(frame);
+        return p;
+    }
+
+    public CompletableFuture<Void> disconnected() {
+        return disconnected;
+    }
+
+    public int running() {
+        return processes.size();
+    }
+
+    void send(Message m) throws IOException {
+        write(m.encode());
+    }
+
+    /** For credit grants and kills from paths that cannot usefully handle a dead connection. */
+    void sendQuietly(Message m) {
+        try {
+            send(m);
+        } catch (IOException e) {
+            log.debug("agent_send_failed vm={} msg={} error={}", name, m.getClass().getSimpleName(), e.toString());
+        }
+    }
+
+    private void write(Frame f) throws IOException {
+        if (disconnected.isDone()) {
+            throw gone(null);
+        }
+        ByteBuffer buf = f.encode();
+        synchronized (writeLock) {
+            try {
+                while (buf.hasRemaining()) {
+                    channel.write(buf);
+                }
+            } catch (IOException e) {
+                shutdown(e);
+                throw gone(e);
+            }
+        }
+    }
+
+    private AgentGoneException gone(Throwable cause) {
+        return new AgentGoneException("the VM's agent connection is closed", cause);
+    }
+
+    private void readLoop() {
+        Throwable cause = null;
+        try {
+            Frame f;
+            while ((f = Frame.read(channel)) != null) {
+                try {
+                    dispatch(Message.decode(f));
+                } catch (ProtocolException e) {
+                    // The guest is not trusted: a bad message is logged and dropped.
+                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, f.type(), f.id(), e.getMessage());
+                }
+            }
+        } catch (ProtocolException e) {
+            log.warn("agent_protocol_error vm={} error={}", name, e.getMessage());
+            cause = e;
+        } catch (IOException e) {
+            cause = e;
+        } catch (RuntimeException e) {
+            log.error("agent_reader_crashed vm={}", name, e);
+            cause = e;
+        }
+        shutdown(cause);
+    }
+
+    private void dispatch(Message m) throws ProtocolException {
+        switch (m) {
+            case Message.Hello h -> {
+                if (h.version() != Protocol.VERSION) {
+                    hello.completeExceptionally(ProtocolException.framing(
+                            "guest agent speaks protocol version " + h.version() + ", this host speaks " + Protocol.VERSION));
+                } else {
+                    hello.complete(h);
+                }
+            }
+            case Message.Configured c -> configured.complete(null);
+            case Message.Started s -> process(s.id()).started.complete(s.pid());
+            case Message.Data d -> {
+                GuestProcess p = process(d.id());
+                InboundStream s = d.fd() == Protocol.FD_STDERR ? p.stderr : d.fd() == Protocol.FD_STDOUT ? p.stdout : null;
+                if (s == null || !s.offer(d.data())) {
+                    if (s != null && s.finished()) {
+                        return; // output after kill(): discarded on purpose
+                    }
+                    throw ProtocolException.message("DATA on fd " + d.fd() + " beyond the granted window or after EOF");
+                }
+            }
+            case Message.Eof e -> {
+                GuestProcess p = process(e.id());
+                (e.fd() == Protocol.FD_STDERR ? p.stderr : p.stdout).finish();
+            }
+            case Message.Window w -> {
+                if (w.fd() != Protocol.FD_STDIN) {
+                    throw ProtocolException.message("WINDOW from the guest must be for stdin");
+                }
+                process(w.id()).stdin.grant(w.increment());
+            }
+            case Message.Exit x -> {
+                GuestProcess p = processes.remove(x.id());
+                if (p == null) {
+                    throw ProtocolException.message("EXIT for unknown id " + x.id());
+                }
+                p.stdout.finish();
+                p.stderr.finish();
+                p.stdin.fail(new IOException("process has exited"));
+                p.started.complete(-1);
+                p.exit.complete(x.status());
+            }
+            case Message.Error e -> {
+                log.warn("agent_error vm={} id={} code={} message={}", name, e.id(), e.code(), e.message());
+                GuestProcess p = e.id() == 0 ? null : processes.get(e.id());
+                // An ERROR on a process that never started means the START was refused.
+                if (p != null && !p.started.isDone()) {
+                    processes.remove(e.id());
+                    p.fail(new IOException("the guest refused to start the process: " + e.message()));
+                }
+            }
+            default -> throw ProtocolException.message(m.getClass().getSimpleName() + " is not sent by a guest");
+        }
+    }
+
+    private GuestProcess process(int id) throws ProtocolException {
+        GuestProcess p = processes.get(id);
+        if (p == null) {
+            throw ProtocolException.message("unknown process id " + id);
+        }
+        return p;
+    }
+
+    private void shutdown(Throwable cause) {
+        if (!disconnected.complete(null)) {
+            return;
+        }
+        AgentGoneException gone = gone(cause);
+        hello.completeExceptionally(gone);
+        configured.completeExceptionally(gone);
+        processes.values().forEach(p -> p.fail(gone));
+        processes.clear();
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // already broken
+        }
+    }
+
+    @Override
+    public void close() {
+        shutdown(null);
+    }
+
+    private static <T> T await(CompletableFuture<T> f, Duration timeout, String what) throws IOException, TimeoutException {
+        try {
+            return f.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted waiting for " + what);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof IOException io) {
+                throw io;
+            }
+            throw new IOException(what + " failed", e.getCause());
+        } catch (TimeoutException e) {
+            throw new TimeoutException("no " + what + " within " + timeout.toMillis() + " ms");
+        }
+    }
+}

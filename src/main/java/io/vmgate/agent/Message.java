@@ -1,0 +1,193 @@
+package io.vmgate.agent;
+
+import java.util.List;
+
+/** The messages of docs/protocol.md, each able to encode itself and be decoded from a {@link Frame}. */
+public sealed interface Message {
+
+    int id();
+
+    Frame encode();
+
+    record Hello(int version, long bootNanos, String kernelRelease) implements Message {
+        public int id() { return 0; }
+        public Frame encode() {
+            return frame(Protocol.HELLO, 0, new Payload.Writer().u16(version).u64(bootNanos).str(kernelRelease));
+        }
+    }
+
+    /** A terminal mode: an RFC 4254 §8 opcode and its value. */
+    record TermMode(int opcode, int value) {}
+
+    record Start(int id, ProcessSpec spec) implements Message {
+        public Frame encode() {
+            var w = new Payload.Writer().u8(spec.pty() != null ? 1 : 0).u16(spec.argv().size());
+            spec.argv().forEach(w::str);
+            w.u16(spec.env().size());
+            spec.env().forEach((k, v) -> w.str(k + "=" + v));
+            w.str(spec.cwd() == null ? "" : spec.cwd());
+            PtySpec pty = spec.pty() != null ? spec.pty() : PtySpec.NONE;
+            w.str(pty.term()).u16(pty.rows()).u16(pty.cols()).u16(pty.modes().size());
+            for (TermMode m : pty.modes()) {
+                w.u8(m.opcode()).i32(m.value());
+            }
+            if (w.size() > Protocol.MAX_PAYLOAD) {
+                throw new IllegalArgumentException("command, environment and terminal settings take "
+                        + w.size() + " bytes; the limit is " + Protocol.MAX_PAYLOAD);
+            }
+            return frame(Protocol.START, id, w);
+        }
+    }
+
+    record Started(int id, int pid) implements Message {
+        public Frame encode() { return frame(Protocol.STARTED, id, new Payload.Writer().i32(pid)); }
+    }
+
+    record Data(int id, int fd, byte[] data) implements Message {
+        public Frame encode() { return frame(Protocol.DATA, id, new Payload.Writer().u8(fd).raw(data, 0, data.length)); }
+    }
+
+    record Eof(int id, int fd) implements Message {
+        public Frame encode() { return frame(Protocol.EOF, id, new Payload.Writer().u8(fd)); }
+    }
+
+    record Window(int id, int fd, int increment) implements Message {
+        public Frame encode() { return frame(Protocol.WINDOW, id, new Payload.Writer().u8(fd).i32(increment)); }
+    }
+
+    record Resize(int id, int rows, int cols) implements Message {
+        public Frame encode() { return frame(Protocol.RESIZE, id, new Payload.Writer().u16(rows).u16(cols)); }
+    }
+
+    record Signal(int id, String name) implements Message {
+        public Frame encode() { return frame(Protocol.SIGNAL, id, new Payload.Writer().str(name)); }
+    }
+
+    record Exit(int id, ExitStatus status) implements Message {
+        public Frame encode() {
+            return frame(Protocol.EXIT, id, new Payload.Writer().i32(status.code()).u8(status.signal())
+                    .u8(status.coreDumped() ? 1 : 0).str(status.signalName()));
+        }
+    }
+
+    record Close(int id) implements Message {
+        public Frame encode() { return frame(Protocol.CLOSE, id, new Payload.Writer()); }
+    }
+
+    record Error(int id, int code, String message) implements Message {
+        public Frame encode() { return frame(Protocol.ERROR, id, new Payload.Writer().i32(code).str(message)); }
+    }
+
+    record Configure(long unixTimeNanos, String hostname, byte[] entropy) implements Message {
+        public int id() { return 0; }
+        public Frame encode() {
+            return frame(Protocol.CONFIGURE, 0, new Payload.Writer().u64(unixTimeNanos).str(hostname).bytes(entropy));
+        }
+    }
+
+    record Configured() implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.CONFIGURED, 0, new Payload.Writer()); }
+    }
+
+    private static Frame frame(byte type, int id, Payload.Writer w) {
+        return new Frame(type, id, w.toByteArray());
+    }
+
+    /** Decodes a frame's payload, checking every field; never returns null. */
+    static Message decode(Frame f) throws ProtocolException {
+        var r = new Payload.Reader(f.payload());
+        int id = f.id();
+        Message m = switch (f.type()) {
+            case Protocol.HELLO -> new Hello(r.u16("version"), r.u64("boot_ns"), r.str("kernel_release"));
+            case Protocol.START -> decodeStart(id, r);
+            case Protocol.STARTED -> new Started(id, r.i32("pid"));
+            case Protocol.DATA -> {
+                int fd = fd(r.u8("fd"));
+                yield new Data(id, fd, r.rest());
+            }
+            case Protocol.EOF -> new Eof(id, fd(r.u8("fd")));
+            case Protocol.WINDOW -> {
+                int fd = fd(r.u8("fd"));
+                long inc = r.u32("increment");
+                if (inc == 0 || inc > Protocol.INITIAL_WINDOW) {
+                    throw ProtocolException.message("window increment " + inc + " out of range");
+                }
+                yield new Window(id, fd, (int) inc);
+            }
+            case Protocol.RESIZE -> new Resize(id, r.u16("rows"), r.u16("cols"));
+            case Protocol.SIGNAL -> new Signal(id, r.str("signal name"));
+            case Protocol.EXIT -> {
+                int code = r.i32("code");
+                int sig = r.u8("signal");
+                int core = r.u8("core_dumped");
+                String name = r.str("signal_name");
+                if (core > 1 || (sig == 0) != (code >= 0) || code > 255) {
+                    throw ProtocolException.message("inconsistent exit: code " + code + " signal " + sig);
+                }
+                yield new Exit(id, new ExitStatus(code, sig, name, core == 1));
+            }
+            case Protocol.CLOSE -> new Close(id);
+            case Protocol.ERROR -> new Error(id, r.i32("code"), r.str("message"));
+            case Protocol.CONFIGURE -> new Configure(r.u64("time"), r.str("hostname"), r.bytes("entropy"));
+            case Protocol.CONFIGURED -> new Configured();
+            default -> throw ProtocolException.message("unknown frame type 0x" + Integer.toHexString(f.type() & 0xff));
+        };
+        r.end(m.getClass().getSimpleName());
+        if (m.id() != id) {
+            throw ProtocolException.message(m.getClass().getSimpleName() + " must be sent on id 0, not " + id);
+        }
+        if (id == 0 && !(m instanceof Hello || m instanceof Configure || m instanceof Configured || m instanceof Error)) {
+            throw ProtocolException.message(m.getClass().getSimpleName() + " needs a process id, got 0");
+        }
+        return m;
+    }
+
+    private static int fd(int fd) throws ProtocolException {
+        if (fd > 2) {
+            throw ProtocolException.message("fd " + fd + " is not 0, 1 or 2");
+        }
+        return fd;
+    }
+
+    private static Start decodeStart(int id, Payload.Reader r) throws ProtocolException {
+        int flags = r.u8("flags");
+        if ((flags & ~1) != 0) {
+            throw ProtocolException.message("unknown START flags " + flags);
+        }
+        int argc = r.u16("argc");
+        if (argc < 1 || argc > Protocol.MAX_ARGS) {
+            throw ProtocolException.message("argc " + argc + " out of range");
+        }
+        var argv = new java.util.ArrayList<String>(argc);
+        for (int i = 0; i < argc; i++) {
+            argv.add(r.str("argv"));
+        }
+        int envc = r.u16("envc");
+        if (envc > Protocol.MAX_ENV) {
+            throw ProtocolException.message("envc " + envc + " out of range");
+        }
+        var env = new java.util.LinkedHashMap<String, String>();
+        for (int i = 0; i < envc; i++) {
+            String kv = r.str("env");
+            int eq = kv.indexOf('=');
+            if (eq <= 0) {
+                throw ProtocolException.message("env entry without NAME=");
+            }
+            env.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        String cwd = r.str("cwd");
+        String term = r.str("term");
+        int rows = r.u16("rows"), cols = r.u16("cols");
+        int nmodes = r.u16("nmodes");
+        if (nmodes > Protocol.MAX_MODES) {
+            throw ProtocolException.message("nmodes " + nmodes + " out of range");
+        }
+        var modes = new java.util.ArrayList<TermMode>(nmodes);
+        for (int i = 0; i < nmodes; i++) {
+            modes.add(new TermMode(r.u8("mode opcode"), r.i32("mode value")));
+        }
+        PtySpec pty = (flags & 1) != 0 ? new PtySpec(term, rows, cols, List.copyOf(modes)) : null;
+        return new Start(id, new ProcessSpec(List.copyOf(argv), env, cwd.isEmpty() ? null : cwd, pty));
+    }
+}

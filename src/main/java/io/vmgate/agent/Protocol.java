@@ -1,0 +1,25 @@
+package io.vmgate.agent;
+
+/** Constants of docs/protocol.md. */
+public final class Protocol {
+    private Protocol() {}
+
+    public static final int VERSION = 1;
+    public static final int HEADER = 9;               // u32 length + u8 type + u32 id
+    public static final int MAX_PAYLOAD = 256 * 1024;
+    public static final int INITIAL_WINDOW = 256 * 1024;
+    public static final int DATA_CHUNK = 32 * 1024;   // what the host puts in one DATA frame
+    public static final int MAX_ARGS = 4096;
+    public static final int MAX_ENV = 4096;
+    public static final int MAX_MODES = 256;
+    public static final int MAX_ENTROPY = 512;
+
+    public static final byte HELLO = 0x01, START = 0x02, STARTED = 0x03, DATA = 0x04, EOF = 0x05,
+            WINDOW = 0x06, RESIZE = 0x07, SIGNAL = 0x08, EXIT = 0x09, CLOSE = 0x0A, ERROR = 0x0B,
+            CONFIGURE = 0x0C, CONFIGURED = 0x0D;
+
+    public static final int FD_STDIN = 0, FD_STDOUT = 1, FD_STDERR = 2;
+
+    public static final int E_MALFORMED = 1, E_UNKNOWN_TYPE = 2, E_UNKNOWN_ID = 3, E_ID_IN_USE = 4,
+            E_LIMIT = 5, E_SYSTEM = 6, E_VERSION = 7;
+}

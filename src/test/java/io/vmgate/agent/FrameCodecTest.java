@@ -1,0 +1,123 @@
+package io.vmgate.agent;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.io.ByteArrayInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.Channels;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+class FrameCodecTest {
+
+    private static Frame roundTrip(Frame f) throws IOException {
+        ByteBuffer wire = f.encode();
+        byte[] bytes = new byte[wire.remaining()];
+        wire.get(bytes);
+        return Frame.read(Channels.newChannel(new ByteArrayInputStream(bytes)));
+    }
+
+    @Test
+    void everyMessageRoundTrips() throws IOException {
+        var pty = new PtySpec("xterm", 40, 120, List.of(new Message.TermMode(53, 1), new Message.TermMode(1, 3)));
+        List<Message> all = List.of(
+                new Message.Hello(1, 123456789L, "6.1.0-56-cloud-amd64"),
+                new Message.Start(7, new ProcessSpec(List.of("sh", "-c", "echo hi"), Map.of("LANG", "C"), "/tmp", pty)),
+                new Message.Start(8, ProcessSpec.exec(List.of("true"))),
+                new Message.Started(7, 42),
+                new Message.Data(7, 1, "hello".getBytes()),
+                new Message.Eof(7, 2),
+                new Message.Window(7, 0, 4096),
+                new Message.Resize(7, 50, 200),
+                new Message.Signal(7, "TERM"),
+                new Message.Exit(7, new ExitStatus(-1, 9, "KILL", true)),
+                new Message.Exit(7, ExitStatus.code(42)),
+                new Message.Close(7),
+                new Message.Error(7, 3, "unknown id"),
+                new Message.Configure(1_700_000_000_000_000_000L, "vm-1", new byte[] {1, 2, 3}),
+                new Message.Configured());
+        for (Message m : all) {
+            Message back = Message.decode(roundTrip(m.encode()));
+            assertThat(back).usingRecursiveComparison().isEqualTo(m);
+        }
+    }
+
+    @Test
+    void impossibleLengthIsAFramingErrorBeforeAnyAllocation() {
+        byte[] huge = ByteBuffer.allocate(9).putInt(Integer.MAX_VALUE).put((byte) 4).putInt(1).array();
+        assertThatThrownBy(() -> Frame.read(Channels.newChannel(new ByteArrayInputStream(huge))))
+                .isInstanceOfSatisfying(ProtocolException.class, e -> assertThat(e.isFraming()).isTrue());
+        byte[] tiny = ByteBuffer.allocate(9).putInt(4).put((byte) 4).putInt(1).array();
+        assertThatThrownBy(() -> Frame.read(Channels.newChannel(new ByteArrayInputStream(tiny))))
+                .isInstanceOf(ProtocolException.class);
+    }
+
+    @Test
+    void truncatedFrameIsEofButCleanEndIsNull() throws IOException {
+        assertThat(Frame.read(Channels.newChannel(new ByteArrayInputStream(new byte[0])))).isNull();
+        byte[] cut = ByteBuffer.allocate(10).putInt(100).put((byte) 4).putInt(1).put((byte) 1).array();
+        assertThatThrownBy(() -> Frame.read(Channels.newChannel(new ByteArrayInputStream(cut))))
+                .isInstanceOf(EOFException.class);
+    }
+
+    @Test
+    void malformedPayloadsAreMessageErrors() {
+        List<Frame> bad = List.of(
+                new Frame(Protocol.EXIT, 1, new byte[] {0, 0}),                       // truncated
+                new Frame(Protocol.EOF, 1, new byte[] {1, 9}),                        // trailing byte
+                new Frame(Protocol.EOF, 1, new byte[] {7}),                           // bad fd
+                new Frame(Protocol.WINDOW, 1, new byte[] {0, 0, 0, 0, 0}),            // zero increment
+                new Frame((byte) 0x7f, 1, new byte[0]),                               // unknown type
+                new Frame(Protocol.STARTED, 0, new byte[] {0, 0, 0, 1}),              // needs an id
+                new Frame(Protocol.SIGNAL, 1, new byte[] {0, 0, 0, 2, 'A', 0}),       // NUL in string
+                new Frame(Protocol.SIGNAL, 1, new byte[] {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff}),
+                new Message.Exit(1, new ExitStatus(300, 0, "", false)).encode());    // code > 255
+        for (Frame f : bad) {
+            assertThatThrownBy(() -> Message.decode(f))
+                    .as("type %d", f.type())
+                    .isInstanceOfSatisfying(ProtocolException.class, e -> assertThat(e.isFraming()).isFalse());
+        }
+    }
+
+    /** Random and mutated bytes: the decoder either yields messages or throws IOException, nothing else. */
+    @Test
+    void survivesRandomAndMutatedInput() {
+        Random rnd = new Random(2026);
+        List<byte[]> seeds = new ArrayList<>();
+        for (Message m : List.of(new Message.Hello(1, 5, "k"), new Message.Exit(3, ExitStatus.code(1)),
+                new Message.Start(2, ProcessSpec.exec(List.of("a", "b"))), new Message.Data(2, 1, new byte[10]))) {
+            seeds.add(m.encode().encode().array());
+        }
+        for (int i = 0; i < 200_000; i++) {
+            byte[] input;
+            if (i % 2 == 0) {
+                input = new byte[rnd.nextInt(64)];
+                rnd.nextBytes(input);
+            } else {
+                input = seeds.get(rnd.nextInt(seeds.size())).clone();
+                for (int k = rnd.nextInt(4); k >= 0; k--) {
+                    input[rnd.nextInt(input.length)] = (byte) rnd.nextInt(256);
+                }
+            }
+            var in = Channels.newChannel(new ByteArrayInputStream(input));
+            try {
+                Frame f;
+                while ((f = Frame.read(in)) != null) {
+                    try {
+                        Message.decode(f);
+                    } catch (ProtocolException e) {
+                        // expected for most inputs
+                    }
+                }
+            } catch (IOException e) {
+                // framing errors and truncation end the stream; that is the contract
+            }
+        }
+    }
+}

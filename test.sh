@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite: unit tests, the guest
+# agent's C tests and bounded fuzzing, and the end-to-end tests that boot real QEMU VMs
+# and drive them with the real OpenSSH client.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/setup.sh"
+ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang python3
+find_java
+cd "$VMGATE_HOME"
+echo "== guest agent: C tests and bounded fuzzing" >&2
+make -s -C guest/agent test
+make -s -C guest/agent fuzz-smoke
+echo "== Java: unit and end-to-end tests (mvn verify)" >&2
+mvn -B verify "$@"
