@@ -1,0 +1,104 @@
+/* Frame and message codec of docs/protocol.md (version 1). Pure: no I/O, no globals,
+ * safe on arbitrary bytes, so it can be fuzzed on its own (fuzz/fuzz_proto.c). */
+#ifndef VMGATE_PROTO_H
+#define VMGATE_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+#define PROTO_HEADER 9 /* u32 length + u8 type + u32 id */
+#define PROTO_MAX_PAYLOAD 262144u
+#define PROTO_INITIAL_WINDOW 262144u
+#define PROTO_MAX_PROCS 256
+#define PROTO_MAX_ARGS 4096
+#define PROTO_MAX_ENV 4096
+#define PROTO_MAX_MODES 256
+#define PROTO_MAX_ENTROPY 512
+
+enum {
+    MSG_HELLO = 0x01, MSG_START, MSG_STARTED, MSG_DATA, MSG_EOF, MSG_WINDOW, MSG_RESIZE,
+    MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED,
+};
+
+enum {
+    E_MALFORMED = 1, E_UNKNOWN_TYPE, E_UNKNOWN_ID, E_ID_IN_USE, E_LIMIT, E_SYSTEM, E_VERSION,
+};
+
+struct proto_frame {
+    uint8_t type;
+    uint32_t id;
+    const uint8_t *payload; /* points into the caller's buffer */
+    uint32_t len;
+};
+
+/* A string as it is on the wire: not NUL-terminated, but checked to hold no NUL. */
+struct proto_str {
+    const char *p;
+    uint32_t n;
+};
+
+struct proto_mode {
+    uint8_t op;
+    uint32_t val;
+};
+
+/* A decoded START: one heap block (free with proto_msg_free), strings NUL-terminated. */
+struct proto_start {
+    int pty;
+    unsigned argc, envc, nmodes;
+    char **argv; /* NULL-terminated */
+    char **env;  /* NULL-terminated, each "NAME=value" with a non-empty NAME */
+    char *cwd, *term;
+    uint16_t rows, cols;
+    struct proto_mode modes[PROTO_MAX_MODES];
+};
+
+/* Every message in one flat struct; which fields are set depends on type. */
+struct proto_msg {
+    uint8_t type;
+    uint32_t id;
+    uint8_t fd;              /* DATA, EOF, WINDOW */
+    const uint8_t *data;     /* DATA bytes, CONFIGURE entropy (into the frame) */
+    uint32_t len;
+    uint32_t u32;            /* WINDOW increment, STARTED pid, ERROR code */
+    uint64_t u64;            /* HELLO boot_ns, CONFIGURE unix_time_ns */
+    uint16_t version;        /* HELLO */
+    uint16_t rows, cols;     /* RESIZE */
+    int32_t code;            /* EXIT */
+    uint8_t sig, core;       /* EXIT */
+    struct proto_str str;    /* HELLO release, SIGNAL name, EXIT signal name, ERROR message,
+                                CONFIGURE hostname */
+    struct proto_start *start;
+};
+
+/* Splits one frame off the front of buf[0..n). Returns 1 (frame in *f, *used bytes),
+ * 0 (need more bytes) or -1 (framing error: length out of range, unrecoverable). */
+int proto_next_frame(const uint8_t *buf, size_t n, struct proto_frame *f, size_t *used);
+
+/* Decodes and checks a frame's payload. Returns 0, or E_MALFORMED / E_UNKNOWN_TYPE
+ * with a message in err. On success free with proto_msg_free (START allocates). */
+int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, size_t errlen);
+void proto_msg_free(struct proto_msg *m);
+
+/* Frame builder over a caller's buffer; an overflow is sticky and reported by end. */
+struct proto_out {
+    uint8_t *p;
+    size_t cap, len;
+    int overflow;
+};
+void proto_begin(struct proto_out *o, uint8_t type, uint32_t id);
+void proto_u8(struct proto_out *o, uint8_t v);
+void proto_u16(struct proto_out *o, uint16_t v);
+void proto_u32(struct proto_out *o, uint32_t v);
+void proto_u64(struct proto_out *o, uint64_t v);
+void proto_raw(struct proto_out *o, const void *p, size_t n);
+void proto_bytes(struct proto_out *o, const void *p, size_t n); /* u32 n + bytes; str too */
+int proto_end(struct proto_out *o); /* fills in length; -1 if too big or overflowed */
+
+/* Signal names without "SIG" (Linux numbers). 0 / NULL when unknown. */
+int proto_signal_number(const char *name, size_t n);
+const char *proto_signal_name(int sig);
+const char *proto_type_name(uint8_t type);
+
+#endif

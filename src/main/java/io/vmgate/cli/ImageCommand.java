@@ -1,0 +1,40 @@
+package io.vmgate.cli;
+
+import io.vmgate.image.Image;
+import io.vmgate.image.ImageStore;
+import java.nio.file.Files;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+
+/** {@code vmgate image build|info}. */
+@Command(name = "image", description = "Build or describe the default image.", mixinStandardHelpOptions = true,
+        subcommands = {ImageCommand.Build.class, ImageCommand.Info.class})
+final class ImageCommand {
+
+    @Command(name = "build", description = "Build the default image now (it is also built on first use).")
+    static final class Build implements Callable<Integer> {
+        @Override
+        public Integer call() throws Exception {
+            Logging.configure(Logging.Format.text, "INFO");
+            Image img = ImageStore.atDefaultLocation().defaultImage();
+            System.out.println(img.directory());
+            return 0;
+        }
+    }
+
+    @Command(name = "info", description = "Show the default image: where it is, its kernel, sizes and content hash.")
+    static final class Info implements Callable<Integer> {
+        @Override
+        public Integer call() throws Exception {
+            Logging.configure(Logging.Format.text, "WARN");
+            Image img = ImageStore.atDefaultLocation().defaultImage();
+            System.out.println("directory:      " + img.directory());
+            System.out.println("kernel:         " + img.kernel() + " (" + Files.size(img.kernel()) + " bytes)");
+            System.out.println("kernel release: " + img.kernelRelease());
+            System.out.println("initrd:         " + img.initrd() + " (" + Files.size(img.initrd()) + " bytes)");
+            System.out.println("cmdline:        " + img.cmdline());
+            System.out.println("content hash:   " + img.contentHash());
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+package io.vmgate.cli;
+
+import io.vmgate.ssh.ServerConfig;
+import io.vmgate.ssh.VmgateSshServer;
+import io.vmgate.vm.VmLauncher;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+/** {@code vmgate serve}: the SSH server, one fresh VM per connection. */
+@Command(name = "serve", mixinStandardHelpOptions = true, description = {
+        "Serve SSH; every connection gets its own fresh microVM, destroyed when it closes.",
+        "Every option can also come from the environment (--max-sessions -> VMGATE_MAX_SESSIONS)",
+        "or from a --config file of NAME = VALUE lines (max-sessions = 8); flag > env > file > default."})
+final class ServeCommand implements Callable<Integer> {
+    private static final Logger log = LoggerFactory.getLogger(ServeCommand.class);
+
+    @Mixin
+    VmOptions vmOptions;
+
+    @Option(names = "--config", paramLabel = "FILE", description = "Config file (Java properties: long option names without --).")
+    Path config;
+
+    @Option(names = "--listen", paramLabel = "HOST[:PORT]", defaultValue = "127.0.0.1:2222",
+            description = "Address to listen on (default: ${DEFAULT-VALUE}).")
+    String listen;
+
+    @Option(names = "--host-key", paramLabel = "FILE", description = "ed25519 host key, generated if missing (default: ~/.local/state/vmgate/ssh_host_ed25519_key).")
+    Path hostKey;
+
+    @Option(names = "--authorized-keys", paramLabel = "FILE", description = "OpenSSH authorized_keys file for public-key login.")
+    Path authorizedKeys;
+
+    @Option(names = "--user", paramLabel = "NAME", description = "The only user name accepted.")
+    String user;
+
+    @Option(names = "--password-file", paramLabel = "FILE", description = "File whose first line is the password for --user.")
+    Path passwordFile;
+
+    @Option(names = "--allow-passwordless", description = "Let anyone in without credentials (needed on a non-loopback address without other auth).")
+    boolean allowPasswordless;
+
+    @Option(names = "--env-allow", paramLabel = "NAME", split = ",", defaultValue = "TERM,LANG,LC_*",
+            description = "Client environment variables passed to the guest; globs allowed (default: ${DEFAULT-VALUE}).")
+    List<String> envAllow;
+
+    @Option(names = "--max-sessions", paramLabel = "N", defaultValue = "16",
+            description = "Connections with a live VM at once; beyond it new sessions are refused (default: ${DEFAULT-VALUE}).")
+    int maxSessions;
+
+    @Option(names = "--max-channels", paramLabel = "N", defaultValue = "10", description = "Channels open at once per connection (default: ${DEFAULT-VALUE}).")
+    int maxChannels;
+
+    @Option(names = "--log-format", paramLabel = "text|json", defaultValue = "text", description = "Log format (default: ${DEFAULT-VALUE}).")
+    Logging.Format logFormat;
+
+    @Option(names = "--log-level", paramLabel = "LEVEL", defaultValue = "info", description = "Log level (default: ${DEFAULT-VALUE}).")
+    String logLevel;
+
+    @Override
+    public Integer call() throws Exception {
+        Logging.configure(logFormat, logLevel);
+        String host = listen;
+        int port = ServerConfig.DEFAULT_PORT;
+        int colon = listen.lastIndexOf(':');
+        if (colon > 0 && !listen.endsWith("]") && listen.indexOf(':') == colon) {
+            host = listen.substring(0, colon);
+            port = Integer.parseInt(listen.substring(colon + 1));
+        } else if (listen.startsWith("[") && listen.contains("]:")) {
+            host = listen.substring(1, listen.indexOf(']'));
+            port = Integer.parseInt(listen.substring(listen.indexOf("]:") + 2));
+        }
+        VmLauncher launcher = vmOptions.launcher();
+        ServerConfig cfg = ServerConfig.builder(launcher, hostKey != null ? hostKey : defaultHostKey())
+                .listenHost(host).port(port)
+                .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
+                .allowPasswordless(allowPasswordless)
+                .envAllowlist(envAllow).maxSessions(maxSessions).maxChannelsPerConnection(maxChannels)
+                .build();
+        VmgateSshServer server = new VmgateSshServer(cfg);
+        server.start();
+        CountDownLatch stopped = new CountDownLatch(1);
+        // SIGTERM/SIGINT drain: clients get a message, every VM is destroyed, then exit 0.
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            log.info("server_stopping reason=signal");
+            server.stop();
+            stopped.countDown();
+        }, "vmgate-shutdown"));
+        log.info("server_listening addr={} port={} host_key={} fingerprint={}", host, server.port(), cfg.hostKeyPath(),
+                server.hostKeyFingerprint());
+        stopped.await();
+        return 0;
+    }
+
+    static Path defaultHostKey() {
+        String state = System.getenv("XDG_STATE_HOME");
+        Path base = state != null && state.startsWith("/") ? Path.of(state) : Path.of(System.getProperty("user.home"), ".local", "state");
+        return base.resolve("vmgate").resolve("ssh_host_ed25519_key");
+    }
+}

@@ -1,0 +1,171 @@
+package io.vmgate.ssh;
+
+import io.vmgate.vm.VmLauncher;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * Everything {@link VmgateSshServer} needs. Build one with {@link #builder(VmLauncher, Path)};
+ * every field but the launcher and the host key path has a default.
+ *
+ * @param listenHost               address to listen on (a name or literal; loopback decides whether
+ *                                 passwordless login may be the silent default)
+ * @param port                     TCP port; 0 picks a free one ({@link VmgateSshServer#port()} tells which)
+ * @param hostKeyPath              the ed25519 host key, generated (mode 0600) if missing
+ * @param authorizedKeys           OpenSSH authorized_keys file for public-key auth, or null
+ * @param user                     the only user name accepted (by every auth method), or null for any
+ * @param passwordFile             file whose first line is the password, or null for no password auth
+ * @param allowPasswordless        accept the "none" method (anyone may log in)
+ * @param envAllowlist             env request names passed to the guest; '*' and '?' are globs
+ * @param maxSessions              connections with a live VM at once; beyond it a friendly refusal
+ * @param authTimeout              a connection must authenticate within this
+ * @param maxAuthAttempts          authentication requests per connection before it is dropped
+ * @param maxChannelsPerConnection session channels open at once on one connection
+ * @param keepaliveInterval        probe a silent client this often (zero: never), like ClientAliveInterval
+ * @param keepaliveCountMax        unanswered probes before the connection is dropped
+ * @param guestHostname            hostname set in each guest with CONFIGURE (with the clock and fresh
+ *                                 entropy), or null to leave configuring the guest to the launcher
+ * @param sftpServer               the guest's sftp-server, run for the {@code sftp} subsystem
+ * @param launcher                 makes a VM for a connection
+ */
+public record ServerConfig(
+        String listenHost,
+        int port,
+        Path hostKeyPath,
+        Path authorizedKeys,
+        String user,
+        Path passwordFile,
+        boolean allowPasswordless,
+        List<String> envAllowlist,
+        int maxSessions,
+        Duration authTimeout,
+        int maxAuthAttempts,
+        int maxChannelsPerConnection,
+        Duration keepaliveInterval,
+        int keepaliveCountMax,
+        String guestHostname,
+        String sftpServer,
+        VmLauncher launcher) {
+
+    public static final String DEFAULT_LISTEN_HOST = "127.0.0.1";
+    public static final int DEFAULT_PORT = 2222;
+    public static final List<String> DEFAULT_ENV_ALLOWLIST = List.of("TERM", "LANG", "LC_*");
+    public static final int DEFAULT_MAX_SESSIONS = 16;
+    public static final Duration DEFAULT_AUTH_TIMEOUT = Duration.ofSeconds(60);
+    public static final int DEFAULT_MAX_AUTH_ATTEMPTS = 6;
+    public static final int DEFAULT_MAX_CHANNELS = 10;
+    public static final Duration DEFAULT_KEEPALIVE_INTERVAL = Duration.ofSeconds(15);
+    public static final int DEFAULT_KEEPALIVE_COUNT_MAX = 4;
+    public static final String DEFAULT_GUEST_HOSTNAME = "vmgate";
+    public static final String DEFAULT_SFTP_SERVER = "/usr/lib/openssh/sftp-server";
+
+    public ServerConfig {
+        listenHost = listenHost == null || listenHost.isBlank() ? DEFAULT_LISTEN_HOST : listenHost.strip();
+        Objects.requireNonNull(hostKeyPath, "hostKeyPath");
+        Objects.requireNonNull(launcher, "launcher");
+        envAllowlist = List.copyOf(envAllowlist == null ? DEFAULT_ENV_ALLOWLIST : envAllowlist);
+        authTimeout = authTimeout == null ? DEFAULT_AUTH_TIMEOUT : authTimeout;
+        keepaliveInterval = keepaliveInterval == null ? Duration.ZERO : keepaliveInterval;
+        sftpServer = sftpServer == null || sftpServer.isBlank() ? DEFAULT_SFTP_SERVER : sftpServer;
+        user = user == null || user.isEmpty() ? null : user;
+        require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
+        require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
+        require(maxAuthAttempts >= 1, "max auth attempts must be at least 1, not " + maxAuthAttempts);
+        require(maxChannelsPerConnection >= 1, "max channels per connection must be at least 1, not " + maxChannelsPerConnection);
+        require(!authTimeout.isNegative() && !authTimeout.isZero(), "auth timeout must be positive");
+        require(!keepaliveInterval.isNegative(), "keepalive interval must not be negative");
+        require(keepaliveCountMax >= 1, "keepalive count must be at least 1, not " + keepaliveCountMax);
+        for (String name : envAllowlist) {
+            require(name != null && name.matches("[A-Za-z0-9_*?]+"),
+                    "env allowlist entries are variable names or globs with * and ?, not '" + name + "'");
+        }
+    }
+
+    private static void require(boolean ok, String message) {
+        if (!ok) {
+            throw new IllegalArgumentException(message);
+        }
+    }
+
+    /** True when at least one real authentication method (keys or password) is configured. */
+    public boolean hasCredentials() {
+        return authorizedKeys != null || passwordFile != null;
+    }
+
+    public static Builder builder(VmLauncher launcher, Path hostKeyPath) {
+        return new Builder(launcher, hostKeyPath);
+    }
+
+    public Builder toBuilder() {
+        Builder b = new Builder(launcher, hostKeyPath);
+        b.listenHost = listenHost;
+        b.port = port;
+        b.authorizedKeys = authorizedKeys;
+        b.user = user;
+        b.passwordFile = passwordFile;
+        b.allowPasswordless = allowPasswordless;
+        b.envAllowlist = envAllowlist;
+        b.maxSessions = maxSessions;
+        b.authTimeout = authTimeout;
+        b.maxAuthAttempts = maxAuthAttempts;
+        b.maxChannelsPerConnection = maxChannelsPerConnection;
+        b.keepaliveInterval = keepaliveInterval;
+        b.keepaliveCountMax = keepaliveCountMax;
+        b.guestHostname = guestHostname;
+        b.sftpServer = sftpServer;
+        return b;
+    }
+
+    /** Mutable builder with the defaults above. */
+    public static final class Builder {
+        private VmLauncher launcher;
+        private Path hostKeyPath;
+        private String listenHost = DEFAULT_LISTEN_HOST;
+        private int port = DEFAULT_PORT;
+        private Path authorizedKeys;
+        private String user;
+        private Path passwordFile;
+        private boolean allowPasswordless;
+        private List<String> envAllowlist = DEFAULT_ENV_ALLOWLIST;
+        private int maxSessions = DEFAULT_MAX_SESSIONS;
+        private Duration authTimeout = DEFAULT_AUTH_TIMEOUT;
+        private int maxAuthAttempts = DEFAULT_MAX_AUTH_ATTEMPTS;
+        private int maxChannelsPerConnection = DEFAULT_MAX_CHANNELS;
+        private Duration keepaliveInterval = DEFAULT_KEEPALIVE_INTERVAL;
+        private int keepaliveCountMax = DEFAULT_KEEPALIVE_COUNT_MAX;
+        private String guestHostname = DEFAULT_GUEST_HOSTNAME;
+        private String sftpServer = DEFAULT_SFTP_SERVER;
+
+        private Builder(VmLauncher launcher, Path hostKeyPath) {
+            this.launcher = launcher;
+            this.hostKeyPath = hostKeyPath;
+        }
+
+        public Builder launcher(VmLauncher v) { launcher = v; return this; }
+        public Builder hostKeyPath(Path v) { hostKeyPath = v; return this; }
+        public Builder listenHost(String v) { listenHost = v; return this; }
+        public Builder port(int v) { port = v; return this; }
+        public Builder authorizedKeys(Path v) { authorizedKeys = v; return this; }
+        public Builder user(String v) { user = v; return this; }
+        public Builder passwordFile(Path v) { passwordFile = v; return this; }
+        public Builder allowPasswordless(boolean v) { allowPasswordless = v; return this; }
+        public Builder envAllowlist(List<String> v) { envAllowlist = v; return this; }
+        public Builder maxSessions(int v) { maxSessions = v; return this; }
+        public Builder authTimeout(Duration v) { authTimeout = v; return this; }
+        public Builder maxAuthAttempts(int v) { maxAuthAttempts = v; return this; }
+        public Builder maxChannelsPerConnection(int v) { maxChannelsPerConnection = v; return this; }
+        public Builder keepaliveInterval(Duration v) { keepaliveInterval = v; return this; }
+        public Builder keepaliveCountMax(int v) { keepaliveCountMax = v; return this; }
+        public Builder guestHostname(String v) { guestHostname = v; return this; }
+        public Builder sftpServer(String v) { sftpServer = v; return this; }
+
+        public ServerConfig build() {
+            return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
+                    allowPasswordless, envAllowlist, maxSessions, authTimeout, maxAuthAttempts,
+                    maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, guestHostname, sftpServer,
+                    launcher);
+        }
+    }
+}

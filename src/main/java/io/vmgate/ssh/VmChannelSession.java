@@ -1,0 +1,346 @@
+package io.vmgate.ssh;
+
+import io.vmgate.agent.GuestProcess;
+import io.vmgate.agent.Message;
+import io.vmgate.agent.ProcessSpec;
+import io.vmgate.agent.PtySpec;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.apache.sshd.common.SshConstants;
+import org.apache.sshd.common.channel.Channel;
+import org.apache.sshd.common.channel.ChannelListener;
+import org.apache.sshd.common.channel.PtyMode;
+import org.apache.sshd.common.channel.RequestHandler;
+import org.apache.sshd.common.util.buffer.Buffer;
+import org.apache.sshd.server.channel.ChannelSession;
+
+/**
+ * A {@code session} channel whose shell, exec and sftp subsystem run in the connection's VM.
+ * It records the pty-req, env (filtered) and window-change requests, forwards signals and
+ * break to the guest process, refuses agent and X11 forwarding, and can end with
+ * {@code exit-signal} as well as {@code exit-status}.
+ */
+@SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
+final class VmChannelSession extends ChannelSession {
+    /** Larger terminals than this are clamped (the guest's winsize is 16 bits anyway). */
+    static final int MAX_TERMINAL_DIMENSION = 10_000;
+    static final int MAX_TERM_LENGTH = 128;
+    /** Signal names a client may send (RFC 4254 §6.10 plus job control and a few more). */
+    static final Set<String> SIGNALS = Set.of("ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT",
+            "SEGV", "TERM", "USR1", "USR2", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "WINCH");
+
+    final Connection conn;
+    final VmgateSshServer server;
+    final int number;
+    final long openedNanos = System.nanoTime();
+
+    private final Map<String, String> env = new LinkedHashMap<>();
+    private int envBytes;
+    private boolean pty;
+    private String term = "";
+    private int rows;
+    private int cols;
+    private List<Message.TermMode> modes = List.of();
+    private GuestProcess process;
+    private boolean sizeChangedBeforeStart;
+
+    VmChannelSession(Connection conn, VmgateSshServer server) {
+        this.conn = conn;
+        this.server = server;
+        this.number = conn.nextChannelNumber();
+        addChannelListener(new ChannelListener() {
+            @Override
+            public void channelOpenSuccess(Channel channel) {
+                try (var s = conn.scope()) {
+                    Events.log.info("channel_opened {} channel={}", conn.tag(), number);
+                }
+            }
+
+            @Override
+            public void channelClosed(Channel channel, Throwable reason) {
+                conn.channelClosed();
+                try (var s = conn.scope()) {
+                    Events.log.debug("channel_closed {} channel={} ms={}", conn.tag(), number, Events.msSince(openedNanos));
+                }
+            }
+        });
+    }
+
+    @Override
+    protected RequestHandler.Result handleInternalRequest(String requestType, boolean wantReply, Buffer buffer)
+            throws IOException {
+        try (var s = conn.scope()) {
+            return super.handleInternalRequest(requestType, wantReply, buffer);
+        } catch (RuntimeException e) {
+            // A malformed request (short buffer, bad lengths) is refused; the connection carries on.
+            try (var s = conn.scope()) {
+                Events.log.warn("request_refused {} channel={} request={} reason=malformed error={}", conn.tag(), number,
+                        Events.v(requestType), Events.v(e.toString()));
+            }
+            return RequestHandler.Result.ReplyFailure;
+        }
+    }
+
+    // --- env
+
+    @Override
+    protected RequestHandler.Result handleEnvParsed(String name, String value) {
+        synchronized (this) {
+            String refusal = process != null ? "too_late" : server.envPolicy().refusal(name, value, env.size(), envBytes);
+            if (refusal == null) {
+                String old = env.put(name, value);
+                envBytes += name.length() + value.length() + 1 - (old == null ? 0 : name.length() + old.length() + 1);
+                return RequestHandler.Result.ReplySuccess;
+            }
+            Events.log.info("env_refused {} channel={} name={} reason={}", conn.tag(), number, Events.v(name), refusal);
+            return RequestHandler.Result.ReplyFailure;
+        }
+    }
+
+    // --- pty-req and window-change
+
+    @Override
+    protected RequestHandler.Result handlePtyReq(Buffer buffer, boolean wantReply) throws IOException {
+        String t = buffer.getString();
+        long c = buffer.getUInt();
+        long r = buffer.getUInt();
+        buffer.getUInt(); // width in pixels
+        buffer.getUInt(); // height in pixels
+        byte[] encoded = buffer.getBytes();
+        List<Message.TermMode> parsed = parseModes(encoded);
+        synchronized (this) {
+            if (process != null) {
+                return RequestHandler.Result.ReplyFailure;
+            }
+            pty = true;
+            term = sanitizeTerm(t);
+            cols = clampDimension(c, "cols");
+            rows = clampDimension(r, "rows");
+            modes = parsed;
+        }
+        return RequestHandler.Result.ReplySuccess;
+    }
+
+    /** RFC 4254 §8: (u8 opcode, u32 value)* ending at TTY_OP_END; opcodes 160+ stop parsing. */
+    static List<Message.TermMode> parseModes(byte[] m) {
+        Map<Integer, Integer> byOpcode = new LinkedHashMap<>();
+        for (int i = 0; i + 5 <= m.length; i += 5) {
+            int op = m[i] & 0xff;
+            if (op == PtyMode.TTY_OP_END || op >= 160) {
+                break;
+            }
+            int value = ((m[i + 1] & 0xff) << 24) | ((m[i + 2] & 0xff) << 16) | ((m[i + 3] & 0xff) << 8) | (m[i + 4] & 0xff);
+            if (byOpcode.size() < 256 || byOpcode.containsKey(op)) {
+                byOpcode.put(op, value);
+            }
+        }
+        List<Message.TermMode> out = new ArrayList<>();
+        byOpcode.forEach((op, v) -> out.add(new Message.TermMode(op, v)));
+        out.sort(Comparator.comparingInt(Message.TermMode::opcode));
+        return List.copyOf(out);
+    }
+
+    private static String sanitizeTerm(String t) {
+        if (t == null || t.isEmpty() || t.length() > MAX_TERM_LENGTH || !t.matches("[A-Za-z0-9._+-]+")) {
+            return t == null || t.isEmpty() ? "" : "xterm";
+        }
+        return t;
+    }
+
+    /** 0 (and nonsense) means "the guest's default"; huge values are clamped. */
+    private int clampDimension(long v, String what) {
+        if (v <= 0) {
+            return 0;
+        }
+        if (v > MAX_TERMINAL_DIMENSION) {
+            Events.log.info("pty_size_clamped {} channel={} {}={} max={}", conn.tag(), number, what, v, MAX_TERMINAL_DIMENSION);
+            return MAX_TERMINAL_DIMENSION;
+        }
+        return (int) v;
+    }
+
+    @Override
+    protected RequestHandler.Result handleWindowChange(Buffer buffer, boolean wantReply) throws IOException {
+        long c = buffer.getUInt();
+        long r = buffer.getUInt();
+        int newCols = clampDimension(c, "cols");
+        int newRows = clampDimension(r, "rows");
+        if (newCols == 0 || newRows == 0) {
+            return RequestHandler.Result.ReplyFailure;
+        }
+        GuestProcess p;
+        synchronized (this) {
+            cols = newCols;
+            rows = newRows;
+            p = process;
+            if (p == null) {
+                sizeChangedBeforeStart = true;
+            }
+        }
+        if (p != null) {
+            try {
+                p.resize(newRows, newCols);
+            } catch (IOException e) {
+                return RequestHandler.Result.ReplyFailure;
+            }
+        }
+        return RequestHandler.Result.ReplySuccess;
+    }
+
+    // --- signal and break
+
+    @Override
+    protected RequestHandler.Result handleSignalParsed(String name) throws IOException {
+        String n = name == null ? "" : name.startsWith("SIG") ? name.substring(3) : name;
+        if (!SIGNALS.contains(n)) {
+            Events.log.info("signal_refused {} channel={} signal={}", conn.tag(), number, Events.v(name));
+            return RequestHandler.Result.ReplyFailure;
+        }
+        return deliver(n);
+    }
+
+    @Override
+    protected RequestHandler.Result handleBreakParsed(long breakLength) throws IOException {
+        return deliver("INT");
+    }
+
+    private RequestHandler.Result deliver(String signal) {
+        GuestProcess p;
+        synchronized (this) {
+            p = process;
+        }
+        Events.log.info("signal_sent {} channel={} signal={} delivered={}", conn.tag(), number, signal, p != null);
+        if (p == null) {
+            return RequestHandler.Result.ReplyFailure;
+        }
+        try {
+            p.signal(signal);
+            return RequestHandler.Result.ReplySuccess;
+        } catch (IOException e) {
+            return RequestHandler.Result.ReplyFailure;
+        }
+    }
+
+    // --- shell, exec, subsystem
+
+    @Override
+    protected RequestHandler.Result handleShellParsed(String request) throws IOException {
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.SHELL, List.of("/bin/sh", "-l"), "");
+        return prepareChannelCommand(request, commandInstance);
+    }
+
+    @Override
+    protected RequestHandler.Result handleExecParsed(String request, String commandLine) throws IOException {
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.EXEC, List.of("/bin/sh", "-c", commandLine), commandLine);
+        return prepareChannelCommand(request, commandInstance);
+    }
+
+    @Override
+    protected RequestHandler.Result handleSubsystemParsed(String request, String subsystem) throws IOException {
+        if (!"sftp".equals(subsystem)) {
+            // Accepted, then ended with a message and 255: a failure reply races the message, and
+            // OpenSSH's client exits on the failure before it has printed what we wrote.
+            Events.log.warn("subsystem_refused {} channel={} subsystem={}", conn.tag(), number, Events.v(subsystem));
+            commandInstance = new MessageCommand(this, "vmgate: unknown subsystem " + Events.v(subsystem) + " (only sftp is available)");
+            return prepareChannelCommand(request, commandInstance);
+        }
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.SUBSYSTEM, List.of(server.config().sftpServer()), subsystem);
+        return prepareChannelCommand(request, commandInstance);
+    }
+
+    // --- forwarding requests on the channel: refused
+
+    @Override
+    protected RequestHandler.Result handleAgentForwarding(String requestType, Buffer buffer, boolean wantReply) {
+        Events.log.info("forwarding_refused {} channel={} kind=agent request={}", conn.tag(), number, Events.v(requestType));
+        return RequestHandler.Result.ReplyFailure;
+    }
+
+    @Override
+    protected RequestHandler.Result handleX11Forwarding(String requestType, Buffer buffer, boolean wantReply) {
+        Events.log.info("forwarding_refused {} channel={} kind=x11 request={}", conn.tag(), number, Events.v(requestType));
+        return RequestHandler.Result.ReplyFailure;
+    }
+
+    // --- used by GuestCommand
+
+    synchronized boolean hasPty() {
+        return pty;
+    }
+
+    /** What to start in the guest, with the terminal and environment the client asked for. */
+    synchronized ProcessSpec spec(List<String> argv) {
+        Map<String, String> vars = new LinkedHashMap<>();
+        String local = localAddress();
+        if (local != null) {
+            vars.put("SSH_CLIENT", conn.remoteIp + " " + remotePort() + " " + localPort());
+            vars.put("SSH_CONNECTION", conn.remoteIp + " " + remotePort() + " " + local + " " + localPort());
+        }
+        vars.putAll(env);
+        PtySpec p = pty ? new PtySpec(term.isEmpty() ? "xterm" : term, rows, cols, modes) : null;
+        return new ProcessSpec(argv, vars, null, p);
+    }
+
+    private String localAddress() {
+        return conn.session.getIoSession().getLocalAddress() instanceof java.net.InetSocketAddress a && a.getAddress() != null
+                ? a.getAddress().getHostAddress() : null;
+    }
+
+    private int localPort() {
+        return conn.session.getIoSession().getLocalAddress() instanceof java.net.InetSocketAddress a ? a.getPort() : 0;
+    }
+
+    private int remotePort() {
+        return conn.session.getClientAddress() instanceof java.net.InetSocketAddress a ? a.getPort() : 0;
+    }
+
+    /** The guest process is running: later window-change, signal and break requests go to it. */
+    void attach(GuestProcess p) throws IOException {
+        boolean resize;
+        int r;
+        int c;
+        synchronized (this) {
+            process = p;
+            resize = sizeChangedBeforeStart && pty;
+            r = rows;
+            c = cols;
+        }
+        if (resize) {
+            p.resize(r, c);
+        }
+    }
+
+    /**
+     * Ends the channel the way OpenSSH's sshd does for a process killed by a signal: EOF, then
+     * {@code exit-signal} (name without SIG, core flag, empty message and language), then close.
+     */
+    void exitWithSignal(String signalName, boolean coreDumped) throws IOException {
+        if (isClosing()) {
+            commandExitFuture.setClosed();
+            return;
+        }
+        if (out != null) {
+            out.close();
+        }
+        sendEof();
+        if (!exitStatusSent.getAndSet(true)) {
+            Buffer b = getSession().createBuffer(SshConstants.SSH_MSG_CHANNEL_REQUEST, 64);
+            b.putUInt(getRecipient());
+            b.putString("exit-signal");
+            b.putBoolean(false); // want-reply must be false (RFC 4254 §6.10)
+            b.putString(signalName);
+            b.putBoolean(coreDumped);
+            b.putString("");
+            b.putString("");
+            writePacket(b);
+            notifyStateChanged("exit-signal");
+        }
+        commandExitFuture.setClosed();
+        close(false);
+    }
+}

@@ -1,0 +1,435 @@
+package io.vmgate.ssh;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnknownHostException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.KeyPair;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.apache.sshd.common.channel.ChannelFactory;
+import org.apache.sshd.common.config.keys.AuthorizedKeyEntry;
+import org.apache.sshd.common.keyprovider.KeyPairProvider;
+import org.apache.sshd.common.session.Session;
+import org.apache.sshd.common.session.SessionListener;
+import org.apache.sshd.core.CoreModuleProperties;
+import org.apache.sshd.server.ServerBuilder;
+import org.apache.sshd.server.SshServer;
+import org.apache.sshd.server.auth.AbstractUserAuthFactory;
+import org.apache.sshd.server.auth.UserAuth;
+import org.apache.sshd.server.auth.UserAuthFactory;
+import org.apache.sshd.server.auth.UserAuthNone;
+import org.apache.sshd.server.auth.keyboard.DefaultKeyboardInteractiveAuthenticator;
+import org.apache.sshd.server.auth.keyboard.UserAuthKeyboardInteractiveFactory;
+import org.apache.sshd.server.auth.password.UserAuthPasswordFactory;
+import org.apache.sshd.server.auth.pubkey.UserAuthPublicKeyFactory;
+import org.apache.sshd.server.config.keys.AuthorizedKeysAuthenticator;
+import org.apache.sshd.server.forward.RejectAllForwardingFilter;
+import org.apache.sshd.server.global.NoMoreSessionsHandler;
+import org.apache.sshd.server.global.OpenSshHostKeysHandler;
+import org.apache.sshd.server.session.ServerSession;
+import org.apache.sshd.server.session.ServerUserAuthServiceFactory;
+import org.apache.sshd.common.global.KeepAliveHandler;
+
+/**
+ * vmgate's SSH server: every connection that runs something gets its own fresh microVM from
+ * the configured {@link io.vmgate.vm.VmLauncher}, destroyed when the connection ends.
+ *
+ * <pre>{@code
+ * var server = new VmgateSshServer(ServerConfig.builder(launcher, hostKey).port(2222).build());
+ * server.start();   // binds; throws IllegalArgumentException for an unsafe or broken configuration
+ * ...
+ * server.stop();    // tells running sessions, closes connections, destroys every VM, waits
+ * }</pre>
+ */
+@SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
+public final class VmgateSshServer implements AutoCloseable {
+    static final String SHUTDOWN_MESSAGE = "vmgate: the server is shutting down";
+    private static final Duration DRAIN_TIMEOUT = Duration.ofSeconds(5);
+    private static final Duration STOP_TIMEOUT = Duration.ofSeconds(30);
+
+    private final ServerConfig config;
+    private final EnvPolicy envPolicy;
+    private final FailureTracker failures = new FailureTracker();
+    private final Semaphore slots;
+    private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
+    private SshServer sshd;
+    private ScheduledExecutorService scheduler;
+    private KeyPair hostKey;
+    private volatile boolean stopping;
+
+    public VmgateSshServer(ServerConfig config) {
+        this.config = config;
+        this.envPolicy = new EnvPolicy(config.envAllowlist());
+        this.slots = new Semaphore(config.maxSessions());
+    }
+
+    public ServerConfig config() {
+        return config;
+    }
+
+    /**
+     * Checks the auth configuration, loads (or generates) the host key and starts listening.
+     *
+     * @throws IllegalArgumentException when the configuration is unsafe or unusable (for example no
+     *                                  authentication on a non-loopback address); the message says what to do
+     * @throws IOException              when the host key or the listening socket cannot be set up
+     */
+    public synchronized void start() throws IOException {
+        if (sshd != null) {
+            throw new IllegalStateException("already started");
+        }
+        boolean loopback = isLoopback(config.listenHost());
+        boolean passwordless = decidePasswordless(loopback);
+        byte[] password = config.passwordFile() == null ? null : readPassword(config.passwordFile());
+        AuthorizedKeysAuthenticator keys = config.authorizedKeys() == null ? null : authorizedKeys(config.authorizedKeys());
+        hostKey = HostKeys.loadOrGenerate(config.hostKeyPath());
+
+        scheduler = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "vmgate-ssh-timer");
+            t.setDaemon(true);
+            return t;
+        });
+        Auth auth = new Auth(this, config.user(), password, keys);
+
+        SshServer s = ServerBuilder.builder().build();
+        s.setHost(config.listenHost());
+        s.setPort(config.port());
+        s.setKeyPairProvider(KeyPairProvider.wrap(hostKey));
+
+        // Authentication: exactly what is configured, nothing from the JVM user's ~/.ssh.
+        List<UserAuthFactory> methods = new ArrayList<>();
+        s.setPublickeyAuthenticator(null);
+        s.setPasswordAuthenticator(null);
+        s.setKeyboardInteractiveAuthenticator(null);
+        s.setHostBasedAuthenticator(null);
+        s.setGSSAuthenticator(null);
+        if (keys != null) {
+            s.setPublickeyAuthenticator(auth);
+            methods.add(new UserAuthPublicKeyFactory());
+        }
+        if (password != null) {
+            s.setPasswordAuthenticator(auth);
+            s.setKeyboardInteractiveAuthenticator(new DefaultKeyboardInteractiveAuthenticator());
+            methods.add(new UserAuthKeyboardInteractiveFactory());
+            methods.add(new UserAuthPasswordFactory());
+        }
+        if (passwordless) {
+            methods.add(new NoneFactory(auth));
+        }
+        s.setUserAuthFactories(methods);
+        CoreModuleProperties.MAX_AUTH_REQUESTS.set(s, config.maxAuthAttempts());
+        CoreModuleProperties.AUTH_TIMEOUT.set(s, config.authTimeout());
+
+        // Only session channels; every kind of forwarding is refused (and logged).
+        List<ChannelFactory> channelTypes = List.of(
+                new Channels.SessionFactory(this),
+                new Channels.ForwardingFactory(Channels.DIRECT_TCPIP),
+                new Channels.ForwardingFactory(Channels.DIRECT_STREAMLOCAL));
+        s.setChannelFactories(channelTypes);
+        s.setForwardingFilter(RejectAllForwardingFilter.INSTANCE);
+        s.setAgentFactory(null);
+        s.setGlobalRequestHandlers(List.of(
+                KeepAliveHandler.INSTANCE,
+                NoMoreSessionsHandler.INSTANCE,
+                OpenSshHostKeysHandler.INSTANCE,
+                new Channels.ForwardRequestRefuser()));
+        s.setShellFactory(null);
+        s.setCommandFactory(null);
+        s.setSubsystemFactories(List.of());
+
+        // Timeouts: no MINA idle timeout (an idle shell is fine, as with OpenSSH); dead peers are
+        // found by our keepalive probes and TCP keepalive. Blocked output waits for the client
+        // as long as the connection lives: that is the flow control.
+        CoreModuleProperties.IDLE_TIMEOUT.set(s, Duration.ZERO);
+        CoreModuleProperties.WAIT_FOR_SPACE_TIMEOUT.set(s, Duration.ofDays(365));
+        CoreModuleProperties.SOCKET_KEEPALIVE.set(s, true);
+        CoreModuleProperties.TCP_NODELAY.set(s, true);
+        CoreModuleProperties.SERVER_IDENTIFICATION.set(s, "vmgate");
+        CoreModuleProperties.MAX_CONCURRENT_CHANNELS.set(s, config.maxChannelsPerConnection() + 2);
+
+        s.setServiceFactories(List.of(ServerUserAuthServiceFactory.INSTANCE, new Channels.ConnectionServiceFactory()));
+        s.addSessionListener(new Listener());
+        try {
+            s.start();
+        } catch (IOException | RuntimeException e) {
+            scheduler.shutdownNow();
+            throw e;
+        }
+        sshd = s;
+        Events.log.info("server_started listen={} port={} host_key={} fingerprint={} auth={} max_sessions={}",
+                Events.v(config.listenHost()), port(), Events.v(config.hostKeyPath()), HostKeys.fingerprint(hostKey),
+                String.join(",", methods.stream().map(UserAuthFactory::getName).toList()), config.maxSessions());
+    }
+
+    private boolean decidePasswordless(boolean loopback) {
+        if (config.allowPasswordless()) {
+            if (!loopback) {
+                Events.log.warn("auth_passwordless listen={} note={}", Events.v(config.listenHost()),
+                        Events.v("--allow-passwordless: anyone who can reach this address gets a VM"));
+            }
+            return true;
+        }
+        if (config.hasCredentials()) {
+            return false;
+        }
+        if (!loopback) {
+            throw new IllegalArgumentException("refusing to serve " + config.listenHost()
+                    + " without authentication: anyone who can reach it would get a VM. Configure"
+                    + " --authorized-keys FILE, or --password-file FILE (with --user NAME), or pass"
+                    + " --allow-passwordless to accept anyone on purpose.");
+        }
+        Events.log.warn("auth_passwordless listen={} note={}", Events.v(config.listenHost()),
+                Events.v("no authentication configured: passwordless login allowed on this loopback address"));
+        return true;
+    }
+
+    private static byte[] readPassword(Path file) {
+        byte[] all;
+        try {
+            all = Files.readAllBytes(file);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read password file " + file + ": " + e.getMessage(), e);
+        }
+        int end = 0;
+        while (end < all.length && all[end] != '\n') {
+            end++;
+        }
+        if (end > 0 && all[end - 1] == '\r') {
+            end--;
+        }
+        byte[] password = Arrays.copyOf(all, end);
+        Arrays.fill(all, (byte) 0);
+        if (password.length == 0) {
+            throw new IllegalArgumentException("password file " + file + " is empty (the first line is the password)");
+        }
+        // Passwords arrive as Java strings: normalise through UTF-8 the way the comparison will.
+        return new String(password, StandardCharsets.UTF_8).getBytes(StandardCharsets.UTF_8);
+    }
+
+    private static AuthorizedKeysAuthenticator authorizedKeys(Path file) {
+        int n;
+        try {
+            n = AuthorizedKeyEntry.readAuthorizedKeys(file).size();
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read authorized keys file " + file + ": " + e.getMessage(), e);
+        }
+        if (n == 0) {
+            Events.log.warn("authorized_keys_empty file={}", Events.v(file));
+        }
+        return new AuthorizedKeysAuthenticator(file);
+    }
+
+    static boolean isLoopback(String host) {
+        if (host == null || host.isBlank()) {
+            return false;
+        }
+        try {
+            InetAddress[] all = InetAddress.getAllByName(host);
+            return all.length > 0 && Arrays.stream(all).allMatch(InetAddress::isLoopbackAddress);
+        } catch (UnknownHostException e) {
+            return false;
+        }
+    }
+
+    /** The port actually listened on (useful with port 0). */
+    public synchronized int port() {
+        if (sshd == null) {
+            throw new IllegalStateException("not started");
+        }
+        for (SocketAddress a : sshd.getBoundAddresses()) {
+            if (a instanceof InetSocketAddress in) {
+                return in.getPort();
+            }
+        }
+        return sshd.getPort();
+    }
+
+    /** The host key's SHA256 fingerprint, as {@code ssh-keygen -l} shows it. */
+    public synchronized String hostKeyFingerprint() {
+        if (hostKey == null) {
+            throw new IllegalStateException("not started");
+        }
+        return HostKeys.fingerprint(hostKey);
+    }
+
+    /** Connections currently holding a VM (or launching one). */
+    public int liveSessions() {
+        return config.maxSessions() - slots.availablePermits();
+    }
+
+    /** Recent failed authentication attempts from an address (0 after a success or a quiet spell). */
+    public int failuresFor(String address) {
+        return failures.failures(address);
+    }
+
+    /** Open SSH connections, authenticated or not. */
+    public int connections() {
+        return connections.size();
+    }
+
+    /**
+     * Stops: tells every running command that the server is going away (a message on stderr,
+     * exit status 255), lets clients take their exit status and leave, closes what is left,
+     * and returns once every VM is destroyed.
+     */
+    public void stop() {
+        SshServer s;
+        synchronized (this) {
+            s = sshd;
+            if (s == null || stopping) {
+                return;
+            }
+            stopping = true;
+        }
+        long t0 = System.nanoTime();
+        Events.log.info("server_stopping connections={} live_sessions={}", connections.size(), liveSessions());
+        List<Connection> all = List.copyOf(connections);
+        all.forEach(c -> c.shutdown(SHUTDOWN_MESSAGE));
+        // Commands print the message and send exit-status; clients that got it close on their own.
+        await(all.stream().map(Connection::commandsDone).toList(), DRAIN_TIMEOUT);
+        all.forEach(c -> c.session.close(false));
+        await(all.stream().map(Connection::released).toList(), DRAIN_TIMEOUT);
+        try {
+            s.stop(true);
+        } catch (IOException e) {
+            Events.log.warn("server_stop_error error={}", Events.v(e.toString()));
+        }
+        List<Connection> left = List.copyOf(connections);
+        left.forEach(Connection::close);
+        if (!await(left.stream().map(Connection::released).toList(), STOP_TIMEOUT)) {
+            Events.log.error("server_stop_timeout live_sessions={}", liveSessions());
+        }
+        scheduler.shutdownNow();
+        synchronized (this) {
+            sshd = null;
+            stopping = false;
+        }
+        Events.log.info("server_stopped ms={}", Events.msSince(t0));
+    }
+
+    private static boolean await(List<CompletableFuture<Void>> futures, Duration timeout) {
+        try {
+            CompletableFuture.allOf(futures.toArray(CompletableFuture[]::new)).get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            return true;
+        } catch (TimeoutException e) {
+            return false;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        } catch (java.util.concurrent.ExecutionException e) {
+            return true;
+        }
+    }
+
+    @Override
+    public void close() {
+        stop();
+    }
+
+    // --- for the package
+
+    EnvPolicy envPolicy() {
+        return envPolicy;
+    }
+
+    FailureTracker failures() {
+        return failures;
+    }
+
+    ScheduledExecutorService scheduler() {
+        return scheduler;
+    }
+
+    boolean isStopping() {
+        return stopping;
+    }
+
+    boolean tryAcquireSlot() {
+        return slots.tryAcquire();
+    }
+
+    void releaseSlot() {
+        slots.release();
+    }
+
+    /** Attaches a {@link Connection} to each session and logs its life. */
+    private final class Listener implements SessionListener {
+        @Override
+        public void sessionCreated(Session session) {
+            Connection c = new Connection(VmgateSshServer.this, (ServerSession) session);
+            session.setAttribute(Connection.KEY, c);
+            connections.add(c);
+            try (var s = c.scope()) {
+                Events.log.info("connection_accepted conn={} remote={}", c.id, Events.v(c.remote));
+            }
+        }
+
+        @Override
+        public void sessionEvent(Session session, Event event) {
+            if (event == Event.Authenticated) {
+                Connection c = session.getAttribute(Connection.KEY);
+                if (c != null) {
+                    try (var s = c.scope()) {
+                        failures.succeeded(c.remoteIp);
+                        c.authenticated(session.getUsername());
+                    }
+                }
+            }
+        }
+
+        @Override
+        public void sessionClosed(Session session) {
+            Connection c = session.getAttribute(Connection.KEY);
+            if (c != null) {
+                try (var s = c.scope()) {
+                    c.close();
+                }
+                c.released().whenComplete((r, e) -> connections.remove(c));
+            }
+        }
+    }
+
+    /** "none" authentication (passwordless), still limited to the configured user name. */
+    private static final class NoneFactory extends AbstractUserAuthFactory {
+        private final Auth auth;
+
+        NoneFactory(Auth auth) {
+            super(UserAuthNone.NAME);
+            this.auth = auth;
+        }
+
+        @Override
+        public UserAuth createUserAuth(ServerSession session) {
+            return new UserAuthNone() {
+                @Override
+                public Boolean doAuth(org.apache.sshd.common.util.buffer.Buffer buffer, boolean init) {
+                    if (auth.userAllowed(getUsername())) {
+                        Connection.of(session).lastAuthMethod = "none";
+                        return Boolean.TRUE;
+                    }
+                    Connection c = Connection.of(session);
+                    try (var s = c.scope()) {
+                        Events.log.warn("auth_failed conn={} user={} remote={} method=none reason=user_not_allowed", c.id,
+                                Events.v(getUsername()), Events.v(c.remote));
+                    }
+                    return Boolean.FALSE;
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,160 @@
+package io.vmgate.e2e;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** `vmgate run` against real QEMU VMs booted from the default image. */
+class RunIT {
+    @TempDir
+    Path runtimeRoot;
+
+    @BeforeEach
+    void noLeftoversBefore() throws Exception {
+        Host.assertNothingLeft(runtimeRoot, 1);
+    }
+
+    @AfterEach
+    void nothingLeftBehind() throws Exception {
+        Host.assertNothingLeft(runtimeRoot, 10);
+    }
+
+    private Host.Result vmgate(byte[] stdin, String... args) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of("./vmgate"));
+        cmd.addAll(List.of(args));
+        return Host.run(cmd, Map.of("VMGATE_RUNTIME_DIR", runtimeRoot.toString()), stdin, 120);
+    }
+
+    private Host.Result run(String... command) throws Exception {
+        List<String> args = new ArrayList<>(List.of("run", "--"));
+        args.addAll(List.of(command));
+        return vmgate(null, args.toArray(String[]::new));
+    }
+
+    @Test
+    void exitCodeIsTheCommands() throws Exception {
+        assertThat(run("sh", "-c", "exit 42").exit()).isEqualTo(42);
+    }
+
+    @Test
+    void killedBySignalIs128PlusSignal() throws Exception {
+        assertThat(run("sh", "-c", "kill -9 $$").exit()).isEqualTo(137);
+    }
+
+    @Test
+    void stdoutAndStderrArriveSeparately() throws Exception {
+        Host.Result r = run("sh", "-c", "echo to-out; echo to-err >&2; echo more-out");
+        assertThat(r.exit()).isZero();
+        assertThat(r.out()).isEqualTo("to-out\nmore-out\n");
+        assertThat(r.stderr()).contains("to-err\n").doesNotContain("to-out");
+    }
+
+    @Test
+    void twentyMegabytesThroughStdoutAreByteIdentical() throws Exception {
+        // Deterministic, incompressible-looking bytes: the guest hashes what it sends.
+        Host.Result r = run("sh", "-c",
+                "head -c 20000000 /dev/urandom > /tmp/blob && sha256sum /tmp/blob >&2 && cat /tmp/blob");
+        assertThat(r.exit()).isZero();
+        assertThat(r.stdout()).hasSize(20_000_000);
+        String guestHash = r.stderr().strip().split("\\s+")[0];
+        String hostHash = HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(r.stdout()));
+        assertThat(hostHash).isEqualTo(guestHash);
+    }
+
+    @Test
+    void stdinIsPassedThroughWithEof() throws Exception {
+        Host.Result r = vmgate("a\nb\n".getBytes(StandardCharsets.UTF_8), "run", "--", "wc", "-l");
+        assertThat(r.exit()).isZero();
+        assertThat(r.out().strip()).isEqualTo("2");
+    }
+
+    @Test
+    void guestRunsItsOwnKernelWithOnlyLoopback() throws Exception {
+        String hostKernel = new String(new ProcessBuilder("uname", "-r").start().getInputStream().readAllBytes()).strip();
+        Host.Result r = run("sh", "-c", "uname -r; ls /sys/class/net");
+        assertThat(r.exit()).isZero();
+        List<String> lines = r.out().lines().toList();
+        assertThat(lines.get(0)).endsWith("-cloud-amd64").isNotEqualTo(hostKernel);
+        assertThat(lines.subList(1, lines.size())).containsExactly("lo");
+    }
+
+    @Test
+    void writesDieWithTheVm() throws Exception {
+        assertThat(run("sh", "-c", "echo secret > /root/note && cat /root/note").out()).isEqualTo("secret\n");
+        Host.Result second = run("sh", "-c", "test -e /root/note && echo present || echo absent");
+        assertThat(second.out()).isEqualTo("absent\n");
+    }
+
+    @Test
+    void pipedCommandListStopsAtFirstFailure() throws Exception {
+        String script = "# comment\n\necho one\ncd /tmp\npwd\nsh -c 'exit 3'\necho never\n";
+        Host.Result r = vmgate(script.getBytes(StandardCharsets.UTF_8), "run");
+        assertThat(r.exit()).isEqualTo(3);
+        assertThat(r.out()).isEqualTo("one\n/tmp\n");
+    }
+
+    @Test
+    void pipedCommandListSucceeds() throws Exception {
+        Host.Result r = vmgate("x=5\necho $x\n".getBytes(StandardCharsets.UTF_8), "run");
+        assertThat(r.exit()).isZero();
+        assertThat(r.out()).isEqualTo("5\n");
+    }
+
+    @Test
+    void missingProgramIs127() throws Exception {
+        Host.Result r = run("no-such-program");
+        assertThat(r.exit()).isEqualTo(127);
+        assertThat(r.stderr()).contains("no-such-program");
+    }
+
+    @Test
+    void bootTimeoutIsAClearErrorAndLeavesNothing() throws Exception {
+        Host.Result r = vmgate(null, "run", "--boot-timeout", "0.3", "--", "true");
+        assertThat(r.exit()).isEqualTo(125);
+        assertThat(r.stderr()).containsIgnoringCase("boot").contains("0.3");
+    }
+
+    @Test
+    void commandTimeoutKillsAndExits124() throws Exception {
+        Host.Result r = vmgate(null, "run", "--timeout", "2", "--", "sleep", "60");
+        assertThat(r.exit()).isEqualTo(124);
+        assertThat(r.stderr()).contains("did not finish within 2 s");
+    }
+
+    @Test
+    void vmgateKilledMidCommandLeavesNothing() throws Exception {
+        ProcessBuilder pb = new ProcessBuilder("./vmgate", "run", "--", "sh", "-c", "echo started; sleep 60")
+                .directory(Host.HOME.toFile());
+        pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
+        Process p = pb.start();
+        var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
+        assertThat(out.readLine()).isEqualTo("started");
+        assertThat(Host.qemusUnder(runtimeRoot)).hasSize(1);
+        p.destroyForcibly(); // SIGKILL: no shutdown hook runs; QEMU must die with its parent
+        p.waitFor();
+        Host.assertNothingLeftOrReapable(runtimeRoot);
+    }
+
+    @Test
+    void vmgateTerminatedMidCommandTearsDown() throws Exception {
+        ProcessBuilder pb = new ProcessBuilder("./vmgate", "run", "--", "sh", "-c", "echo started; sleep 60")
+                .directory(Host.HOME.toFile());
+        pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
+        Process p = pb.start();
+        var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
+        assertThat(out.readLine()).isEqualTo("started");
+        p.destroy(); // SIGTERM: forwarded to the command, which dies of it
+        assertThat(p.waitFor()).isEqualTo(128 + 15);
+    }
+}
