@@ -342,7 +342,7 @@ def test_errors():
     codes = [c for c, _ in p.errors]
     assert codes == [4, 2, 1, 1], p.errors  # in use; EXIT from host; DATA fd 1; WINDOW fd 0
     assert [c for c, _ in a.procs[2].errors] == [1]
-    assert [c for c, _ in a.conn_errors] == [2, 1, 2], a.conn_errors  # HELLO, START on id 0, CONFIGURED
+    assert [c for c, _ in a.conn_errors] == [2, 2, 1, 2], a.conn_errors  # type 0x0e, HELLO, START on id 0, CONFIGURED
     a.send(frame(CONFIGURE, 0, struct.pack(">Q", time.time_ns()) + s("") + s(os.urandom(64))))
     while a.step(5)[0] != CONFIGURED:
         pass

@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 
 /** {@code vmgate image build|info}. */
 @Command(name = "image", description = "Build or describe the default image.", mixinStandardHelpOptions = true,
-        subcommands = {ImageCommand.Build.class, ImageCommand.Info.class})
+        subcommands = {ImageCommand.Build.class, ImageCommand.Info.class, ImageCommand.Warm.class})
 final class ImageCommand {
 
     @Command(name = "build", description = "Build the default image now (it is also built on first use).")
@@ -18,6 +18,19 @@ final class ImageCommand {
             Logging.configure(Logging.Format.text, "INFO");
             Image img = ImageStore.atDefaultLocation().defaultImage();
             System.out.println(img.directory());
+            return 0;
+        }
+    }
+
+    @Command(name = "warm", description = "Build the snapshot template for these VM options now (it is also built on first use).")
+    static final class Warm implements Callable<Integer> {
+        @picocli.CommandLine.Mixin
+        VmOptions vmOptions;
+
+        @Override
+        public Integer call() throws Exception {
+            Logging.configure(Logging.Format.text, "INFO");
+            System.out.println(VmOptions.snapshots(vmOptions.config(), false).ensureTemplate());
             return 0;
         }
     }

@@ -85,7 +85,7 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
 
         Vm vm;
         try {
-            var launcher = vmOptions.launcher();
+            var launcher = vmOptions.launcher(false);
             phase("image_ready");
             vm = launcher.launch("run-" + ProcessHandle.current().pid());
         } catch (VmException e) {

@@ -76,7 +76,7 @@ final class ServeCommand implements Callable<Integer> {
             host = listen.substring(1, listen.indexOf(']'));
             port = Integer.parseInt(listen.substring(listen.indexOf("]:") + 2));
         }
-        VmLauncher launcher = vmOptions.launcher();
+        VmLauncher launcher = vmOptions.launcher(true);
         ServerConfig cfg = ServerConfig.builder(launcher, hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)

@@ -6,6 +6,7 @@ import io.vmgate.image.ImageStore;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.QemuVm;
 import io.vmgate.vm.RuntimeDirs;
+import io.vmgate.vm.Snapshots;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
@@ -38,6 +39,9 @@ final class VmOptions {
 
     @Option(names = "--max-procs", paramLabel = "N", description = "Limit on processes/threads inside the guest.")
     Integer maxProcs;
+
+    @Option(names = "--no-snapshot", description = "Cold-boot every VM instead of restoring the image's snapshot template.")
+    boolean noSnapshot;
 
     /** Resolves the image (building the default one if missing) and reaps what crashed runs left. */
     VmConfig config() throws VmException {
@@ -73,7 +77,14 @@ final class VmOptions {
         return c;
     }
 
-    VmLauncher launcher() throws VmException {
-        return QemuVm.launcher(config());
+    /** Restores from the snapshot template (built on first need) unless --no-snapshot. */
+    VmLauncher launcher(boolean longRunning) throws VmException {
+        VmConfig c = config();
+        VmLauncher cold = QemuVm.launcher(c);
+        return noSnapshot ? cold : snapshots(c, longRunning);
+    }
+
+    static Snapshots snapshots(VmConfig c, boolean longRunning) {
+        return new Snapshots(c, ImageStore.defaultRoot().resolve("templates"), longRunning);
     }
 }

@@ -105,7 +105,7 @@ public final class ImageStore {
         ImagePlan plan = ImagePlan.discover(sources, kernel);
         String key = ImageKey.compute(description, plan.inputs());
         Path dir = imagesDir().resolve(key);
-        if (!Files.isRegularFile(dir.resolve(Image.PROPERTIES_FILE))) {
+        if (!isComplete(dir)) {
             build(plan, agent, sources.agent().describe(), description, key);
         }
         remember(key);
@@ -137,6 +137,12 @@ public final class ImageStore {
         }
     }
 
+    /** Builds are renamed into place whole, so only a hand-damaged directory can be incomplete. */
+    private static boolean isComplete(Path dir) {
+        return Files.isRegularFile(dir.resolve(Image.PROPERTIES_FILE)) && Files.isRegularFile(dir.resolve(Image.INITRD_FILE))
+                && (Files.isRegularFile(dir.resolve(Image.PVH_KERNEL_FILE)) || Files.isRegularFile(dir.resolve(Image.KERNEL_FILE)));
+    }
+
     private static int inputIndex(String name) {
         try {
             return Integer.parseInt(name.substring("input.".length()));
@@ -154,10 +160,11 @@ public final class ImageStore {
             Files.createDirectories(images);
             try (FileChannel lockFile = FileChannel.open(images.resolve(".lock"), StandardOpenOption.CREATE,
                     StandardOpenOption.WRITE); FileLock ignored = lockFile.lock()) {
-                if (Files.isRegularFile(dir.resolve(Image.PROPERTIES_FILE))) {
+                if (isComplete(dir)) {
                     return; // another process built it while we waited
                 }
                 removeStaleBuilds(images); // we hold the lock: any temp dir is from a crashed build
+                deleteTree(dir); // damaged (a file deleted by hand): rebuild it
                 Path tmp = images.resolve(TMP_PREFIX + key);
                 Files.createDirectories(tmp);
                 long t0 = System.nanoTime();

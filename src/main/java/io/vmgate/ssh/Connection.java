@@ -119,6 +119,10 @@ final class Connection {
         channels.decrementAndGet();
     }
 
+    synchronized boolean isClosed() {
+        return closed;
+    }
+
     /** Registers a running command; complete the returned future when its exit has been sent. */
     CompletableFuture<Void> commandStarted() {
         CompletableFuture<Void> done = new CompletableFuture<>();
@@ -201,7 +205,7 @@ final class Connection {
             failure = e.getMessage();
         } catch (IOException | TimeoutException e) {
             failure = "the VM started but its agent did not answer: " + e.getMessage();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             failure = "could not start a VM: " + e;
             Events.log.error("vm_launch_crashed {}", tag(), e);
         }
@@ -231,7 +235,7 @@ final class Connection {
         }
         if (closedMeanwhile) {
             Events.log.info("vm_ready {} vm={} ms={} unused=true", tag(), vmId, Events.msSince(t0));
-            destroy(v, t0, true);
+            destroy(v, t0);
             Refusal r = new Refusal("vmgate: the connection is closing");
             mine.completeExceptionally(r);
             throw r;
@@ -273,7 +277,7 @@ final class Connection {
         terminated.complete("vmgate: the VM stopped unexpectedly: " + reason);
         Thread.ofVirtual().name("vm-teardown-" + id).start(() -> {
             try (var s = scope()) {
-                destroy(v, started, false);
+                destroy(v, started);
             }
         });
     }
@@ -307,7 +311,7 @@ final class Connection {
         if (v != null) {
             Thread.ofVirtual().name("vm-teardown-" + id).start(() -> {
                 try (var s = scope()) {
-                    destroy(v, started, false);
+                    destroy(v, started);
                 }
             });
         } else {
@@ -318,7 +322,7 @@ final class Connection {
     }
 
     /** Tears a VM down and gives its slot back; the caller has counted itself in {@link #busy}. */
-    private void destroy(Vm v, long startedNanos, boolean busyFromLaunch) {
+    private void destroy(Vm v, long startedNanos) {
         long t0 = System.nanoTime();
         closeQuietly(v);
         Events.log.info("vm_destroyed {} vm={} ms={} lifetime_ms={}", tag(), v.id(), Events.msSince(t0), Events.msSince(startedNanos));

@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.agent.AgentGoneException;
 import io.vmgate.agent.ExitStatus;
 import io.vmgate.agent.GuestProcess;
 import io.vmgate.vm.Vm;
@@ -113,7 +114,9 @@ final class GuestCommand implements Command {
             try {
                 p = vm.agent().start(channel.spec(argv));
             } catch (IOException e) {
-                fail(conn.terminated().isDone() ? conn.explain(e) : "vmgate: cannot start the command: " + e.getMessage(), t0);
+                // The agent refuses what it cannot carry (e.g. a command over the frame limit): say why.
+                fail(conn.terminated().isDone() || e instanceof AgentGoneException ? conn.explain(e)
+                        : "vmgate: cannot start the command: " + e.getMessage(), t0);
                 return;
             } catch (RuntimeException e) {
                 fail("vmgate: cannot start the command: " + e.getMessage(), t0);
@@ -247,12 +250,15 @@ final class GuestCommand implements Command {
     /** Tells the user why (on stderr) and ends with status 255. */
     private void fail(String message, long t0) {
         Connection conn = channel.conn;
-        Events.log.info("exit_status {} channel={} code={} ms={} reason={}", conn.tag(), channel.number, FAILED,
-                Events.msSince(t0), Events.v(message));
-        if (destroyed) {
+        if (destroyed || conn.isClosed()) {
+            // Nobody is left to tell: the channel or the whole connection is gone.
+            Events.log.info("command_aborted {} channel={} ms={} reason={}", conn.tag(), channel.number,
+                    Events.msSince(t0), Events.v(destroyed ? "the client closed the channel" : "the connection closed"));
             exitCallback.onExit(FAILED, message);
             return;
         }
+        Events.log.info("exit_status {} channel={} code={} ms={} reason={}", conn.tag(), channel.number, FAILED,
+                Events.msSince(t0), Events.v(message));
         try {
             String eol = channel.hasPty() ? "\r\n" : "\n";
             err.write((message + eol).getBytes(StandardCharsets.UTF_8));

@@ -61,9 +61,13 @@ final class VmChannelSession extends ChannelSession {
                 }
             }
 
+            private final java.util.concurrent.atomic.AtomicBoolean counted = new java.util.concurrent.atomic.AtomicBoolean(true);
+
             @Override
             public void channelClosed(Channel channel, Throwable reason) {
-                conn.channelClosed();
+                if (counted.getAndSet(false)) {
+                    conn.channelClosed();
+                }
                 try (var s = conn.scope()) {
                     Events.log.debug("channel_closed {} channel={} ms={}", conn.tag(), number, Events.msSince(openedNanos));
                 }

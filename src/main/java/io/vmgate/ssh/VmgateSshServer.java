@@ -23,6 +23,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.apache.sshd.common.channel.ChannelFactory;
 import org.apache.sshd.common.config.keys.AuthorizedKeyEntry;
+import org.apache.sshd.common.global.KeepAliveHandler;
 import org.apache.sshd.common.keyprovider.KeyPairProvider;
 import org.apache.sshd.common.session.Session;
 import org.apache.sshd.common.session.SessionListener;
@@ -43,11 +44,11 @@ import org.apache.sshd.server.global.NoMoreSessionsHandler;
 import org.apache.sshd.server.global.OpenSshHostKeysHandler;
 import org.apache.sshd.server.session.ServerSession;
 import org.apache.sshd.server.session.ServerUserAuthServiceFactory;
-import org.apache.sshd.common.global.KeepAliveHandler;
 
 /**
  * vmgate's SSH server: every connection that runs something gets its own fresh microVM from
- * the configured {@link io.vmgate.vm.VmLauncher}, destroyed when the connection ends.
+ * the configured {@link io.vmgate.vm.VmLauncher}, shared by the connection's channels and
+ * destroyed when the connection ends.
  *
  * <pre>{@code
  * var server = new VmgateSshServer(ServerConfig.builder(launcher, hostKey).port(2222).build());
@@ -55,6 +56,18 @@ import org.apache.sshd.common.global.KeepAliveHandler;
  * ...
  * server.stop();    // tells running sessions, closes connections, destroys every VM, waits
  * }</pre>
+ *
+ * <p>Events (logger {@code io.vmgate.ssh}, MDC {@code sid} = connection id), each
+ * {@code name conn=... user=... remote=... key=value...}: {@code server_started},
+ * {@code server_stopping}, {@code server_stopped}, {@code auth_passwordless},
+ * {@code connection_accepted}, {@code auth_failed} (method, failures, delay_ms),
+ * {@code auth_succeeded} (method, ms), {@code channel_opened}, {@code channel_refused},
+ * {@code command_started} (kind, pty), {@code vm_starting}, {@code vm_ready} (ms),
+ * {@code vm_failed}, {@code capacity_refused}, {@code exit_status} (code or signal, ms),
+ * {@code command_aborted}, {@code vm_died} (reason, diagnostics), {@code vm_destroyed}
+ * (ms, lifetime_ms), {@code connection_closed} (ms), {@code forwarding_refused} (kind, target),
+ * {@code env_refused}, {@code subsystem_refused}, {@code signal_sent}, {@code signal_refused},
+ * {@code pty_size_clamped}, {@code request_refused}, {@code keepalive_timeout}.
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 public final class VmgateSshServer implements AutoCloseable {
@@ -160,13 +173,17 @@ public final class VmgateSshServer implements AutoCloseable {
         CoreModuleProperties.SOCKET_KEEPALIVE.set(s, true);
         CoreModuleProperties.TCP_NODELAY.set(s, true);
         CoreModuleProperties.SERVER_IDENTIFICATION.set(s, "vmgate");
-        CoreModuleProperties.MAX_CONCURRENT_CHANNELS.set(s, config.maxChannelsPerConnection() + 2);
+        // A backstop only (MINA drops the whole connection past it): our factory refuses channels well before.
+        CoreModuleProperties.MAX_CONCURRENT_CHANNELS.set(s, config.maxChannelsPerConnection() + 16);
 
         s.setServiceFactories(List.of(ServerUserAuthServiceFactory.INSTANCE, new Channels.ConnectionServiceFactory()));
         s.addSessionListener(new Listener());
         try {
             s.start();
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException e) {
+            scheduler.shutdownNow();
+            throw new IOException("cannot listen on " + config.listenHost() + " port " + config.port() + ": " + e.getMessage(), e);
+        } catch (RuntimeException e) {
             scheduler.shutdownNow();
             throw e;
         }

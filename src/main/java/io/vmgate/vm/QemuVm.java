@@ -63,20 +63,44 @@ public final class QemuVm implements Vm {
     private volatile Message.Hello hello;
     private volatile String finalDiagnostics;
 
+    private static final java.security.SecureRandom ENTROPY = new java.security.SecureRandom();
+
     private QemuVm(VmConfig config, String id, RuntimeDir dir) {
         this.config = config;
         this.id = id;
         this.dir = dir;
     }
 
-    /** A launcher that cold-boots VMs with this configuration; starts the one-off QEMU capability probe early. */
+    private static final java.util.Set<Path> REAPED_ROOTS = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * A launcher that cold-boots VMs with this configuration. Making one also reaps (once per
+     * runtime root and process) what crashed servers left there, and starts the one-off QEMU
+     * capability probe early.
+     */
     public static VmLauncher launcher(VmConfig config) {
         QemuBinary.find(config.qemuBinary()).ifPresent(QemuBinary::sandboxSupported);
+        if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
+            RuntimeDirs.reapStale(config.runtimeRoot());
+        }
         return vmId -> boot(config, vmId);
     }
 
     /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
     public static QemuVm boot(VmConfig config, String vmId) throws VmException {
+        return start(config, vmId, null);
+    }
+
+    /**
+     * Starts a fresh QEMU from a saved template state (see {@link Snapshots}) and returns once
+     * the agent has answered CONFIGURE, which gives the guest the current time and new entropy
+     * before anything else runs in it. On any failure nothing is left behind.
+     */
+    public static QemuVm restore(VmConfig config, String vmId, Path state) throws VmException {
+        return start(config, vmId, state);
+    }
+
+    private static QemuVm start(VmConfig config, String vmId, Path state) throws VmException {
         if (!RuntimeDirs.isValidVmId(vmId)) {
             throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
         }
@@ -93,7 +117,7 @@ public final class QemuVm implements Vm {
         }
         QemuVm vm = new QemuVm(config, vmId, dir);
         try {
-            vm.start(qemu, sandbox);
+            vm.start(qemu, sandbox, state);
             return vm;
         } catch (BootFailure | RuntimeException e) {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
@@ -110,7 +134,7 @@ public final class QemuVm implements Vm {
         }
     }
 
-    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe) throws BootFailure {
+    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, Path restoreFrom) throws BootFailure {
         long deadline = createdNanos + config.bootTimeout().toNanos();
         RuntimeDir.Owners owners = RuntimeDir.Owners.self();
         ServerSocketChannel consoleL, agentL, qmpL;
@@ -125,7 +149,14 @@ public final class QemuVm implements Vm {
 
         boolean sandbox = joinQuietly(sandboxProbe, Duration.ofSeconds(10)).orElse(false);
         OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
+        if (config.accel() == Accel.TCG && tsc.isEmpty()) {
+            log.warn("vm_tsc_rate_unknown vm={} (no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang calibrating their clock)", id);
+        }
         command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, Optional.empty());
+        if (restoreFrom != null) {
+            // The saved state arrives on QEMU's stdin: no helper process, nothing spawned.
+            command = command.withIncoming("fd:0");
+        }
         List<String> argv = new ArrayList<>();
         Optional<Path> setpriv = QemuBinary.setpriv();
         if (setpriv.isPresent()) {
@@ -135,7 +166,7 @@ public final class QemuVm implements Vm {
         }
         argv.addAll(command.argv());
         ProcessBuilder pb = new ProcessBuilder(argv)
-                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
                 .redirectErrorStream(true);
         log.info("vm_starting vm={} accel={} cpus={} memory_mib={} sandbox={} image={}", id, config.accel().qemuName(),
@@ -170,7 +201,19 @@ public final class QemuVm implements Vm {
         }, r -> Thread.ofVirtual().name("qmp-negotiate-" + id).start(r));
         agent = AgentClient.connect(c[1], id);
 
-        try {
+        if (restoreFrom != null) {
+            try {
+                byte[] entropy = new byte[64];
+                ENTROPY.nextBytes(entropy);
+                agent.configure(System.currentTimeMillis() * 1_000_000L, "vmgate", entropy, remaining(deadline));
+            } catch (TimeoutException e) {
+                throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
+                        + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+            } catch (IOException e) {
+                throw new BootFailure(agentFailure(e), e);
+            }
+            phase("agent_restored");
+        } else try {
             hello = agent.awaitHello(remaining(deadline));
         } catch (TimeoutException e) {
             throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
@@ -179,7 +222,9 @@ public final class QemuVm implements Vm {
         } catch (IOException e) {
             throw new BootFailure(agentFailure(e), e);
         }
-        phase("agent_hello");
+        if (restoreFrom == null) {
+            phase("agent_hello");
+        }
         try {
             qmpNegotiated.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (ExecutionException | TimeoutException e) {
@@ -189,8 +234,12 @@ public final class QemuVm implements Vm {
             Thread.currentThread().interrupt();
             throw new BootFailure("interrupted while booting", e);
         }
-        log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
-                hello.bootNanos() / 1_000_000, hello.kernelRelease());
+        if (hello == null) {
+            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
+        } else {
+            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
+                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
+        }
     }
 
     private String agentFailure(IOException e) {

@@ -175,6 +175,15 @@ class ImageStoreTest {
     }
 
     @Test
+    void aDamagedImageIsRebuilt() throws Exception {
+        Image first = new ImageStore(cache).image(sources);
+        Files.delete(first.initrd());
+        Image again = new ImageStore(cache).image(sources);
+        assertThat(again).isEqualTo(first);
+        assertThat(again.initrd()).isRegularFile();
+    }
+
+    @Test
     void aGarbledCurrentPointerFallsBackToTheSlowPath() throws Exception {
         Image first = new ImageStore(cache).image(sources);
         Files.writeString(cache.resolve("images/current"), "../../etc/passwd\n");

@@ -115,6 +115,31 @@ class SshAuthTest {
     }
 
     @Test
+    void aConfiguredUserNameAppliesToPasswordlessLoginToo() throws Exception {
+        try (TestServer ts = TestServer.start(dir, b -> b.user("alice"))) {
+            assertThat(ts.ssh().withUser("bob").ssh("true").exitCode()).isEqualTo(255);
+            SshClientHelper.Result ok = ts.ssh().withUser("alice").ssh("echo in");
+            assertThat(ok.out()).as(ok.toString()).isEqualTo("in\n");
+            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("user=bob"));
+        }
+    }
+
+    @Test
+    void aConnectionThatNeverAuthenticatesIsDropped() throws Exception {
+        try (TestServer ts = TestServer.start(dir, b -> b.authTimeout(Duration.ofMillis(500)));
+                java.net.Socket idle = new java.net.Socket("127.0.0.1", ts.port())) {
+            idle.setSoTimeout(20_000);
+            java.io.InputStream in = idle.getInputStream();
+            int r;
+            do {
+                r = in.read(); // the server's banner, then end of stream once the auth timeout strikes
+            } while (r >= 0);
+            assertThat(r).isEqualTo(-1);
+            assertThat(ts.launcher.launched).isEmpty();
+        }
+    }
+
+    @Test
     void passwordlessIsTheDefaultOnlyOnLoopback() throws Exception {
         StdioAgentVm.Launcher launcher = new StdioAgentVm.Launcher();
         Path key = dir.resolve("hk");

@@ -3,7 +3,6 @@ package io.vmgate.ssh;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import ch.qos.logback.classic.spi.ILoggingEvent;
-import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -115,6 +114,55 @@ class SshSessionTest {
         assertThat(r.exitCode()).as(r.toString()).isZero();
         assertThat(r.out()).isEqualTo("LANG=C LC_TIME=POSIX FOO=unset\n");
         assertThat(ts.messages()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("name=FOO"));
+    }
+
+    @Test
+    void aShellWithoutATerminalReadsCommandsFromStdin() throws Exception {
+        SshClientHelper.Result r = ssh.withStdin("echo from-shell $((6*7))\nexit 4\n".getBytes(StandardCharsets.UTF_8)).ssh();
+        assertThat(r.exitCode()).as(r.toString()).isEqualTo(4);
+        assertThat(r.out()).isEqualTo("from-shell 42\n");
+    }
+
+    @Test
+    void anInteractiveShellWithATerminal() throws Exception {
+        // script(1) gives ssh a terminal; the shell's prompt and echo go through the guest's PTY.
+        String inner = String.join(" ", quoteAll(sshCommand(List.of("-tt"))));
+        SshClientHelper.Result r = SshClientHelper.run(List.of("script", "-qfec", inner, "/dev/null"),
+                "echo shell-$((6*7)); echo $TERM; exit 3\n".getBytes(StandardCharsets.UTF_8),
+                Map.of("TERM", "xterm-256color"), Duration.ofSeconds(60));
+        assertThat(r.exitCode()).as(r.toString()).isEqualTo(3);
+        assertThat(r.out()).contains("shell-42\r\n").contains("xterm-256color\r\n");
+    }
+
+    @Test
+    void floodsOfEnvironmentAndHugeRequestsAreBounded() throws Exception {
+        try (MinaTestClient mina = new MinaTestClient(ts.port())) {
+            // 1 MiB of allowed env in 64 requests: only what fits the cap gets through.
+            ChannelExec ch = mina.session.createExecChannel("env | grep -c '^LC_FLOOD'");
+            for (int i = 0; i < 64; i++) {
+                ch.setEnv("LC_FLOOD" + i, "v".repeat(16 * 1024 - 20));
+            }
+            MinaTestClient.Collector out = new MinaTestClient.Collector();
+            ch.setOut(out);
+            ch.setErr(out);
+            ch.open().verify(MinaTestClient.TIMEOUT);
+            ch.waitFor(EnumSet.of(ClientChannelEvent.CLOSED), MinaTestClient.TIMEOUT);
+            assertThat(ch.getExitStatus()).as(out.text()).isZero();
+            int passed = Integer.parseInt(out.text().strip());
+            assertThat(passed).isPositive().isLessThanOrEqualTo(EnvPolicy.MAX_TOTAL / (16 * 1024 - 20));
+            ch.close(true);
+        }
+        assertThat(ts.messages()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("reason=too_much"));
+        // A 1 MiB exec request is larger than any SSH packet may be: MINA drops that connection...
+        try (MinaTestClient mina = new MinaTestClient(ts.port())) {
+            try {
+                mina.exec("echo " + "z".repeat(1024 * 1024), null);
+            } catch (IOException | RuntimeException expected) {
+                // the connection was dropped
+            }
+        }
+        // ...and the server carries on.
+        assertThat(ssh.ssh("echo ok").out()).isEqualTo("ok\n");
     }
 
     @Test
@@ -237,6 +285,7 @@ class SshSessionTest {
         int socksPort = freePort();
         // ssh only asks for agent forwarding when it can reach an agent.
         Path agentSocket = dir.resolve("agent.sock");
+        Path localSocket = dir.resolve("forwarded.sock");
         Process agent = new ProcessBuilder("ssh-agent", "-D", "-a", agentSocket.toString())
                 .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start();
         TestServer.await(() -> Files.exists(agentSocket), "ssh-agent listening");
@@ -245,6 +294,7 @@ class SshSessionTest {
                 .withOption("IdentityAgent=" + agentSocket) // (IdentityAgent=none would hide the agent)
                 .withOption("ExitOnForwardFailure=no")
                 .startSsh(List.of("-L", localPort + ":127.0.0.1:9", "-R", "0:127.0.0.1:9", "-D", String.valueOf(socksPort),
+                        "-L", localSocket + ":/run/remote.sock", "-R", "/tmp/vmgate-test-remote.sock:127.0.0.1:9",
                         "-A", "-X"),
                         "read line; echo \"shell says $line\"");
         try {
@@ -257,6 +307,16 @@ class SshSessionTest {
             ts.awaitEvent(mark, "forwarding_refused", "kind=direct-tcpip target=127.0.0.1:9");
             TestServer.await(() -> ts.eventsSince(mark).stream().filter(e -> e.getFormattedMessage().contains("kind=direct-tcpip")).count() >= 2,
                     "both -L and -D connections refused");
+            // -L to a Unix socket: direct-streamlocal, refused the same way.
+            TestServer.await(() -> Files.exists(localSocket), "ssh listening on " + localSocket);
+            try (var ch = java.nio.channels.SocketChannel.open(java.net.UnixDomainSocketAddress.of(localSocket))) {
+                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(16);
+                while (ch.read(b) >= 0) {
+                    b.clear();
+                }
+            }
+            ts.awaitEvent(mark, "forwarding_refused", "kind=direct-streamlocal@openssh.com target=/run/remote.sock");
+            ts.awaitEvent(mark, "forwarding_refused", "kind=streamlocal-forward@openssh.com target=/tmp/vmgate-test-remote.sock");
             ts.awaitEvent(mark, "forwarding_refused", "kind=tcpip-forward");
             ts.awaitEvent(mark, "forwarding_refused", "kind=x11");
             ts.awaitEvent(mark, "forwarding_refused", "kind=agent");
@@ -427,10 +487,5 @@ class SshSessionTest {
             }
             return r;
         }
-    }
-
-    @SuppressWarnings("unused")
-    private static InputStream empty() {
-        return new ByteArrayInputStream(new byte[0]);
     }
 }

@@ -30,7 +30,7 @@ final class TestServer implements AutoCloseable {
         this.config = b.build();
         events.start();
         logger.addAppender(events);
-        logger.setLevel(Level.DEBUG);
+        logger.setLevel(Level.INFO);
         this.server = new VmgateSshServer(config);
         server.start();
     }

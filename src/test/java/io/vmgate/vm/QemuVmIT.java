@@ -105,10 +105,11 @@ class QemuVmIT {
 
     @Test
     void aBootTimeoutQuotesTheConsoleAndCleansUp() {
-        // A chatty kernel command line, so the console has something to quote when the time is up.
+        // A chatty kernel, so the console has something to quote, and an agent told to look for a port
+        // that does not exist, so no hello comes however fast the machine is (even under KVM).
         Image chatty = new Image(image.directory(), image.kernel(), image.initrd(), image.kernelRelease(),
-                "console=ttyS0 panic=-1", image.contentHash());
-        VmConfig cfg = config().withImage(chatty).withBootTimeout(Duration.ofMillis(1500));
+                "console=ttyS0 panic=-1 vmgate.port=org.vmgate.nonexistent", image.contentHash());
+        VmConfig cfg = config().withImage(chatty).withBootTimeout(Duration.ofSeconds(3));
         assertThatThrownBy(() -> QemuVm.boot(cfg, "it-timeout"))
                 .isInstanceOf(VmException.class)
                 .hasMessageContaining("did not say hello within")
