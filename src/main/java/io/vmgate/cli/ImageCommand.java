@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 
 /** {@code vmgate image build|info}. */
 @Command(name = "image", description = "Build or describe the default image.", mixinStandardHelpOptions = true,
-        subcommands = {ImageCommand.Build.class, ImageCommand.Info.class, ImageCommand.Warm.class})
+        subcommands = {ImageCommand.Build.class, ImageCommand.Info.class, ImageCommand.Warm.class, ImageCommand.QemuArgs.class})
 final class ImageCommand {
 
     @Command(name = "build", description = "Build the default image now (it is also built on first use).")
@@ -31,6 +31,32 @@ final class ImageCommand {
         public Integer call() throws Exception {
             Logging.configure(Logging.Format.text, "INFO");
             System.out.println(VmOptions.snapshots(vmOptions.config(), false).ensureTemplate());
+            return 0;
+        }
+    }
+
+    @Command(name = "qemu-args", hidden = true,
+            description = "Print, one per line, the QEMU command line vmgate uses for a VM whose runtime directory is DIR.")
+    static final class QemuArgs implements Callable<Integer> {
+        @picocli.CommandLine.Mixin
+        VmOptions vmOptions;
+
+        @picocli.CommandLine.Parameters(index = "0", paramLabel = "DIR")
+        java.nio.file.Path dir;
+
+        @picocli.CommandLine.Option(names = "--template", description = "Print the snapshot template's state file path on the first line, then the restore command line.")
+        boolean template;
+
+        @Override
+        public Integer call() throws Exception {
+            Logging.configure(Logging.Format.text, "WARN");
+            io.vmgate.vm.VmConfig c = vmOptions.config();
+            var cmd = io.vmgate.vm.QemuCommand.of(c, new io.vmgate.vm.RuntimeDir(dir), "bench");
+            if (template) {
+                System.out.println(VmOptions.snapshots(c, false).ensureTemplate());
+                cmd = cmd.withIncoming("fd:0");
+            }
+            cmd.argv().forEach(System.out::println);
             return 0;
         }
     }

@@ -1,15 +1,21 @@
 package io.vmgate.cli;
 
+import io.vmgate.ssh.Durations;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
+import io.vmgate.vm.Snapshots;
+import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
+import io.vmgate.vm.WarmPool;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -57,6 +63,30 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-channels", paramLabel = "N", defaultValue = "10", description = "Channels open at once per connection (default: ${DEFAULT-VALUE}).")
     int maxChannels;
 
+    @Option(names = "--max-sessions-per-user", paramLabel = "N", defaultValue = "0",
+            description = "Connections with a live VM at once per user name; beyond it new sessions are refused (default: 0, unlimited).")
+    int maxSessionsPerUser;
+
+    @Option(names = "--idle-timeout", paramLabel = "DURATION", defaultValue = "off", converter = DurationConverter.class,
+            description = "End a session after DURATION with no input or output on any of its channels, e.g. 10m (default: ${DEFAULT-VALUE}).")
+    Duration idleTimeout;
+
+    @Option(names = "--max-session-time", paramLabel = "DURATION", defaultValue = "off", converter = DurationConverter.class,
+            description = "End a session DURATION after its VM started, e.g. 1h (default: ${DEFAULT-VALUE}).")
+    Duration maxSessionTime;
+
+    @Option(names = "--timeout-warning", paramLabel = "DURATION", defaultValue = "60s", converter = DurationConverter.class,
+            description = "Warn the user this long before a timeout ends the session; 0 for no warning (default: ${DEFAULT-VALUE}).")
+    Duration timeoutWarning;
+
+    @Option(names = "--timeout-grace", paramLabel = "DURATION", defaultValue = "5s", converter = DurationConverter.class,
+            description = "When a timeout ends a session: time between SIGTERM to its processes and destroying the VM (default: ${DEFAULT-VALUE}).")
+    Duration timeoutGrace;
+
+    @Option(names = "--pool", paramLabel = "N", defaultValue = "0",
+            description = "Keep N VMs started and idle so a connection only waits for the hand-over (default: ${DEFAULT-VALUE}).")
+    int pool;
+
     @Option(names = "--log-format", paramLabel = "text|json", defaultValue = "text", description = "Log format (default: ${DEFAULT-VALUE}).")
     Logging.Format logFormat;
 
@@ -77,25 +107,66 @@ final class ServeCommand implements Callable<Integer> {
             port = Integer.parseInt(listen.substring(listen.indexOf("]:") + 2));
         }
         VmLauncher launcher = vmOptions.launcher(true);
-        ServerConfig cfg = ServerConfig.builder(launcher, hostKey != null ? hostKey : defaultHostKey())
+        if (launcher instanceof Snapshots snapshots && pool == 0) {
+            // Build the template now, not when the first user is waiting for it.
+            Thread.ofVirtual().name("template-warm").start(() -> {
+                try {
+                    snapshots.ensureTemplate();
+                } catch (VmException e) {
+                    log.warn("snapshot_warm_failed reason=\"{}\"", e.getMessage().lines().findFirst().orElse(""));
+                }
+            });
+        }
+        WarmPool warmPool = pool > 0 ? new WarmPool(launcher, pool, maxSessions, vmOptions.memoryMib) : null;
+        ServerConfig cfg = ServerConfig.builder(warmPool != null ? warmPool : launcher, hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
                 .allowPasswordless(allowPasswordless)
                 .envAllowlist(envAllow).maxSessions(maxSessions).maxChannelsPerConnection(maxChannels)
+                .apply(this::sessionLimits)
                 .build();
         VmgateSshServer server = new VmgateSshServer(cfg);
-        server.start();
-        CountDownLatch stopped = new CountDownLatch(1);
+        try {
+            server.start();
+        } catch (IllegalArgumentException e) {
+            if (warmPool != null) {
+                warmPool.close();
+            }
+            throw e;
+        }
         // SIGTERM/SIGINT drain: clients get a message, every VM is destroyed, then exit 0.
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            log.info("server_stopping reason=signal");
-            server.stop();
-            stopped.countDown();
-        }, "vmgate-shutdown"));
-        log.info("server_listening addr={} port={} host_key={} fingerprint={}", host, server.port(), cfg.hostKeyPath(),
-                server.hostKeyFingerprint());
-        stopped.await();
+        CountDownLatch stopSignal = new CountDownLatch(1);
+        Signals.forward(List.of("TERM", "INT", "HUP"), name -> {
+            log.info("server_stopping reason=SIG{}", name);
+            stopSignal.countDown();
+        });
+        log.info("server_listening addr={} port={} host_key={} fingerprint={} pool={} snapshots={}", host, server.port(),
+                cfg.hostKeyPath(), server.hostKeyFingerprint(), pool, launcher instanceof Snapshots);
+        stopSignal.await();
+        server.stop();
+        if (warmPool != null) {
+            warmPool.close();
+        }
+        log.info("server_stopped");
         return 0;
+    }
+
+    /** Per-user limit and session timeouts, from the options (flag, env, config file or default). */
+    ServerConfig.Builder sessionLimits(ServerConfig.Builder b) {
+        return b.maxSessionsPerUser(maxSessionsPerUser).idleTimeout(idleTimeout).maxSessionTime(maxSessionTime)
+                .timeoutWarning(timeoutWarning).timeoutGrace(timeoutGrace);
+    }
+
+    /** 30s, 10m, 1h, 500ms, plain seconds, or off. */
+    static final class DurationConverter implements ITypeConverter<Duration> {
+        @Override
+        public Duration convert(String value) {
+            try {
+                return Durations.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new picocli.CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
     }
 
     static Path defaultHostKey() {

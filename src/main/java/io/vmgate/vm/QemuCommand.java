@@ -28,6 +28,17 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
      */
     static final String MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=on";
 
+    /**
+     * The exact command line vmgate would use for a VM in {@code dir} (for benchmarks that
+     * measure raw QEMU beside vmgate, and for debugging).
+     */
+    public static QemuCommand of(VmConfig config, RuntimeDir dir, String vmId) throws VmException {
+        Path qemu = QemuBinary.resolve(config.qemuBinary());
+        boolean sandbox = QemuBinary.sandboxSupported(qemu).join();
+        java.util.OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : java.util.OptionalLong.empty();
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tsc, Optional.empty());
+    }
+
     public QemuCommand withIncoming(String source) {
         return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, Optional.of(source));
     }
