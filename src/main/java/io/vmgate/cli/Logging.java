@@ -14,14 +14,18 @@ import org.slf4j.LoggerFactory;
  * Log set-up: events go to stderr as text ({@code time level [sid] event key=value...})
  * or as one JSON object per line. The session id travels in the MDC key {@code sid}.
  */
-final class Logging {
+public final class Logging {
     private Logging() {}
 
-    enum Format { text, json }
+    public enum Format { text, json }
 
     static void configure(Format format, String level) {
         LoggerContext ctx = (LoggerContext) LoggerFactory.getILoggerFactory();
         ctx.reset();
+        configure(ctx, format, level);
+    }
+
+    static void configure(LoggerContext ctx, Format format, String level) {
         Encoder<ILoggingEvent> encoder;
         if (format == Format.json) {
             JsonEncoder json = new JsonEncoder();
@@ -47,5 +51,8 @@ final class Logging {
         root.addAppender(out);
         // MINA is chatty at INFO about things our own events already say.
         ctx.getLogger("org.apache.sshd").setLevel(Level.WARN);
+        // MINA's own lines from our subclasses of its classes: same treatment.
+        ctx.getLogger("io.vmgate.ssh.VmChannelSession").setLevel(Level.WARN);
+        ctx.getLogger("io.vmgate.ssh.Channels").setLevel(Level.WARN);
     }
 }

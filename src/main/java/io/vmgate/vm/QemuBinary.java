@@ -64,8 +64,45 @@ final class QemuBinary {
      * QMP on stdin), so a kernel or container without seccomp is caught too.
      */
     static CompletableFuture<Boolean> sandboxSupported(Path qemu) {
-        return SANDBOX_PROBES.computeIfAbsent(qemu, q -> CompletableFuture.supplyAsync(() -> probeSandbox(q),
+        return SANDBOX_PROBES.computeIfAbsent(qemu, q -> CompletableFuture.supplyAsync(() -> rememberedProbe(q),
                 r -> Thread.ofVirtual().name("qemu-sandbox-probe").start(r)));
+    }
+
+    /**
+     * The probe costs a QEMU start (~0.1 s), which every `vmgate run` would otherwise pay before
+     * its VM could start: its answer is kept on disk, keyed by the binary's path, size and mtime.
+     */
+    private static boolean rememberedProbe(Path qemu) {
+        Path memo = memo(qemu);
+        if (memo != null) {
+            try {
+                String known = Files.readString(memo).strip();
+                if (known.equals("true") || known.equals("false")) {
+                    return Boolean.parseBoolean(known);
+                }
+            } catch (IOException e) {
+                // not probed yet
+            }
+        }
+        boolean ok = probeSandbox(qemu);
+        if (memo != null) {
+            try {
+                Files.createDirectories(memo.getParent());
+                Files.writeString(memo, Boolean.toString(ok));
+            } catch (IOException e) {
+                log.debug("qemu_sandbox_memo_unwritable path={} error={}", memo, e.toString());
+            }
+        }
+        return ok;
+    }
+
+    private static Path memo(Path qemu) {
+        try {
+            return io.vmgate.image.ImageStore.defaultRoot().resolve("qemu-sandbox-" + Integer.toHexString(
+                    (qemu.toRealPath() + " " + Files.size(qemu) + " " + Files.getLastModifiedTime(qemu).toMillis()).hashCode()));
+        } catch (IOException e) {
+            return null;
+        }
     }
 
     private static boolean probeSandbox(Path qemu) {
