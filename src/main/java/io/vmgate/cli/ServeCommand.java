@@ -64,7 +64,7 @@ final class ServeCommand implements Callable<Integer> {
     int maxChannels;
 
     @Option(names = "--max-sessions-per-user", paramLabel = "N", defaultValue = "0",
-            description = "Connections with a live VM at once per user name; beyond it new sessions are refused (default: 0, unlimited).")
+            description = "Connections with a live VM at once per user name; beyond it new sessions are refused; 0 is unlimited (default: ${DEFAULT-VALUE}).")
     int maxSessionsPerUser;
 
     @Option(names = "--idle-timeout", paramLabel = "DURATION", defaultValue = "off", converter = DurationConverter.class,

@@ -1,6 +1,7 @@
 package io.vmgate.ssh;
 
 import io.vmgate.agent.AgentGoneException;
+import io.vmgate.agent.GuestProcess;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmException;
 import java.io.IOException;
@@ -9,8 +10,12 @@ import java.net.SocketAddress;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.HexFormat;
+import java.util.List;
+import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -26,12 +31,23 @@ import org.apache.sshd.server.session.ServerSession;
  * shell/exec/subsystem (so a connection that only authenticates costs nothing), shared by
  * every channel, and destroyed when the connection ends. If it dies first, {@link #terminated()}
  * completes with the message every channel shows the user.
+ *
+ * <p>Once the VM is up, the idle timeout and the maximum session time run on the server's one
+ * scheduler thread: a check is scheduled for when the next thing could happen (a warning, the
+ * end), and channels mark activity by writing a volatile timestamp. A timeout warns the user
+ * (stderr of every running command), later sends SIGTERM to the guest processes, waits the grace
+ * period, destroys the VM (every command ends with the message and status 255) and closes the
+ * connection.
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 final class Connection {
     static final AttributeKey<Connection> KEY = new AttributeKey<>();
     private static final SecureRandom RANDOM = new SecureRandom();
     private static final Duration CONFIGURE_TIMEOUT = Duration.ofSeconds(10);
+    /** After a timeout destroyed the VM: how long commands get to deliver the message before the connection closes. */
+    private static final Duration REPORT_TIMEOUT = Duration.ofSeconds(5);
+    /** ...and once its channels are closed, how long a client gets to disconnect by itself. */
+    private static final Duration CLIENT_LEAVE_TIME = Duration.ofSeconds(1);
 
     final String id;
     final ServerSession session;
@@ -42,6 +58,11 @@ final class Connection {
     private final AtomicInteger channels = new AtomicInteger();
     private final AtomicInteger channelSeq = new AtomicInteger();
     private final java.util.Set<CompletableFuture<Void>> running = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private final java.util.Set<GuestCommand> commands = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    /** Last input from the client or output from the guest on any channel (System.nanoTime). */
+    private volatile long lastActivityNanos = System.nanoTime();
+    /** Set once a timeout is ending the session: the message every command ends with. */
+    private volatile String ending;
     private volatile String user;
     volatile String lastAuthMethod = "none";
 
@@ -50,6 +71,12 @@ final class Connection {
     private Vm vm;
     private long vmStartNanos;
     private boolean holdsSlot;
+    private String slotUser;
+    private ScheduledFuture<?> idleTimer;
+    private ScheduledFuture<?> timeTimer;
+    private boolean idleWarned;
+    private long idleWarnedAt;
+    private long activityAtWarning;
     private boolean closed;
     private int busy; // launches and teardowns in progress
     private final CompletableFuture<String> terminated = new CompletableFuture<>();
@@ -124,11 +151,26 @@ final class Connection {
     }
 
     /** Registers a running command; complete the returned future when its exit has been sent. */
-    CompletableFuture<Void> commandStarted() {
+    CompletableFuture<Void> commandStarted(GuestCommand command) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         running.add(done);
-        done.whenComplete((r, e) -> running.remove(done));
+        commands.add(command);
+        activity();
+        done.whenComplete((r, e) -> {
+            running.remove(done);
+            commands.remove(command);
+        });
         return done;
+    }
+
+    /** Input from the client or output from the guest: resets the idle clock. Cheap enough for every read. */
+    void activity() {
+        lastActivityNanos = System.nanoTime();
+    }
+
+    /** The message commands end with when a timeout is ending the session, else null. */
+    String ending() {
+        return ending;
     }
 
     /** Completes when every command running now has delivered its exit status. */
@@ -160,17 +202,30 @@ final class Connection {
             if (terminated.isDone()) {
                 throw new Refusal(terminated.join());
             }
+            if (ending != null) {
+                throw new Refusal(ending);
+            }
             if (server.isStopping()) {
                 throw new Refusal(VmgateSshServer.SHUTDOWN_MESSAGE);
             }
             theirs = launch;
             if (theirs == null) {
+                String u = Objects.requireNonNullElse(user, "");
+                if (!server.tryAcquireUserSlot(u)) {
+                    int max = server.config().maxSessionsPerUser();
+                    Events.log.warn("session_refused_per_user_limit {} max_sessions_per_user={} live={}", tag(), max,
+                            server.liveSessions(u));
+                    throw new Refusal("vmgate: you already have " + max + (max == 1 ? " session" : " sessions")
+                            + " open, the most allowed per user; close one and try again");
+                }
                 if (!server.tryAcquireSlot()) {
+                    server.releaseUserSlot(u);
                     int max = server.config().maxSessions();
                     Events.log.warn("capacity_refused {} max_sessions={}", tag(), max);
                     throw new Refusal("vmgate: server is at capacity (" + max + " sessions), try again later");
                 }
                 holdsSlot = true;
+                slotUser = u;
                 busy++;
                 launch = mine = new CompletableFuture<>();
             }
@@ -244,6 +299,7 @@ final class Connection {
         Vm launched = v;
         launched.exited().whenComplete((r, e) -> vmDied(launched, "the VM exited"));
         launched.agent().disconnected().whenComplete((r, e) -> vmDied(launched, "lost the connection to the VM's agent"));
+        startTimers();
         mine.complete(launched);
         return launched;
     }
@@ -305,6 +361,7 @@ final class Connection {
             if (keepalive != null) {
                 keepalive.cancel(false);
             }
+            cancelTimers();
         }
         terminated.complete("vmgate: the connection is closing");
         Events.log.info("connection_closed {} ms={}", tag(), Events.msSince(acceptedNanos));
@@ -337,6 +394,7 @@ final class Connection {
         if (holdsSlot) {
             holdsSlot = false;
             server.releaseSlot();
+            server.releaseUserSlot(slotUser);
         }
     }
 
@@ -360,6 +418,227 @@ final class Connection {
             return d == null ? "" : d.strip();
         } catch (RuntimeException e) {
             return e.toString();
+        }
+    }
+
+    // --- idle timeout and maximum session time
+
+    /** The VM is ready: the session clocks start. */
+    private void startTimers() {
+        ServerConfig c = server.config();
+        activity();
+        synchronized (this) {
+            if (closed || ending != null) {
+                return;
+            }
+            if (!c.idleTimeout().isZero()) {
+                idleTimer = schedule(this::idleCheck, c.idleTimeout().minus(c.warningBefore(c.idleTimeout())).toNanos());
+            }
+            Duration max = c.maxSessionTime();
+            if (!max.isZero()) {
+                Duration warn = c.warningBefore(max);
+                timeTimer = warn.isZero() ? schedule(this::timeLimit, max.toNanos())
+                        : schedule(this::timeWarning, max.minus(warn).toNanos());
+            }
+        }
+    }
+
+    /** Caller holds the lock. */
+    private void cancelTimers() {
+        if (idleTimer != null) {
+            idleTimer.cancel(false);
+        }
+        if (timeTimer != null) {
+            timeTimer.cancel(false);
+        }
+    }
+
+    /** Runs {@code task} on the server's timer thread, in this connection's MDC scope; null once the server stopped. */
+    private ScheduledFuture<?> schedule(Runnable task, long delayNanos) {
+        try {
+            return server.scheduler().schedule(() -> {
+                try (var s = scope()) {
+                    task.run();
+                } catch (RuntimeException e) {
+                    Events.log.error("timer_failed {}", tag(), e);
+                }
+            }, Math.max(0, delayNanos), TimeUnit.NANOSECONDS);
+        } catch (RejectedExecutionException e) {
+            return null; // the server is stopping
+        }
+    }
+
+    /**
+     * The idle clock, on the timer thread: warn once the connection has been idle for the timeout
+     * minus the warning, end it if nothing happened during the warning, else start over. Always
+     * reschedules itself for the next moment something could happen; never blocks.
+     */
+    private void idleCheck() {
+        ServerConfig c = server.config();
+        Duration timeout = c.idleTimeout();
+        Duration warning = c.warningBefore(timeout);
+        long now = System.nanoTime();
+        long last = lastActivityNanos;
+        long idle = now - last;
+        boolean warn = false;
+        synchronized (this) {
+            if (closed || ending != null) {
+                return;
+            }
+            if (idleWarned && last != activityAtWarning) {
+                idleWarned = false; // there was activity after the warning: start over
+            }
+            if (idleWarned) {
+                long left = idleWarnedAt + warning.toNanos() - now;
+                if (left > 0) {
+                    idleTimer = schedule(this::idleCheck, left);
+                    return;
+                }
+            } else if (!warning.isZero()) {
+                long untilWarning = timeout.minus(warning).toNanos() - idle;
+                if (untilWarning > 0) {
+                    idleTimer = schedule(this::idleCheck, untilWarning);
+                    return;
+                }
+                idleWarned = true;
+                idleWarnedAt = now;
+                activityAtWarning = last;
+                idleTimer = schedule(this::idleCheck, warning.toNanos());
+                warn = true;
+            } else if (idle < timeout.toNanos()) {
+                idleTimer = schedule(this::idleCheck, timeout.toNanos() - idle);
+                return;
+            }
+        }
+        if (warn) {
+            // (the idle time as it is: after activity that followed an earlier warning it can exceed timeout - warning)
+            long idleMs = idle / 1_000_000;
+            Duration idleFor = idleMs >= 1000 ? Duration.ofSeconds((idleMs + 500) / 1000) : Duration.ofMillis(idleMs);
+            int n = notifyCommands("vmgate: this session has been idle for " + Durations.format(idleFor)
+                    + "; it will be closed in " + Durations.format(warning) + " unless there is activity");
+            Events.log.info("session_idle_warning {} idle_ms={} closes_in_ms={} channels={}", tag(), idle / 1_000_000,
+                    warning.toMillis(), n);
+            return;
+        }
+        end("session_idle_timeout", "idle_ms=" + idle / 1_000_000 + " timeout_ms=" + timeout.toMillis(), "idle_timeout",
+                "vmgate: session closed: idle for " + Durations.format(timeout));
+    }
+
+    private void timeWarning() {
+        ServerConfig c = server.config();
+        Duration max = c.maxSessionTime();
+        Duration warning = c.warningBefore(max);
+        synchronized (this) {
+            if (closed || ending != null) {
+                return;
+            }
+            timeTimer = schedule(this::timeLimit, warning.toNanos());
+        }
+        int n = notifyCommands("vmgate: this session will end in " + Durations.format(warning) + " (maximum session time "
+                + Durations.format(max) + ")");
+        Events.log.info("session_time_warning {} max_ms={} closes_in_ms={} channels={}", tag(), max.toMillis(),
+                warning.toMillis(), n);
+    }
+
+    private void timeLimit() {
+        Duration max = server.config().maxSessionTime();
+        end("session_time_limit", "max_ms=" + max.toMillis(), "time_limit",
+                "vmgate: session closed: maximum session time " + Durations.format(max) + " reached");
+    }
+
+    /** Writes a line to the stderr of every running command (asynchronously); returns how many. */
+    private int notifyCommands(String message) {
+        List<GuestCommand> now = List.copyOf(commands);
+        now.forEach(cmd -> cmd.notice(message));
+        return now.size();
+    }
+
+    /**
+     * Ends the session for a timeout: SIGTERM to every guest process, the grace period (cut short
+     * when they have all exited), then the VM is destroyed, every command ends with {@code message}
+     * and status 255, and the connection closes. Runs the waiting on a virtual thread.
+     */
+    private void end(String event, String details, String reason, String message) {
+        synchronized (this) {
+            if (closed || ending != null || vm == null) {
+                return;
+            }
+            ending = message;
+            cancelTimers();
+        }
+        List<GuestProcess> processes = commands.stream().map(GuestCommand::process)
+                .filter(p -> p != null && !p.exit().isDone()).toList();
+        Duration grace = server.config().timeoutGrace();
+        Events.log.warn("{} {} {} processes={} grace_ms={}", event, tag(), details, processes.size(), grace.toMillis());
+        Thread.ofVirtual().name("vm-timeout-" + id).start(() -> {
+            try (var s = scope()) {
+                terminate(processes, grace, reason, message);
+            }
+        });
+    }
+
+    private void terminate(List<GuestProcess> processes, Duration grace, String reason, String message) {
+        long t0 = System.nanoTime();
+        for (GuestProcess p : processes) {
+            try {
+                p.signal("TERM");
+            } catch (IOException e) {
+                // the VM is going away anyway
+            }
+        }
+        boolean exited = awaitQuietly(CompletableFuture.allOf(processes.stream()
+                .map(p -> p.exit().handle((r, e) -> null)).toArray(CompletableFuture[]::new)), grace);
+        Vm v;
+        long started;
+        synchronized (this) {
+            v = vm;
+            vm = null;
+            started = vmStartNanos;
+            if (v != null) {
+                busy++;
+            }
+        }
+        terminated.complete(message); // commands still running end with the message and 255
+        if (v != null) {
+            destroy(v, started);
+        }
+        Events.log.info("session_terminated {} reason={} exited_in_grace={} ms={}", tag(), reason, exited, Events.msSince(t0));
+        // Let clients take the message and exit status and close their channels (OpenSSH then leaves on its
+        // own, without "closed by remote host"); close whatever is still open after that.
+        awaitQuietly(commandsDone(), REPORT_TIMEOUT);
+        long deadline = System.nanoTime() + REPORT_TIMEOUT.toNanos();
+        long noChannelsSince = 0;
+        while (!isClosed() && System.nanoTime() < deadline) {
+            if (channels.get() > 0) {
+                noChannelsSince = 0;
+            } else if (noChannelsSince == 0) {
+                noChannelsSince = System.nanoTime();
+            } else if (System.nanoTime() - noChannelsSince > CLIENT_LEAVE_TIME.toNanos()) {
+                break; // a client that keeps the connection without channels
+            }
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        if (!isClosed()) {
+            session.close(false);
+        }
+    }
+
+    private static boolean awaitQuietly(CompletableFuture<?> f, Duration timeout) {
+        try {
+            f.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        } catch (ExecutionException e) {
+            return true;
+        } catch (TimeoutException e) {
+            return false;
         }
     }
 

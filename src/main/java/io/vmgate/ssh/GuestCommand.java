@@ -11,8 +11,11 @@ import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.locks.ReentrantLock;
 import org.apache.sshd.server.Environment;
 import org.apache.sshd.server.ExitCallback;
 import org.apache.sshd.server.channel.ChannelSession;
@@ -23,6 +26,10 @@ import org.apache.sshd.server.command.Command;
  * work happens on virtual threads: one that gets the VM (launching it if needed), starts the
  * process and waits for its end, and one per stream. Streams are blocking end to end, so a
  * slow SSH reader stops the guest process rather than filling host memory.
+ *
+ * <p>With a PTY, a VM that is not ready within {@link #PROGRESS_AFTER_MS} gets a progress line on
+ * the user's terminal, erased before the first byte from the guest. Without a PTY, stdout carries
+ * the guest's bytes and nothing else.
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 final class GuestCommand implements Command {
@@ -31,6 +38,9 @@ final class GuestCommand implements Command {
     static final int FAILED = 255;
     private static final int CHUNK = 32 * 1024;
     private static final long DRAIN_AFTER_FAILURE_MS = 2_000;
+    static final long PROGRESS_AFTER_MS = 1_000;
+    static final String PROGRESS = "\rvmgate: starting your VM...";
+    static final String ERASE_LINE = "\r\033[K";
 
     private final VmChannelSession channel;
     private final Kind kind;
@@ -42,6 +52,11 @@ final class GuestCommand implements Command {
     private ExitCallback exitCallback;
     private volatile boolean destroyed;
     private volatile GuestProcess process;
+    /** Serialises whole writes to stderr: the guest's, our notices and the final message. */
+    private final ReentrantLock errLock = new ReentrantLock();
+    /** Guards the progress line: NONE, then SHOWN (maybe), then DONE once the guest may write. */
+    private final ReentrantLock progressLock = new ReentrantLock();
+    private int progressState; // 0 none, 1 shown, 2 done
 
     GuestCommand(VmChannelSession channel, Kind kind, List<String> argv, String request) {
         this.channel = channel;
@@ -86,13 +101,41 @@ final class GuestCommand implements Command {
         }
     }
 
+    /** The guest process, once started. */
+    GuestProcess process() {
+        return process;
+    }
+
+    /** Writes a line for the user on this command's stderr (the terminal with a PTY), without blocking the caller. */
+    void notice(String message) {
+        Thread.ofVirtual().name(threadName("notice")).start(() -> {
+            if (destroyed) {
+                return;
+            }
+            String text = channel.hasPty() ? "\r\n" + message + "\r\n" : message + "\n";
+            writeErr(text);
+        });
+    }
+
+    private void writeErr(String text) {
+        errLock.lock();
+        try {
+            err.write(text.getBytes(StandardCharsets.UTF_8));
+            err.flush();
+        } catch (IOException | RuntimeException e) {
+            // the client is gone
+        } finally {
+            errLock.unlock();
+        }
+    }
+
     private String threadName(String what) {
         return "vmgate-" + channel.conn.id + "-ch" + channel.number + "-" + what;
     }
 
     private void run() {
         Connection conn = channel.conn;
-        CompletableFuture<Void> done = conn.commandStarted();
+        CompletableFuture<Void> done = conn.commandStarted(this);
         try (var s = conn.scope()) {
             long t0 = System.nanoTime();
             boolean pty = channel.hasPty();
@@ -101,12 +144,15 @@ final class GuestCommand implements Command {
                             : kind == Kind.SUBSYSTEM ? " subsystem=" + Events.v(request) : "");
             Events.log.debug("command_line {} channel={} command={}", conn.tag(), channel.number, Events.v(request));
             Vm vm;
+            ScheduledFuture<?> progress = pty ? scheduleProgress(t0) : null;
             try {
                 vm = conn.acquireVm();
             } catch (Refusal r) {
+                clearProgress(progress);
                 fail(r.getMessage(), t0);
                 return;
             }
+            clearProgress(progress);
             if (destroyed) {
                 return;
             }
@@ -145,11 +191,60 @@ final class GuestCommand implements Command {
         }
     }
 
+    // --- the progress line while a PTY user waits for the VM
+
+    private ScheduledFuture<?> scheduleProgress(long t0) {
+        try {
+            return channel.server.scheduler().schedule(
+                    () -> Thread.ofVirtual().name(threadName("progress")).start(() -> showProgress(t0)),
+                    PROGRESS_AFTER_MS, TimeUnit.MILLISECONDS);
+        } catch (RejectedExecutionException e) {
+            return null; // the server is stopping
+        }
+    }
+
+    private void showProgress(long t0) {
+        progressLock.lock();
+        try (var s = channel.conn.scope()) {
+            if (progressState != 0 || destroyed) {
+                return;
+            }
+            progressState = 1;
+            out.write(PROGRESS.getBytes(StandardCharsets.UTF_8));
+            out.flush();
+            Events.log.info("vm_wait_progress {} channel={} after_ms={}", channel.conn.tag(), channel.number, Events.msSince(t0));
+        } catch (IOException | RuntimeException e) {
+            // the client is gone
+        } finally {
+            progressLock.unlock();
+        }
+    }
+
+    /** No progress line from now on; erases it if it was shown. */
+    private void clearProgress(ScheduledFuture<?> scheduled) {
+        if (scheduled == null) {
+            return;
+        }
+        scheduled.cancel(false);
+        progressLock.lock();
+        try {
+            if (progressState == 1) {
+                out.write(ERASE_LINE.getBytes(StandardCharsets.UTF_8));
+                out.flush();
+            }
+        } catch (IOException | RuntimeException e) {
+            // the client is gone
+        } finally {
+            progressState = 2;
+            progressLock.unlock();
+        }
+    }
+
     private void bridge(GuestProcess p, boolean pty, long t0) {
         Connection conn = channel.conn;
         Thread.ofVirtual().name(threadName("stdin")).start(() -> pumpStdin(p));
-        CompletableFuture<Void> outDone = pump(p.stdout(), out, "stdout", p);
-        CompletableFuture<Void> errDone = pty ? CompletableFuture.completedFuture(null) : pump(p.stderr(), err, "stderr", p);
+        CompletableFuture<Void> outDone = pump(p.stdout(), out, "stdout", p, null);
+        CompletableFuture<Void> errDone = pty ? CompletableFuture.completedFuture(null) : pump(p.stderr(), err, "stderr", p, errLock);
 
         CompletableFuture<Object> first = CompletableFuture.anyOf(p.exit(), conn.terminated());
         try {
@@ -163,6 +258,12 @@ final class GuestCommand implements Command {
         if (status != null) {
             // All output was sent by the guest before EXIT; let it reach the client.
             CompletableFuture.allOf(outDone, errDone).join();
+            String ending = conn.ending();
+            if (ending != null) {
+                // It exited after a timeout's SIGTERM (or during the grace period): the timeout is the news.
+                fail(ending, t0);
+                return;
+            }
             finish(status, t0);
             return;
         }
@@ -188,6 +289,7 @@ final class GuestCommand implements Command {
                 int n;
                 while ((n = in.read(buf)) >= 0) {
                     if (n > 0) {
+                        channel.conn.activity();
                         to.write(buf, 0, n);
                     }
                 }
@@ -202,7 +304,8 @@ final class GuestCommand implements Command {
         }
     }
 
-    private CompletableFuture<Void> pump(InputStream from, OutputStream to, String what, GuestProcess p) {
+    /** Copies a guest stream to the client; {@code lock}, if any, is held for each write and flush. */
+    private CompletableFuture<Void> pump(InputStream from, OutputStream to, String what, GuestProcess p, ReentrantLock lock) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         Thread.ofVirtual().name(threadName(what)).start(() -> {
             try (var s = channel.conn.scope()) {
@@ -212,6 +315,10 @@ final class GuestCommand implements Command {
                     if (n == 0) {
                         continue;
                     }
+                    channel.conn.activity();
+                    if (lock != null) {
+                        lock.lock();
+                    }
                     try {
                         to.write(buf, 0, n);
                         to.flush();
@@ -219,6 +326,10 @@ final class GuestCommand implements Command {
                         // The client is gone: stop the guest process rather than let it block forever.
                         p.kill();
                         return;
+                    } finally {
+                        if (lock != null) {
+                            lock.unlock();
+                        }
                     }
                 }
             } catch (IOException e) {
@@ -259,13 +370,7 @@ final class GuestCommand implements Command {
         }
         Events.log.info("exit_status {} channel={} code={} ms={} reason={}", conn.tag(), channel.number, FAILED,
                 Events.msSince(t0), Events.v(message));
-        try {
-            String eol = channel.hasPty() ? "\r\n" : "\n";
-            err.write((message + eol).getBytes(StandardCharsets.UTF_8));
-            err.flush();
-        } catch (IOException | RuntimeException e) {
-            // the client is gone
-        }
+        writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
         exitCallback.onExit(FAILED, message);
     }
 

@@ -20,11 +20,19 @@ import java.util.Objects;
  * @param allowPasswordless        accept the "none" method (anyone may log in)
  * @param envAllowlist             env request names passed to the guest; '*' and '?' are globs
  * @param maxSessions              connections with a live VM at once; beyond it a friendly refusal
+ * @param maxSessionsPerUser       connections with a live VM at once per authenticated user name; 0 for no limit
  * @param authTimeout              a connection must authenticate within this
  * @param maxAuthAttempts          authentication requests per connection before it is dropped
  * @param maxChannelsPerConnection session channels open at once on one connection
  * @param keepaliveInterval        probe a silent client this often (zero: never), like ClientAliveInterval
  * @param keepaliveCountMax        unanswered probes before the connection is dropped
+ * @param idleTimeout              end a session (a connection with a VM) after this long without input or
+ *                                 output on any of its channels; zero: never
+ * @param maxSessionTime           end a session this long after its VM started; zero: no limit
+ * @param timeoutWarning           warn the user this long before either timeout ends the session (less when
+ *                                 the timeout itself is not longer: half of it); zero: no warning
+ * @param timeoutGrace             when a timeout ends a session: time between SIGTERM to its processes and
+ *                                 destroying the VM
  * @param guestHostname            hostname set in each guest with CONFIGURE (with the clock and fresh
  *                                 entropy), or null to leave configuring the guest to the launcher
  * @param sftpServer               the guest's sftp-server, run for the {@code sftp} subsystem
@@ -40,11 +48,16 @@ public record ServerConfig(
         boolean allowPasswordless,
         List<String> envAllowlist,
         int maxSessions,
+        int maxSessionsPerUser,
         Duration authTimeout,
         int maxAuthAttempts,
         int maxChannelsPerConnection,
         Duration keepaliveInterval,
         int keepaliveCountMax,
+        Duration idleTimeout,
+        Duration maxSessionTime,
+        Duration timeoutWarning,
+        Duration timeoutGrace,
         String guestHostname,
         String sftpServer,
         VmLauncher launcher) {
@@ -58,6 +71,8 @@ public record ServerConfig(
     public static final int DEFAULT_MAX_CHANNELS = 10;
     public static final Duration DEFAULT_KEEPALIVE_INTERVAL = Duration.ofSeconds(15);
     public static final int DEFAULT_KEEPALIVE_COUNT_MAX = 4;
+    public static final Duration DEFAULT_TIMEOUT_WARNING = Duration.ofSeconds(60);
+    public static final Duration DEFAULT_TIMEOUT_GRACE = Duration.ofSeconds(5);
     public static final String DEFAULT_GUEST_HOSTNAME = "vmgate";
     public static final String DEFAULT_SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 
@@ -68,15 +83,24 @@ public record ServerConfig(
         envAllowlist = List.copyOf(envAllowlist == null ? DEFAULT_ENV_ALLOWLIST : envAllowlist);
         authTimeout = authTimeout == null ? DEFAULT_AUTH_TIMEOUT : authTimeout;
         keepaliveInterval = keepaliveInterval == null ? Duration.ZERO : keepaliveInterval;
+        idleTimeout = idleTimeout == null ? Duration.ZERO : idleTimeout;
+        maxSessionTime = maxSessionTime == null ? Duration.ZERO : maxSessionTime;
+        timeoutWarning = timeoutWarning == null ? DEFAULT_TIMEOUT_WARNING : timeoutWarning;
+        timeoutGrace = timeoutGrace == null ? DEFAULT_TIMEOUT_GRACE : timeoutGrace;
         sftpServer = sftpServer == null || sftpServer.isBlank() ? DEFAULT_SFTP_SERVER : sftpServer;
         user = user == null || user.isEmpty() ? null : user;
         require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
         require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
+        require(maxSessionsPerUser >= 0, "max sessions per user must be at least 1 (or 0 for no limit), not " + maxSessionsPerUser);
         require(maxAuthAttempts >= 1, "max auth attempts must be at least 1, not " + maxAuthAttempts);
         require(maxChannelsPerConnection >= 1, "max channels per connection must be at least 1, not " + maxChannelsPerConnection);
         require(!authTimeout.isNegative() && !authTimeout.isZero(), "auth timeout must be positive");
         require(!keepaliveInterval.isNegative(), "keepalive interval must not be negative");
         require(keepaliveCountMax >= 1, "keepalive count must be at least 1, not " + keepaliveCountMax);
+        require(!idleTimeout.isNegative(), "idle timeout must not be negative");
+        require(!maxSessionTime.isNegative(), "max session time must not be negative");
+        require(!timeoutWarning.isNegative(), "timeout warning must not be negative");
+        require(!timeoutGrace.isNegative(), "timeout grace must not be negative");
         for (String name : envAllowlist) {
             require(name != null && name.matches("[A-Za-z0-9_*?]+"),
                     "env allowlist entries are variable names or globs with * and ?, not '" + name + "'");
@@ -87,6 +111,17 @@ public record ServerConfig(
         if (!ok) {
             throw new IllegalArgumentException(message);
         }
+    }
+
+    /**
+     * How long before {@code timeout} the user is warned: the configured warning when it is shorter
+     * than the timeout, else half the timeout; zero when warnings are off.
+     */
+    public Duration warningBefore(Duration timeout) {
+        if (timeoutWarning.isZero() || timeout.isZero()) {
+            return Duration.ZERO;
+        }
+        return timeoutWarning.compareTo(timeout) < 0 ? timeoutWarning : timeout.dividedBy(2);
     }
 
     /** True when at least one real authentication method (keys or password) is configured. */
@@ -108,11 +143,16 @@ public record ServerConfig(
         b.allowPasswordless = allowPasswordless;
         b.envAllowlist = envAllowlist;
         b.maxSessions = maxSessions;
+        b.maxSessionsPerUser = maxSessionsPerUser;
         b.authTimeout = authTimeout;
         b.maxAuthAttempts = maxAuthAttempts;
         b.maxChannelsPerConnection = maxChannelsPerConnection;
         b.keepaliveInterval = keepaliveInterval;
         b.keepaliveCountMax = keepaliveCountMax;
+        b.idleTimeout = idleTimeout;
+        b.maxSessionTime = maxSessionTime;
+        b.timeoutWarning = timeoutWarning;
+        b.timeoutGrace = timeoutGrace;
         b.guestHostname = guestHostname;
         b.sftpServer = sftpServer;
         return b;
@@ -130,11 +170,16 @@ public record ServerConfig(
         private boolean allowPasswordless;
         private List<String> envAllowlist = DEFAULT_ENV_ALLOWLIST;
         private int maxSessions = DEFAULT_MAX_SESSIONS;
+        private int maxSessionsPerUser;
         private Duration authTimeout = DEFAULT_AUTH_TIMEOUT;
         private int maxAuthAttempts = DEFAULT_MAX_AUTH_ATTEMPTS;
         private int maxChannelsPerConnection = DEFAULT_MAX_CHANNELS;
         private Duration keepaliveInterval = DEFAULT_KEEPALIVE_INTERVAL;
         private int keepaliveCountMax = DEFAULT_KEEPALIVE_COUNT_MAX;
+        private Duration idleTimeout = Duration.ZERO;
+        private Duration maxSessionTime = Duration.ZERO;
+        private Duration timeoutWarning = DEFAULT_TIMEOUT_WARNING;
+        private Duration timeoutGrace = DEFAULT_TIMEOUT_GRACE;
         private String guestHostname = DEFAULT_GUEST_HOSTNAME;
         private String sftpServer = DEFAULT_SFTP_SERVER;
 
@@ -153,19 +198,30 @@ public record ServerConfig(
         public Builder allowPasswordless(boolean v) { allowPasswordless = v; return this; }
         public Builder envAllowlist(List<String> v) { envAllowlist = v; return this; }
         public Builder maxSessions(int v) { maxSessions = v; return this; }
+        public Builder maxSessionsPerUser(int v) { maxSessionsPerUser = v; return this; }
         public Builder authTimeout(Duration v) { authTimeout = v; return this; }
         public Builder maxAuthAttempts(int v) { maxAuthAttempts = v; return this; }
         public Builder maxChannelsPerConnection(int v) { maxChannelsPerConnection = v; return this; }
         public Builder keepaliveInterval(Duration v) { keepaliveInterval = v; return this; }
         public Builder keepaliveCountMax(int v) { keepaliveCountMax = v; return this; }
+        public Builder idleTimeout(Duration v) { idleTimeout = v; return this; }
+        public Builder maxSessionTime(Duration v) { maxSessionTime = v; return this; }
+        public Builder timeoutWarning(Duration v) { timeoutWarning = v; return this; }
+        public Builder timeoutGrace(Duration v) { timeoutGrace = v; return this; }
         public Builder guestHostname(String v) { guestHostname = v; return this; }
         public Builder sftpServer(String v) { sftpServer = v; return this; }
 
+        /** Lets a caller set a group of options in one step of a chain. */
+        public Builder apply(java.util.function.Consumer<Builder> options) {
+            options.accept(this);
+            return this;
+        }
+
         public ServerConfig build() {
             return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
-                    allowPasswordless, envAllowlist, maxSessions, authTimeout, maxAuthAttempts,
-                    maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, guestHostname, sftpServer,
-                    launcher);
+                    allowPasswordless, envAllowlist, maxSessions, maxSessionsPerUser, authTimeout, maxAuthAttempts,
+                    maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, idleTimeout, maxSessionTime,
+                    timeoutWarning, timeoutGrace, guestHostname, sftpServer, launcher);
         }
     }
 }

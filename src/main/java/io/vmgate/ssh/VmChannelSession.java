@@ -177,6 +177,7 @@ final class VmChannelSession extends ChannelSession {
         if (newCols == 0 || newRows == 0) {
             return RequestHandler.Result.ReplyFailure;
         }
+        conn.activity(); // a user resizing a terminal is not idle
         GuestProcess p;
         synchronized (this) {
             cols = newCols;

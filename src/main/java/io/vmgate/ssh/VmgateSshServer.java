@@ -67,7 +67,12 @@ import org.apache.sshd.server.session.ServerUserAuthServiceFactory;
  * {@code command_aborted}, {@code vm_died} (reason, diagnostics), {@code vm_destroyed}
  * (ms, lifetime_ms), {@code connection_closed} (ms), {@code forwarding_refused} (kind, target),
  * {@code env_refused}, {@code subsystem_refused}, {@code signal_sent}, {@code signal_refused},
- * {@code pty_size_clamped}, {@code request_refused}, {@code keepalive_timeout}.
+ * {@code pty_size_clamped}, {@code request_refused}, {@code keepalive_timeout},
+ * {@code session_refused_per_user_limit} (max_sessions_per_user), {@code vm_wait_progress} (channel, after_ms:
+ * a PTY user was told the VM is starting), {@code session_idle_warning} / {@code session_time_warning}
+ * (idle_ms or max_ms, closes_in_ms, channels), {@code session_idle_timeout} / {@code session_time_limit}
+ * (idle_ms or max_ms, processes, grace_ms), {@code session_terminated} (reason, exited_in_grace, ms),
+ * {@code connection_error} (error: what made MINA drop the connection, e.g. a packet over the SSH limit).
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 public final class VmgateSshServer implements AutoCloseable {
@@ -80,6 +85,7 @@ public final class VmgateSshServer implements AutoCloseable {
     private final FailureTracker failures = new FailureTracker();
     private final Semaphore slots;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
+    private final ConcurrentHashMap<String, Integer> userSessions = new ConcurrentHashMap<>();
     private SshServer sshd;
     private ScheduledExecutorService scheduler;
     private KeyPair hostKey;
@@ -188,9 +194,13 @@ public final class VmgateSshServer implements AutoCloseable {
             throw e;
         }
         sshd = s;
-        Events.log.info("server_started listen={} port={} host_key={} fingerprint={} auth={} max_sessions={}",
+        Events.log.info("server_started listen={} port={} host_key={} fingerprint={} auth={} max_sessions={}"
+                        + " max_sessions_per_user={} idle_timeout={} max_session_time={}",
                 Events.v(config.listenHost()), port(), Events.v(config.hostKeyPath()), HostKeys.fingerprint(hostKey),
-                String.join(",", methods.stream().map(UserAuthFactory::getName).toList()), config.maxSessions());
+                String.join(",", methods.stream().map(UserAuthFactory::getName).toList()), config.maxSessions(),
+                config.maxSessionsPerUser() == 0 ? "unlimited" : config.maxSessionsPerUser(),
+                config.idleTimeout().isZero() ? "off" : Durations.format(config.idleTimeout()),
+                config.maxSessionTime().isZero() ? "off" : Durations.format(config.maxSessionTime()));
     }
 
     private boolean decidePasswordless(boolean loopback) {
@@ -289,6 +299,11 @@ public final class VmgateSshServer implements AutoCloseable {
         return config.maxSessions() - slots.availablePermits();
     }
 
+    /** Connections of this user currently holding a VM (or launching one). */
+    public int liveSessions(String user) {
+        return userSessions.getOrDefault(user, 0);
+    }
+
     /** Recent failed authentication attempts from an address (0 after a success or a quiet spell). */
     public int failuresFor(String address) {
         return failures.failures(address);
@@ -384,6 +399,25 @@ public final class VmgateSshServer implements AutoCloseable {
         slots.release();
     }
 
+    /** Counts a session for the user; false if the user already has {@code maxSessionsPerUser} (0: no limit). */
+    boolean tryAcquireUserSlot(String user) {
+        int max = config.maxSessionsPerUser();
+        boolean[] acquired = {false};
+        userSessions.compute(user, (k, n) -> {
+            int have = n == null ? 0 : n;
+            if (max != 0 && have >= max) {
+                return n;
+            }
+            acquired[0] = true;
+            return have + 1;
+        });
+        return acquired[0];
+    }
+
+    void releaseUserSlot(String user) {
+        userSessions.computeIfPresent(user, (k, n) -> n <= 1 ? null : n - 1);
+    }
+
     /** Attaches a {@link Connection} to each session and logs its life. */
     private final class Listener implements SessionListener {
         @Override
@@ -405,6 +439,17 @@ public final class VmgateSshServer implements AutoCloseable {
                         failures.succeeded(c.remoteIp);
                         c.authenticated(session.getUsername());
                     }
+                }
+            }
+        }
+
+        /** Transport-level trouble (e.g. a packet over the SSH limit, a bad MAC): MINA drops the connection. */
+        @Override
+        public void sessionException(Session session, Throwable t) {
+            Connection c = session.getAttribute(Connection.KEY);
+            if (c != null) {
+                try (var s = c.scope()) {
+                    Events.log.info("connection_error {} error={}", c.tag(), Events.v(t.getClass().getSimpleName() + ": " + t.getMessage()));
                 }
             }
         }

@@ -107,5 +107,53 @@ class PolicyTest {
         assertThatThrownBy(() -> ServerConfig.builder(launcher, key).envAllowlist(List.of("BAD=NAME")).build())
                 .isInstanceOf(IllegalArgumentException.class);
         assertThatThrownBy(() -> ServerConfig.builder(null, key).build()).isInstanceOf(NullPointerException.class);
+        assertThatThrownBy(() -> ServerConfig.builder(launcher, key).maxSessionsPerUser(-1).build())
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("per user");
+        assertThatThrownBy(() -> ServerConfig.builder(launcher, key).idleTimeout(Duration.ofSeconds(-1)).build())
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("idle timeout");
+        ServerConfig t = ServerConfig.builder(launcher, key).maxSessionsPerUser(2).idleTimeout(Duration.ofMinutes(10))
+                .maxSessionTime(Duration.ofHours(1)).timeoutGrace(Duration.ofSeconds(1)).build();
+        assertThat(t.toBuilder().build()).isEqualTo(t);
+        assertThat(c.maxSessionsPerUser()).as("default: no per-user limit").isZero();
+        assertThat(c.idleTimeout()).isZero();
+        assertThat(c.maxSessionTime()).isZero();
+    }
+
+    @Test
+    void timeoutWarningsAreShorterThanTheirTimeout() {
+        ServerConfig c = ServerConfig.builder(new StdioAgentVm.Launcher(), Path.of("/tmp/unused")).build();
+        assertThat(c.warningBefore(Duration.ofMinutes(10))).isEqualTo(Duration.ofSeconds(60));
+        assertThat(c.warningBefore(Duration.ofSeconds(60))).isEqualTo(Duration.ofSeconds(30));
+        assertThat(c.warningBefore(Duration.ofSeconds(30))).isEqualTo(Duration.ofSeconds(15));
+        assertThat(c.warningBefore(Duration.ZERO)).isZero();
+        ServerConfig off = c.toBuilder().timeoutWarning(Duration.ZERO).build();
+        assertThat(off.warningBefore(Duration.ofMinutes(10))).isZero();
+    }
+
+    @Test
+    void durationsParseTheUsualFormsAndFormatForPeople() {
+        assertThat(Durations.parse("30s")).isEqualTo(Duration.ofSeconds(30));
+        assertThat(Durations.parse("10m")).isEqualTo(Duration.ofMinutes(10));
+        assertThat(Durations.parse("1h")).isEqualTo(Duration.ofHours(1));
+        assertThat(Durations.parse("1h30m")).isEqualTo(Duration.ofMinutes(90));
+        assertThat(Durations.parse("500ms")).isEqualTo(Duration.ofMillis(500));
+        assertThat(Durations.parse("1.5s")).isEqualTo(Duration.ofMillis(1500));
+        assertThat(Durations.parse("90")).isEqualTo(Duration.ofSeconds(90));
+        assertThat(Durations.parse(" 2D ")).isEqualTo(Duration.ofDays(2));
+        assertThat(Durations.parse("0")).isZero();
+        assertThat(Durations.parse("off")).isZero();
+        assertThat(Durations.parse("none")).isZero();
+        for (String bad : List.of("", "m", "10 m", "-5s", "1y", "10m30", "s10", "1e3", "99999999999999999h")) {
+            assertThatThrownBy(() -> Durations.parse(bad)).as(bad).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("not a duration");
+        }
+        assertThat(Durations.format(Duration.ofMillis(500))).isEqualTo("500ms");
+        assertThat(Durations.format(Duration.ofMillis(1500))).isEqualTo("1.5s");
+        assertThat(Durations.format(Duration.ofSeconds(45))).isEqualTo("45s");
+        assertThat(Durations.format(Duration.ofMinutes(9))).isEqualTo("9m");
+        assertThat(Durations.format(Duration.ofSeconds(90))).isEqualTo("1m30s");
+        assertThat(Durations.format(Duration.ofHours(1))).isEqualTo("1h");
+        assertThat(Durations.format(Duration.ofMinutes(125))).isEqualTo("2h5m");
+        assertThat(Durations.format(Duration.ZERO)).isEqualTo("0ms");
     }
 }

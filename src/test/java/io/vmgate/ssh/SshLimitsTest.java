@@ -2,17 +2,23 @@ package io.vmgate.ssh;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import org.apache.sshd.client.channel.ChannelSession;
+import org.apache.sshd.client.future.OpenFuture;
+import org.apache.sshd.common.session.ConnectionService;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** Capacity, shutdown, keepalive and flow control. */
+/** Capacity (global, per user, channels), shutdown, keepalive and flow control. */
 class SshLimitsTest {
     @TempDir
     Path dir;
@@ -36,6 +42,122 @@ class SshLimitsTest {
             assertThat(holder.exitValue()).isZero();
             ts.awaitAllVmsDestroyed();
             assertThat(ts.ssh().ssh("echo now-fine").out()).isEqualTo("now-fine\n");
+        }
+    }
+
+    @Test
+    void aUserAtTheirLimitIsRefusedWhileAnotherUserGetsIn() throws Exception {
+        try (TestServer ts = TestServer.start(dir, b -> b.maxSessionsPerUser(1))) {
+            SshClientHelper alice = ts.ssh().withUser("alice");
+            SshClientHelper bob = ts.ssh().withUser("bob");
+            Process holder = alice.startSsh(List.of(), "echo holding; cat >/dev/null");
+            try {
+                assertThat(new String(holder.getInputStream().readNBytes(8), StandardCharsets.UTF_8)).isEqualTo("holding\n");
+                assertThat(ts.server.liveSessions("alice")).isEqualTo(1);
+                int mark = ts.mark();
+                SshClientHelper.Result refused = alice.ssh("echo should-not-run");
+                assertThat(refused.exitCode()).as(refused.toString()).isEqualTo(255);
+                assertThat(refused.out()).isEmpty();
+                assertThat(refused.err()).isEqualTo(
+                        "vmgate: you already have 1 session open, the most allowed per user; close one and try again\n");
+                ts.awaitEvent(mark, "session_refused_per_user_limit", "user=alice");
+                SshClientHelper.Result other = bob.ssh("echo bob-is-in");
+                assertThat(other.exitCode()).as(other.toString()).isZero();
+                assertThat(other.out()).isEqualTo("bob-is-in\n");
+                assertThat(ts.launcher.launched).as("no VM for the refused session").hasSize(2);
+            } finally {
+                holder.getOutputStream().close();
+                assertThat(holder.waitFor(30, TimeUnit.SECONDS)).isTrue();
+            }
+            ts.awaitAllVmsDestroyed();
+            assertThat(ts.server.liveSessions("alice")).isZero();
+            assertThat(alice.ssh("echo alice-again").out()).isEqualTo("alice-again\n");
+        }
+    }
+
+    @Test
+    void thousandsOfChannelsAtOnceAreRefusedAndEveryoneCarriesOn() throws Exception {
+        int flood = 3000;
+        try (TestServer ts = TestServer.start(dir)) {
+            int max = ts.config.maxChannelsPerConnection();
+            Process other = ts.ssh().startSsh(List.of(), "echo other-up; cat");
+            try (MinaTestClient mina = new MinaTestClient(ts.port())) {
+                assertThat(new String(other.getInputStream().readNBytes(9), StandardCharsets.UTF_8)).isEqualTo("other-up\n");
+                // Bare session channels, opened as fast as the client can send the requests.
+                ConnectionService service = mina.session.getService(ConnectionService.class);
+                List<ChannelSession> channels = new ArrayList<>();
+                List<OpenFuture> opens = new ArrayList<>();
+                for (int i = 0; i < flood; i++) {
+                    ChannelSession ch = new ChannelSession();
+                    service.registerChannel(ch);
+                    channels.add(ch);
+                    opens.add(ch.open());
+                }
+                int opened = 0;
+                int refused = 0;
+                for (OpenFuture f : opens) {
+                    assertThat(f.await(MinaTestClient.TIMEOUT)).as("every open is answered").isTrue();
+                    if (f.isOpened()) {
+                        opened++;
+                    } else {
+                        assertThat(f.getException()).hasMessageContaining("too many channels");
+                        refused++;
+                    }
+                }
+                assertThat(opened).isEqualTo(max);
+                assertThat(refused).isEqualTo(flood - max);
+                assertThat(ts.messages().stream().filter(m -> m.startsWith("channel_refused ")).count()).isEqualTo(flood - max);
+                assertThat(ts.server.connections()).isEqualTo(2);
+                // The other session never noticed...
+                OutputStream in = other.getOutputStream();
+                in.write("ping\n".getBytes(StandardCharsets.UTF_8));
+                in.flush();
+                assertThat(new String(other.getInputStream().readNBytes(5), StandardCharsets.UTF_8)).isEqualTo("ping\n");
+                // ...and the flooding connection works again once it closes what it holds.
+                for (ChannelSession ch : channels) {
+                    ch.close(false); // graceful: tells the server
+                }
+                // (the server counts a channel free once its side has closed, a moment after ours)
+                TestServer.await(() -> execQuietly(mina, "echo still-here").equals("still-here\n"),
+                        "a command on the flooding connection");
+            } finally {
+                other.getOutputStream().close();
+                assertThat(other.waitFor(30, TimeUnit.SECONDS)).isTrue();
+            }
+            assertThat(other.exitValue()).isZero();
+            ts.awaitAllVmsDestroyed();
+        }
+    }
+
+    @Test
+    void aOneMebibyteCommandFromOpenSshDropsOnlyThatConnection() throws Exception {
+        // The exec request would be one SSH packet over the protocol's 256 KiB limit: MINA (like OpenSSH's sshd)
+        // cannot even read it and drops that connection. Nobody else notices.
+        try (TestServer ts = TestServer.start(dir)) {
+            Process other = ts.ssh().startSsh(List.of(), "echo other-up; cat");
+            try {
+                assertThat(new String(other.getInputStream().readNBytes(9), StandardCharsets.UTF_8)).isEqualTo("other-up\n");
+                int mark = ts.mark();
+                List<String> command = new ArrayList<>(List.of("true"));
+                for (int i = 0; i < 10; i++) {
+                    command.add("x".repeat(100 * 1024)); // (each argument under the client's own 128 KiB exec limit)
+                }
+                SshClientHelper.Result r = ts.ssh().ssh(command.toArray(String[]::new));
+                assertThat(r.exitCode()).as(r.toString()).isEqualTo(255);
+                ts.awaitEvent(mark, "connection_error", "");
+                ts.awaitEvent(mark, "connection_closed", "");
+                assertThat(ts.eventsSince(mark)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_starting "));
+                OutputStream in = other.getOutputStream();
+                in.write("ping\n".getBytes(StandardCharsets.UTF_8));
+                in.flush();
+                assertThat(new String(other.getInputStream().readNBytes(5), StandardCharsets.UTF_8)).isEqualTo("ping\n");
+                assertThat(ts.ssh().ssh("echo ok").out()).isEqualTo("ok\n");
+            } finally {
+                other.getOutputStream().close();
+                assertThat(other.waitFor(30, TimeUnit.SECONDS)).isTrue();
+            }
+            assertThat(other.exitValue()).isZero();
+            ts.awaitAllVmsDestroyed();
         }
     }
 
@@ -108,6 +230,14 @@ class SshLimitsTest {
             } finally {
                 p.destroyForcibly();
             }
+        }
+    }
+
+    private static String execQuietly(MinaTestClient mina, String command) {
+        try {
+            return mina.exec(command, null).out();
+        } catch (IOException e) {
+            return e.getMessage();
         }
     }
 

@@ -81,14 +81,12 @@ public final class StdioAgentVm implements Vm {
     /** A launcher that records every VM it made, so tests can kill them or check they were closed. */
     public static final class Launcher implements VmLauncher {
         public final List<StdioAgentVm> launched = new CopyOnWriteArrayList<>();
+        /** How long each launch takes before it starts the agent (or fails with {@link #failWith}). */
         public volatile Duration delay = Duration.ZERO;
         public volatile String failWith;
 
         @Override
         public Vm launch(String vmId) throws VmException {
-            if (failWith != null) {
-                throw new VmException(failWith);
-            }
             if (!delay.isZero()) {
                 try {
                     Thread.sleep(delay);
@@ -96,6 +94,9 @@ public final class StdioAgentVm implements Vm {
                     Thread.currentThread().interrupt();
                     throw new VmException("interrupted");
                 }
+            }
+            if (failWith != null) {
+                throw new VmException(failWith);
             }
             StdioAgentVm vm = start(vmId);
             launched.add(vm);
