@@ -1,5 +1,6 @@
-/* Codec of docs/protocol.md. Every read is bounds-checked against what is left of the
- * payload before it happens; nothing here trusts a length it has not checked. */
+/* Codec of docs/protocol.md: decodes what a host sends, encodes any frame. Every read is
+ * bounds-checked against what is left of the payload before it happens; nothing here
+ * trusts a length it has not checked. */
 #include "proto.h"
 
 #include <signal.h>
@@ -8,13 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t be32(const uint8_t *p)
-{
+static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int proto_next_frame(const uint8_t *buf, size_t n, struct proto_frame *f, size_t *used)
-{
+static void put_be32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+int proto_next_frame(const uint8_t *buf, size_t n, struct proto_frame *f, size_t *used) {
     if (n < 4)
         return 0;
     uint32_t len = be32(buf);
@@ -40,8 +44,7 @@ struct rd {
     size_t errlen;
 };
 
-__attribute__((format(printf, 2, 3))) static void bad(struct rd *r, const char *fmt, ...)
-{
+__attribute__((format(printf, 2, 3))) static void bad(struct rd *r, const char *fmt, ...) {
     if (r->failed)
         return;
     r->failed = 1;
@@ -51,8 +54,7 @@ __attribute__((format(printf, 2, 3))) static void bad(struct rd *r, const char *
     va_end(ap);
 }
 
-static const uint8_t *take(struct rd *r, size_t k, const char *what)
-{
+static const uint8_t *take(struct rd *r, size_t k, const char *what) {
     if (r->failed)
         return NULL;
     if (r->n < k) {
@@ -65,32 +67,20 @@ static const uint8_t *take(struct rd *r, size_t k, const char *what)
     return p;
 }
 
-static uint8_t u8(struct rd *r, const char *what)
-{
-    const uint8_t *p = take(r, 1, what);
-    return p ? p[0] : 0;
+/* A big-endian unsigned number of k bytes (0 once the payload is short). */
+static uint64_t num(struct rd *r, size_t k, const char *what) {
+    const uint8_t *p = take(r, k, what);
+    uint64_t v = 0;
+    for (size_t i = 0; p && i < k; i++)
+        v = v << 8 | p[i];
+    return v;
 }
+#define u8(r, what) ((uint8_t)num(r, 1, what))
+#define u16(r, what) ((uint16_t)num(r, 2, what))
+#define u32(r, what) ((uint32_t)num(r, 4, what))
+#define u64(r, what) num(r, 8, what)
 
-static uint16_t u16(struct rd *r, const char *what)
-{
-    const uint8_t *p = take(r, 2, what);
-    return p ? (uint16_t)(p[0] << 8 | p[1]) : 0;
-}
-
-static uint32_t u32(struct rd *r, const char *what)
-{
-    const uint8_t *p = take(r, 4, what);
-    return p ? be32(p) : 0;
-}
-
-static uint64_t u64(struct rd *r, const char *what)
-{
-    const uint8_t *p = take(r, 8, what);
-    return p ? (uint64_t)be32(p) << 32 | be32(p + 4) : 0;
-}
-
-static struct proto_str bytes(struct rd *r, const char *what)
-{
+static struct proto_str bytes(struct rd *r, const char *what) {
     struct proto_str s = {"", 0};
     uint32_t n = u32(r, what);
     const uint8_t *p = take(r, n, what);
@@ -101,8 +91,7 @@ static struct proto_str bytes(struct rd *r, const char *what)
     return s;
 }
 
-static struct proto_str str(struct rd *r, const char *what)
-{
+static struct proto_str str(struct rd *r, const char *what) {
     struct proto_str s = bytes(r, what);
     if (memchr(s.p, 0, s.n)) {
         bad(r, "%s contains NUL", what);
@@ -111,8 +100,15 @@ static struct proto_str str(struct rd *r, const char *what)
     return s;
 }
 
-static uint8_t fd(struct rd *r)
-{
+/* A u16 count, checked against its limits. */
+static unsigned count(struct rd *r, const char *what, unsigned lo, unsigned hi) {
+    unsigned v = u16(r, what);
+    if (!r->failed && (v < lo || v > hi))
+        bad(r, "%s %u out of range", what, v);
+    return v;
+}
+
+static uint8_t fd(struct rd *r) {
     uint8_t v = u8(r, "fd");
     if (v > 2)
         bad(r, "fd %u is not 0, 1 or 2", v);
@@ -120,8 +116,7 @@ static uint8_t fd(struct rd *r)
 }
 
 /* Copies a checked string into the START block, NUL-terminated. */
-static char *keep(char **arena, struct proto_str s)
-{
+static char *keep(char **arena, struct proto_str s) {
     char *p = *arena;
     memcpy(p, s.p, s.n);
     p[s.n] = 0;
@@ -129,8 +124,7 @@ static char *keep(char **arena, struct proto_str s)
     return p;
 }
 
-static struct proto_start *decode_start(struct rd *r, size_t len)
-{
+static struct proto_start *decode_start(struct rd *r, size_t len) {
     /* Each string costs its 4-byte length on the wire, so the strings with their NULs
      * fit in len bytes and there are at most len / 4 of them: one allocation is enough. */
     size_t nptr = len / 4 + 2;
@@ -145,9 +139,7 @@ static struct proto_start *decode_start(struct rd *r, size_t len)
     if (flags & ~1u)
         bad(r, "unknown START flags 0x%x", flags);
     s->pty = flags & 1;
-    s->argc = u16(r, "argc");
-    if (!r->failed && (s->argc < 1 || s->argc > PROTO_MAX_ARGS))
-        bad(r, "argc %u out of range", s->argc);
+    s->argc = count(r, "argc", 1, PROTO_MAX_ARGS);
     s->argv = ptrs;
     for (unsigned i = 0; i < s->argc && !r->failed; i++) {
         struct proto_str a = str(r, "argv");
@@ -155,9 +147,7 @@ static struct proto_start *decode_start(struct rd *r, size_t len)
             *ptrs++ = keep(&arena, a);
     }
     *ptrs++ = NULL;
-    s->envc = u16(r, "envc");
-    if (s->envc > PROTO_MAX_ENV)
-        bad(r, "envc %u out of range", s->envc);
+    s->envc = count(r, "envc", 0, PROTO_MAX_ENV);
     s->env = ptrs;
     for (unsigned i = 0; i < s->envc && !r->failed; i++) {
         struct proto_str e = str(r, "env");
@@ -175,9 +165,7 @@ static struct proto_start *decode_start(struct rd *r, size_t len)
     }
     s->rows = u16(r, "rows");
     s->cols = u16(r, "cols");
-    s->nmodes = u16(r, "nmodes");
-    if (s->nmodes > PROTO_MAX_MODES)
-        bad(r, "nmodes %u out of range", s->nmodes);
+    s->nmodes = count(r, "nmodes", 0, PROTO_MAX_MODES);
     for (unsigned i = 0; i < s->nmodes && !r->failed; i++) {
         s->modes[i].op = u8(r, "mode opcode");
         s->modes[i].val = u32(r, "mode value");
@@ -185,26 +173,16 @@ static struct proto_start *decode_start(struct rd *r, size_t len)
     return s;
 }
 
-int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, size_t errlen)
-{
-    memset(m, 0, sizeof *m);
-    m->type = f->type;
-    m->id = f->id;
-    m->str.p = "";
-    struct rd r = {f->payload, f->len, 0, err, errlen};
+int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, size_t errlen) {
+    *m = (struct proto_msg){.type = f->type, .id = f->id, .str = {"", 0}};
+    /* Errors start with the type so that they stand alone in a log. */
+    int pre = snprintf(err, errlen, "%s: ", proto_type_name(f->type));
+    pre = pre > 0 && (size_t)pre < errlen ? pre : 0;
+    struct rd r = {f->payload, f->len, 0, err + pre, errlen - pre};
     int conn = 0; /* sent on id 0 (else on a process id) */
     switch (f->type) {
-    case MSG_HELLO:
-        m->version = u16(&r, "version");
-        m->u64 = u64(&r, "boot_ns");
-        m->str = str(&r, "kernel_release");
-        conn = 1;
-        break;
     case MSG_START:
         m->start = decode_start(&r, f->len);
-        break;
-    case MSG_STARTED:
-        m->u32 = u32(&r, "pid");
         break;
     case MSG_DATA:
         m->fd = fd(&r);
@@ -228,14 +206,6 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
     case MSG_SIGNAL:
         m->str = str(&r, "signal name");
         break;
-    case MSG_EXIT:
-        m->code = (int32_t)u32(&r, "code");
-        m->sig = u8(&r, "signal");
-        m->core = u8(&r, "core_dumped");
-        m->str = str(&r, "signal_name");
-        if (!r.failed && (m->core > 1 || (m->sig == 0) != (m->code >= 0) || m->code > 255))
-            bad(&r, "inconsistent EXIT: code %d signal %u", m->code, m->sig);
-        break;
     case MSG_CLOSE:
         break;
     case MSG_ERROR:
@@ -254,11 +224,11 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         conn = 1;
         break;
     }
-    case MSG_CONFIGURED:
-        conn = 1;
-        break;
-    default:
-        snprintf(err, errlen, "unknown frame type 0x%02x", f->type);
+    default: /* including those only a guest sends */
+        if (f->type >= MSG_HELLO && f->type <= MSG_CONFIGURED)
+            snprintf(err, errlen, "%s is not sent by a host", proto_type_name(f->type));
+        else
+            snprintf(err, errlen, "unknown frame type 0x%02x", f->type);
         return E_UNKNOWN_TYPE;
     }
     if (r.n)
@@ -267,39 +237,27 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         bad(&r, "must be sent on id 0, not %u", f->id);
     if (conn == 0 && f->id == 0)
         bad(&r, "needs a process id, got 0");
-    if (r.failed) {
-        /* Prefix the type so the message stands alone in a log. */
-        char tmp[200];
-        snprintf(tmp, sizeof tmp, "%s", err);
-        snprintf(err, errlen, "%s: %s", proto_type_name(f->type), tmp);
+    if (r.failed)
         proto_msg_free(m);
-        return E_MALFORMED;
-    }
-    return 0;
+    return r.failed ? E_MALFORMED : 0;
 }
 
-void proto_msg_free(struct proto_msg *m)
-{
+void proto_msg_free(struct proto_msg *m) {
     free(m->start);
     m->start = NULL;
 }
 
-void proto_begin(struct proto_out *o, uint8_t type, uint32_t id)
-{
+void proto_begin(struct proto_out *o, uint8_t type, uint32_t id) {
     o->len = 0;
     o->overflow = o->cap < PROTO_HEADER;
     if (o->overflow)
         return;
     o->p[4] = type;
-    o->p[5] = (uint8_t)(id >> 24);
-    o->p[6] = (uint8_t)(id >> 16);
-    o->p[7] = (uint8_t)(id >> 8);
-    o->p[8] = (uint8_t)id;
+    put_be32(o->p + 5, id);
     o->len = PROTO_HEADER;
 }
 
-void proto_raw(struct proto_out *o, const void *p, size_t n)
-{
+void proto_raw(struct proto_out *o, const void *p, size_t n) {
     if (o->overflow || n > o->cap - o->len) {
         o->overflow = 1;
         return;
@@ -309,31 +267,14 @@ void proto_raw(struct proto_out *o, const void *p, size_t n)
     o->len += n;
 }
 
-void proto_u8(struct proto_out *o, uint8_t v)
-{
-    proto_raw(o, &v, 1);
+void proto_num(struct proto_out *o, uint64_t v, size_t k) {
+    uint8_t b[8];
+    for (size_t i = 0; i < k; i++)
+        b[i] = (uint8_t)(v >> 8 * (k - 1 - i));
+    proto_raw(o, b, k);
 }
 
-void proto_u16(struct proto_out *o, uint16_t v)
-{
-    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-    proto_raw(o, b, 2);
-}
-
-void proto_u32(struct proto_out *o, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    proto_raw(o, b, 4);
-}
-
-void proto_u64(struct proto_out *o, uint64_t v)
-{
-    proto_u32(o, (uint32_t)(v >> 32));
-    proto_u32(o, (uint32_t)v);
-}
-
-void proto_bytes(struct proto_out *o, const void *p, size_t n)
-{
+void proto_bytes(struct proto_out *o, const void *p, size_t n) {
     if (n > PROTO_MAX_PAYLOAD) {
         o->overflow = 1;
         return;
@@ -342,15 +283,10 @@ void proto_bytes(struct proto_out *o, const void *p, size_t n)
     proto_raw(o, p, n);
 }
 
-int proto_end(struct proto_out *o)
-{
+int proto_end(struct proto_out *o) {
     if (o->overflow || o->len - PROTO_HEADER > PROTO_MAX_PAYLOAD)
         return -1;
-    uint32_t len = (uint32_t)(o->len - 4);
-    o->p[0] = (uint8_t)(len >> 24);
-    o->p[1] = (uint8_t)(len >> 16);
-    o->p[2] = (uint8_t)(len >> 8);
-    o->p[3] = (uint8_t)len;
+    put_be32(o->p, (uint32_t)(o->len - 4));
     return 0;
 }
 
@@ -367,24 +303,21 @@ static const struct {
     {"IO", SIGIO}, {"PWR", SIGPWR}, {"SYS", SIGSYS},
 };
 
-int proto_signal_number(const char *name, size_t n)
-{
+int proto_signal_number(const char *name, size_t n) {
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
         if (strlen(signals[i].name) == n && memcmp(signals[i].name, name, n) == 0)
             return signals[i].sig;
     return 0;
 }
 
-const char *proto_signal_name(int sig)
-{
+const char *proto_signal_name(int sig) {
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
         if (signals[i].sig == sig)
             return signals[i].name;
     return NULL;
 }
 
-const char *proto_type_name(uint8_t type)
-{
+const char *proto_type_name(uint8_t type) {
     static const char *const names[] = {"?", "HELLO", "START", "STARTED", "DATA", "EOF", "WINDOW",
         "RESIZE", "SIGNAL", "EXIT", "CLOSE", "ERROR", "CONFIGURE", "CONFIGURED"};
     return type < sizeof names / sizeof names[0] ? names[type] : "?";

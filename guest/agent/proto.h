@@ -33,15 +33,9 @@ struct proto_frame {
 };
 
 /* A string as it is on the wire: not NUL-terminated, but checked to hold no NUL. */
-struct proto_str {
-    const char *p;
-    uint32_t n;
-};
+struct proto_str { const char *p; uint32_t n; };
 
-struct proto_mode {
-    uint8_t op;
-    uint32_t val;
-};
+struct proto_mode { uint8_t op; uint32_t val; }; /* RFC 4254 §8 opcode and value */
 
 /* A decoded START: one heap block (free with proto_msg_free), strings NUL-terminated. */
 struct proto_start {
@@ -61,14 +55,10 @@ struct proto_msg {
     uint8_t fd;              /* DATA, EOF, WINDOW */
     const uint8_t *data;     /* DATA bytes, CONFIGURE entropy (into the frame) */
     uint32_t len;
-    uint32_t u32;            /* WINDOW increment, STARTED pid, ERROR code */
-    uint64_t u64;            /* HELLO boot_ns, CONFIGURE unix_time_ns */
-    uint16_t version;        /* HELLO */
+    uint32_t u32;            /* WINDOW increment, ERROR code */
+    uint64_t u64;            /* CONFIGURE unix_time_ns */
     uint16_t rows, cols;     /* RESIZE */
-    int32_t code;            /* EXIT */
-    uint8_t sig, core;       /* EXIT */
-    struct proto_str str;    /* HELLO release, SIGNAL name, EXIT signal name, ERROR message,
-                                CONFIGURE hostname */
+    struct proto_str str;    /* SIGNAL name, ERROR message, CONFIGURE hostname */
     struct proto_start *start;
 };
 
@@ -76,8 +66,9 @@ struct proto_msg {
  * 0 (need more bytes) or -1 (framing error: length out of range, unrecoverable). */
 int proto_next_frame(const uint8_t *buf, size_t n, struct proto_frame *f, size_t *used);
 
-/* Decodes and checks a frame's payload. Returns 0, or E_MALFORMED / E_UNKNOWN_TYPE
- * with a message in err. On success free with proto_msg_free (START allocates). */
+/* Decodes and checks the payload of a frame a host sends (a guest's own types are
+ * E_UNKNOWN_TYPE here). Returns 0, or E_MALFORMED / E_UNKNOWN_TYPE with a message in
+ * err (give it 100+ bytes). On success free with proto_msg_free (START allocates). */
 int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, size_t errlen);
 void proto_msg_free(struct proto_msg *m);
 
@@ -88,10 +79,11 @@ struct proto_out {
     int overflow;
 };
 void proto_begin(struct proto_out *o, uint8_t type, uint32_t id);
-void proto_u8(struct proto_out *o, uint8_t v);
-void proto_u16(struct proto_out *o, uint16_t v);
-void proto_u32(struct proto_out *o, uint32_t v);
-void proto_u64(struct proto_out *o, uint64_t v);
+void proto_num(struct proto_out *o, uint64_t v, size_t k); /* k bytes, big-endian */
+#define proto_u8(o, v) proto_num(o, v, 1)
+#define proto_u16(o, v) proto_num(o, v, 2)
+#define proto_u32(o, v) proto_num(o, v, 4)
+#define proto_u64(o, v) proto_num(o, v, 8)
 void proto_raw(struct proto_out *o, const void *p, size_t n);
 void proto_bytes(struct proto_out *o, const void *p, size_t n); /* u32 n + bytes; str too */
 int proto_end(struct proto_out *o); /* fills in length; -1 if too big or overflowed */

@@ -47,22 +47,49 @@ class Proc:
 
 
 class Agent:
-    def __init__(self):
-        self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen([AGENT, "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+    """The host end. Spawns `agent --stdio`, or talks over a connected socket (vm_smoke.py)."""
+
+    def __init__(self, sock=None, hello_timeout=10.0, hello=True):
+        if sock is None:
+            self.err = tempfile.TemporaryFile()
+            self.p = subprocess.Popen([AGENT, "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self.err)
+            self.rfd, self.wfd = self.p.stdout.fileno(), self.p.stdin.fileno()
+        else:
+            self.p, self.sock, self.rfd, self.wfd = None, sock, sock.fileno(), sock.fileno()
         self.buf = b""
         self.procs = {}
         self.conn_errors = []
         self.auto_grant = True
-        t, i, pl = self.recv()
+        if not hello:  # a reconnection: the agent greeted the previous host
+            return
+        f = self.recv(hello_timeout)
+        assert f, f"no HELLO within {hello_timeout}s"
+        t, i, pl = f
         assert t == HELLO and i == 0, (t, i)
         ver, boot = struct.unpack(">HQ", pl[:10])
         (n,) = struct.unpack(">I", pl[10:14])
         self.hello = (ver, boot, pl[14:14 + n].decode())
 
     def send(self, data):
-        self.p.stdin.write(data)
-        self.p.stdin.flush()
+        """Writes all of data, reading the agent's output meanwhile: like the Java host's
+        reader thread, so that neither side blocks on a full pipe."""
+        fd = self.wfd
+        os.set_blocking(fd, False)
+        data = memoryview(data)
+        while data:
+            r, w, _ = select.select([self.rfd], [fd], [], 10)
+            assert r or w, "agent neither reads nor writes"
+            if r:
+                chunk = os.read(self.rfd, 1 << 20)
+                if not chunk:
+                    raise EOFError("agent closed its stdout")
+                self.buf += chunk
+            if w:
+                try:
+                    data = data[os.write(fd, data):]
+                except BlockingIOError:
+                    pass
 
     def recv(self, timeout=10.0):
         """One frame as (type, id, payload), or None after timeout seconds."""
@@ -76,9 +103,9 @@ class Agent:
                     pl, self.buf = self.buf[9:4 + n], self.buf[4 + n:]
                     return t, i, pl
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.p.stdout], [], [], left)[0]:
+            if left <= 0 or not select.select([self.rfd], [], [], left)[0]:
                 return None
-            chunk = os.read(self.p.stdout.fileno(), 1 << 20)
+            chunk = os.read(self.rfd, 1 << 20)
             if not chunk:
                 raise EOFError("agent closed its stdout")
             self.buf += chunk
@@ -133,7 +160,8 @@ class Agent:
         return self.conn_errors.pop(0)
 
     def close(self):
-        self.p.stdin.close()
+        os.close(self.p.stdin.fileno())
+        self.p.stdin = None
         rc = self.p.wait(10)
         self.p.stdout.close()
         self.err.seek(0)
@@ -305,6 +333,9 @@ def test_pty_drain_and_background():
     p = a.run(["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; sleep 5 & exit 5"], pty=("vt100", 0, 0))
     assert bytes(p.out[1]) == b"x" * 300000 and p.exit[0] == 5, (len(p.out[1]), p.exit)
     assert time.monotonic() - t < 4, "EXIT waited for a background job holding the PTY"
+    t = time.monotonic()
+    p = a.run(["sh", "-c", "yes & sleep 0.3; exit 6"], i=2, pty=("vt100", 0, 0))
+    assert p.exit[0] == 6 and time.monotonic() - t < 4, "EXIT waited for a background writer"
     a.close()
 
 
@@ -318,7 +349,18 @@ def test_close():
     p = a.wait_exit(1)
     assert p.exit[3] == "KILL" and p.eof == {1, 2}, vars(p)
     time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{bg}") or "Z" in open(f"/proc/{bg}/stat").read().split(")")[1][:3], "background job survived CLOSE"
+    assert not os.path.exists(f"/proc/{bg}"), "background job survived CLOSE"
+    # exited, but a background job holds stdout: CLOSE kills it and EXIT follows at once
+    a.start(2, ["sh", "-c", "sleep 30 & echo $!; exit 4"])
+    while b"\n" not in a.procs[2].out[1]:
+        a.step()
+    bg = int(a.procs[2].out[1])
+    assert a.step(0.5) is None
+    a.send(frame(CLOSE, 2))
+    p = a.wait_exit(2, timeout=2)
+    assert p.exit[0] == 4 and p.eof == {1, 2}, vars(p)
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{bg}"), "background job survived CLOSE"
     a.close()
 
 
