@@ -324,15 +324,31 @@ final class VmChannelSession extends ChannelSession {
      * Ends the channel the way OpenSSH's sshd does for a process killed by a signal: EOF, then
      * {@code exit-signal} (name without SIG, core flag, empty message and language), then close.
      */
+    /**
+     * Sends exit-status before MINA's EOF, for the same reason as {@link #exitWithSignal}:
+     * MINA's own order (EOF first) loses the status when the client closes in between.
+     */
+    @Override
+    protected void closeShell(int exitValue, boolean closeImmediately) throws IOException {
+        if (!isClosing()) {
+            if (out != null) {
+                out.flush();
+            }
+            sendExitStatus(exitValue);
+        }
+        super.closeShell(exitValue, closeImmediately);
+    }
+
     void exitWithSignal(String signalName, boolean coreDumped) throws IOException {
         if (isClosing()) {
             commandExitFuture.setClosed();
             return;
         }
         if (out != null) {
-            out.close();
+            out.flush();
         }
-        sendEof();
+        // exit-signal before EOF: a client that already sent its EOF answers ours with CLOSE,
+        // and MINA drops every write after it, so the status would be lost.
         if (!exitStatusSent.getAndSet(true)) {
             Buffer b = getSession().createBuffer(SshConstants.SSH_MSG_CHANNEL_REQUEST, 64);
             b.putUInt(getRecipient());
@@ -345,6 +361,10 @@ final class VmChannelSession extends ChannelSession {
             writePacket(b);
             notifyStateChanged("exit-signal");
         }
+        if (out != null) {
+            out.close();
+        }
+        sendEof();
         commandExitFuture.setClosed();
         close(false);
     }
