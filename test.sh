@@ -10,5 +10,5 @@ cd "$VMGATE_HOME"
 echo "== guest agent: C tests and bounded fuzzing" >&2
 make -s -C guest/agent test
 make -s -C guest/agent fuzz-smoke
-echo "== Java: unit and end-to-end tests (mvn verify)" >&2
-mvn -B verify "$@"
+echo "== Java: unit tests (with 20 s of Jazzer fuzzing) and end-to-end tests (mvn verify)" >&2
+JAZZER_FUZZ=1 mvn -B verify "$@"

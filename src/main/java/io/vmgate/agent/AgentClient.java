@@ -40,7 +40,9 @@ public final class AgentClient implements Closeable {
     /** Starts reading from the channel at once; the first message expected is HELLO (cold boot). */
     public static AgentClient connect(ByteChannel channel, String name) {
         AgentClient c = new AgentClient(channel, name);
-        Thread.ofVirtual().name("agent-reader-" + name).start(c::readLoop);
+        // A platform thread: a virtual one blocked on a socket brings up the JDK's I/O poller,
+        // whose thread in native makes every JVM exit wait 0.3 s (HotSpot's VM_Exit).
+        Thread.ofPlatform().daemon().name("agent-reader-" + name).start(c::readLoop);
         return c;
     }
 

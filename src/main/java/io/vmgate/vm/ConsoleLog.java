@@ -27,7 +27,7 @@ final class ConsoleLog {
     /** Starts a virtual thread that drains {@code channel} until end of stream. */
     static ConsoleLog start(ReadableByteChannel channel, Path file, String vmId) {
         ConsoleLog c = new ConsoleLog();
-        Thread.ofVirtual().name("console-" + vmId).start(() -> c.drain(channel, file));
+        Thread.ofPlatform().daemon().name("console-" + vmId).start(() -> c.drain(channel, file)); // see AgentClient.connect
         return c;
     }
 

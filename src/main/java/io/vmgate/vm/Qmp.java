@@ -49,7 +49,7 @@ public final class Qmp implements Closeable {
     /** Starts reading at once; call {@link #negotiate} before any command. */
     public static Qmp connect(ByteChannel channel, String name) {
         Qmp q = new Qmp(channel, name);
-        Thread.ofVirtual().name("qmp-reader-" + name).start(q::readLoop);
+        Thread.ofPlatform().daemon().name("qmp-reader-" + name).start(q::readLoop); // see AgentClient.connect
         return q;
     }
 
