@@ -1,0 +1,102 @@
+package io.vmgate.vm;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.vmgate.agent.AgentClient;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import org.junit.jupiter.api.Test;
+
+/** The pool's bookkeeping with fake VMs (real restores are covered by the e2e suite). */
+class WarmPoolTest {
+
+    static final class FakeVm implements Vm {
+        final String id;
+        final CompletableFuture<Void> exited = new CompletableFuture<>();
+
+        FakeVm(String id) {
+            this.id = id;
+        }
+
+        public String id() { return id; }
+        public AgentClient agent() { throw new UnsupportedOperationException(); }
+        public CompletableFuture<Void> exited() { return exited; }
+        public String diagnostics() { return ""; }
+        public List<Phase> phases() { return List.of(); }
+        public void close() { exited.complete(null); }
+    }
+
+    static final class FakeLauncher implements VmLauncher {
+        final List<FakeVm> made = new CopyOnWriteArrayList<>();
+
+        public Vm launch(String vmId) {
+            FakeVm vm = new FakeVm(vmId);
+            made.add(vm);
+            return vm;
+        }
+
+        long alive() {
+            return made.stream().filter(v -> !v.exited.isDone()).count();
+        }
+    }
+
+    private static void await(java.util.function.BooleanSupplier cond, String what) throws InterruptedException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!cond.getAsBoolean()) {
+            assertThat(System.nanoTime()).as(what).isLessThan(deadline);
+            Thread.sleep(10);
+        }
+    }
+
+    @Test
+    void everyVmIsHandedOutOnceAndReplaced() throws Exception {
+        FakeLauncher source = new FakeLauncher();
+        try (WarmPool pool = new WarmPool(source, 2, 100, 64)) {
+            await(() -> pool.idle() == 2, "pool to fill");
+            Set<String> seen = new HashSet<>();
+            List<Vm> handed = new ArrayList<>();
+            for (int i = 0; i < 20; i++) {
+                Vm vm = pool.launch("session-" + i);
+                assertThat(seen.add(vm.id())).as("VM %s handed out twice", vm.id()).isTrue();
+                handed.add(vm);
+                await(() -> pool.idle() == 2, "pool to refill");
+            }
+            assertThat(handed).extracting(Vm::id).allMatch(id -> id.startsWith("pool-"));
+            handed.forEach(Vm::close);
+        }
+        assertThat(source.alive()).as("VMs left running after close").isZero();
+    }
+
+    @Test
+    void idleAndHandedOutNeverExceedMaxVms() throws Exception {
+        FakeLauncher source = new FakeLauncher();
+        try (WarmPool pool = new WarmPool(source, 3, 3, 64)) {
+            await(() -> pool.idle() == 3, "pool to fill");
+            Vm a = pool.launch("a");
+            Vm b = pool.launch("b");
+            Thread.sleep(300);
+            assertThat(source.alive()).as("idle + handed out").isLessThanOrEqualTo(3);
+            a.close();
+            b.close();
+            await(() -> pool.idle() == 3, "pool to refill once sessions end");
+        }
+        assertThat(source.alive()).isZero();
+    }
+
+    @Test
+    void deadIdleVmsAreSkipped() throws Exception {
+        FakeLauncher source = new FakeLauncher();
+        try (WarmPool pool = new WarmPool(source, 1, 10, 64)) {
+            await(() -> pool.idle() == 1, "pool to fill");
+            source.made.get(0).exited.complete(null); // the idle VM died
+            Vm vm = pool.launch("s");
+            assertThat(vm.exited()).isNotDone();
+            vm.close();
+        }
+        assertThat(source.alive()).isZero();
+    }
+}
