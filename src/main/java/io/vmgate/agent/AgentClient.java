@@ -22,6 +22,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class AgentClient implements Closeable {
     private static final Logger log = LoggerFactory.getLogger(AgentClient.class);
+    private static final java.security.SecureRandom ENTROPY = new java.security.SecureRandom();
 
     private final ByteChannel channel;
     private final String name;
@@ -64,6 +65,16 @@ public final class AgentClient implements Closeable {
         configured = answer;
         send(new Message.Configure(unixTimeNanos, hostname, entropy));
         await(answer, timeout, "agent configure");
+    }
+
+    /**
+     * CONFIGURE with the host's current time and 64 fresh random bytes: what every VM needs
+     * before it runs anything, and again when it is handed out after idling in a pool.
+     */
+    public void configureFresh(String hostname, Duration timeout) throws IOException, TimeoutException {
+        byte[] entropy = new byte[64];
+        ENTROPY.nextBytes(entropy);
+        configure(System.currentTimeMillis() * 1_000_000L, hostname, entropy, timeout);
     }
 
     /** Starts a process; returns at once (the pid arrives in {@link GuestProcess#started()}). */

@@ -12,8 +12,6 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
-import java.security.SecureRandom;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -110,9 +108,6 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
     }
 
     private int runIn(Vm vm, ProcessSpec spec, boolean feedStdin, boolean interactive) throws Exception {
-        byte[] entropy = new byte[64];
-        new SecureRandom().nextBytes(entropy);
-        vm.agent().configure(System.currentTimeMillis() * 1_000_000L, "vmgate", entropy, Duration.ofSeconds(10));
         GuestProcess p;
         try {
             p = vm.agent().start(spec);

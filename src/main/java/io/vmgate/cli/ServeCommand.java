@@ -96,16 +96,14 @@ final class ServeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Logging.configure(logFormat, logLevel);
-        String host = listen;
-        int port = ServerConfig.DEFAULT_PORT;
-        int colon = listen.lastIndexOf(':');
-        if (colon > 0 && !listen.endsWith("]") && listen.indexOf(':') == colon) {
-            host = listen.substring(0, colon);
-            port = Integer.parseInt(listen.substring(colon + 1));
-        } else if (listen.startsWith("[") && listen.contains("]:")) {
-            host = listen.substring(1, listen.indexOf(']'));
-            port = Integer.parseInt(listen.substring(listen.indexOf("]:") + 2));
+        // HOST, HOST:PORT, [V6]:PORT (a bare IPv6 address has several colons and no port).
+        var m = java.util.regex.Pattern.compile("\\[(.+)]:(\\d+)|([^:]+):(\\d+)|\\[?([^\\]]+)]?").matcher(listen.strip());
+        if (!m.matches()) {
+            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), "--listen wants HOST[:PORT], not '" + listen + "'");
         }
+        String host = m.group(1) != null ? m.group(1) : m.group(3) != null ? m.group(3) : m.group(5);
+        String portText = m.group(2) != null ? m.group(2) : m.group(4);
+        int port = portText != null ? Integer.parseInt(portText) : ServerConfig.DEFAULT_PORT;
         VmLauncher launcher = vmOptions.launcher(true);
         if (launcher instanceof Snapshots snapshots && pool == 0) {
             // Build the template now, not when the first user is waiting for it.
@@ -122,6 +120,9 @@ final class ServeCommand implements Callable<Integer> {
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
                 .allowPasswordless(allowPasswordless)
+                // QemuVm and WarmPool hand out VMs already configured (clock, hostname, entropy):
+                // a second CONFIGURE here would only add a round trip before the first prompt byte.
+                .guestHostname(null)
                 .envAllowlist(envAllow).maxSessions(maxSessions).maxChannelsPerConnection(maxChannels)
                 .apply(this::sessionLimits)
                 .build();

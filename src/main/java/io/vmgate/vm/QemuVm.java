@@ -63,7 +63,8 @@ public final class QemuVm implements Vm {
     private volatile Message.Hello hello;
     private volatile String finalDiagnostics;
 
-    private static final java.security.SecureRandom ENTROPY = new java.security.SecureRandom();
+    /** Every VM this driver returns has been configured (clock, hostname, entropy) with this name. */
+    public static final String HOSTNAME = "vmgate";
 
     private QemuVm(VmConfig config, String id, RuntimeDir dir) {
         this.config = config;
@@ -203,9 +204,7 @@ public final class QemuVm implements Vm {
 
         if (restoreFrom != null) {
             try {
-                byte[] entropy = new byte[64];
-                ENTROPY.nextBytes(entropy);
-                agent.configure(System.currentTimeMillis() * 1_000_000L, "vmgate", entropy, remaining(deadline));
+                agent.configureFresh(HOSTNAME, remaining(deadline));
             } catch (TimeoutException e) {
                 throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
                         + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
@@ -224,6 +223,14 @@ public final class QemuVm implements Vm {
         }
         if (restoreFrom == null) {
             phase("agent_hello");
+            // A cold-booted guest gets the same set-up as a restored one, so callers never must.
+            try {
+                agent.configureFresh(HOSTNAME, remaining(deadline));
+            } catch (TimeoutException e) {
+                throw new BootFailure("the guest agent did not answer CONFIGURE within " + seconds(config.bootTimeout()), e);
+            } catch (IOException e) {
+                throw new BootFailure(agentFailure(e), e);
+            }
         }
         try {
             qmpNegotiated.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);

@@ -48,6 +48,26 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
 
     @Override
     public Vm launch(String vmId) throws VmException {
+        // Counted before an idle VM leaves the queue: the filler must never see the gap and
+        // start one VM too many.
+        handedOut.incrementAndGet();
+        Vm vm;
+        try {
+            vm = takeIdle(vmId);
+        } catch (VmException | RuntimeException e) {
+            handedOut.decrementAndGet();
+            signal();
+            throw e;
+        }
+        vm.exited().whenComplete((v, e) -> {
+            handedOut.decrementAndGet();
+            signal();
+        });
+        signal();
+        return vm;
+    }
+
+    private Vm takeIdle(String vmId) throws VmException {
         Vm vm;
         while ((vm = idle.pollFirst()) != null) {
             if (!vm.exited().isDone()) {
@@ -56,28 +76,31 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
             log.warn("pool_vm_dead vm={} (discarded)", vm.id());
             vm.close();
         }
-        if (vm != null) {
-            log.info("pool_hit vm={} for={} idle_left={}", vm.id(), vmId, idle.size());
-        } else {
+        if (vm == null) {
             log.info("pool_miss for={} reason=empty", vmId);
-            vm = source.launch(vmId);
+            return source.launch(vmId);
         }
-        track(vm);
+        log.info("pool_hit vm={} for={} idle_left={}", vm.id(), vmId, idle.size());
+        refresh(vm);
         return vm;
+    }
+
+    /**
+     * A VM may have idled for minutes: its clock is stale and its entropy was given at restore.
+     * Hand it over with both fresh, as if it had just been restored.
+     */
+    private void refresh(Vm vm) throws VmException {
+        try {
+            vm.agent().configureFresh(QemuVm.HOSTNAME, java.time.Duration.ofSeconds(10));
+        } catch (java.io.IOException | java.util.concurrent.TimeoutException e) {
+            vm.close();
+            throw new VmException("a pooled VM did not answer when handed out: " + e.getMessage(), e);
+        }
     }
 
     /** VMs idle in the pool right now. */
     public int idle() {
         return idle.size();
-    }
-
-    private void track(Vm vm) {
-        handedOut.incrementAndGet();
-        vm.exited().whenComplete((v, e) -> {
-            handedOut.decrementAndGet();
-            signal();
-        });
-        signal();
     }
 
     private void signal() {

@@ -3,31 +3,65 @@ package io.vmgate.vm;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.vmgate.agent.AgentClient;
+import io.vmgate.agent.Frame;
+import io.vmgate.agent.Message;
+import io.vmgate.agent.Protocol;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 
 /** The pool's bookkeeping with fake VMs (real restores are covered by the e2e suite). */
 class WarmPoolTest {
 
+    /** A VM whose "agent" answers CONFIGURE and counts them: the pool refreshes VMs at hand-out. */
     static final class FakeVm implements Vm {
         final String id;
         final CompletableFuture<Void> exited = new CompletableFuture<>();
+        final AtomicInteger configures = new AtomicInteger();
+        private final AgentClient agent;
 
         FakeVm(String id) {
             this.id = id;
+            try {
+                java.nio.channels.Pipe toGuest = java.nio.channels.Pipe.open(), toHost = java.nio.channels.Pipe.open();
+                agent = AgentClient.connect(new PipeChannel(toHost.source(), toGuest.sink()), id);
+                Thread.ofPlatform().daemon().start(() -> {
+                    try {
+                        Frame f;
+                        while ((f = Frame.read(toGuest.source())) != null) {
+                            if (f.type() == Protocol.CONFIGURE) {
+                                configures.incrementAndGet();
+                                toHost.sink().write(new Message.Configured().encode().encode());
+                            }
+                        }
+                    } catch (java.io.IOException ignored) {
+                        // the test is over
+                    }
+                });
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
         }
 
         public String id() { return id; }
-        public AgentClient agent() { throw new UnsupportedOperationException(); }
+        public AgentClient agent() { return agent; }
         public CompletableFuture<Void> exited() { return exited; }
         public String diagnostics() { return ""; }
         public List<Phase> phases() { return List.of(); }
         public void close() { exited.complete(null); }
+    }
+
+    record PipeChannel(java.nio.channels.Pipe.SourceChannel in, java.nio.channels.Pipe.SinkChannel out)
+            implements java.nio.channels.ByteChannel {
+        public int read(java.nio.ByteBuffer dst) throws java.io.IOException { return in.read(dst); }
+        public int write(java.nio.ByteBuffer src) throws java.io.IOException { return out.write(src); }
+        public boolean isOpen() { return in.isOpen(); }
+        public void close() throws java.io.IOException { in.close(); out.close(); }
     }
 
     static final class FakeLauncher implements VmLauncher {
@@ -66,6 +100,8 @@ class WarmPoolTest {
                 await(() -> pool.idle() == 2, "pool to refill");
             }
             assertThat(handed).extracting(Vm::id).allMatch(id -> id.startsWith("pool-"));
+            assertThat(handed).as("each VM gets a fresh clock and entropy when handed out")
+                    .allMatch(vm -> ((FakeVm) vm).configures.get() == 1);
             handed.forEach(Vm::close);
         }
         assertThat(source.alive()).as("VMs left running after close").isZero();
