@@ -70,7 +70,9 @@ JAR="$VMGATE_HOME/target/vmgate.jar"
 
 jar_is_stale() {
     [ -f "$JAR" ] || return 0
-    [ -n "$(find "$VMGATE_HOME/pom.xml" "$VMGATE_HOME/src/main" "$VMGATE_HOME/guest" -newer "$JAR" -type f -print -quit 2>/dev/null)" ]
+    # guest/agent/build holds make's outputs (tests, fuzzing corpus): not sources of the jar.
+    [ -n "$(find "$VMGATE_HOME/pom.xml" "$VMGATE_HOME/src/main" "$VMGATE_HOME/guest" -path "$VMGATE_HOME/guest/agent/build" -prune \
+        -o -type f -newer "$JAR" -print -quit 2>/dev/null)" ]
 }
 
 build_jar() {
