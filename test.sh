@@ -10,5 +10,7 @@ cd "$VMGATE_HOME"
 echo "== guest agent: C tests and bounded fuzzing" >&2
 make -s -C guest/agent test
 make -s -C guest/agent fuzz-smoke
+echo "== build, and record the JVM start-up cache (as ./vmgate does on first use)" >&2
+./vmgate --version >/dev/null
 echo "== Java: unit tests (with 20 s of Jazzer fuzzing) and end-to-end tests (mvn verify)" >&2
 JAZZER_FUZZ=1 mvn -B verify "$@"

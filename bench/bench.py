@@ -229,6 +229,22 @@ def stats(samples):
     return statistics.median(xs), p95
 
 
+def measure_pair(names, n, fns):
+    """Two measurements taken in alternation, so both see the same machine (load drifts here)."""
+    for fn in fns:
+        fn()  # warm-up
+    samples = [[], []]
+    for _ in range(n):
+        for i, fn in enumerate(fns):
+            samples[i].append(fn())
+    out = []
+    for name, xs in zip(names, samples):
+        med, p95 = stats(xs)
+        print(f"{name:<44} n={n:<3} median={med * 1000:8.1f} ms  p95={p95 * 1000:8.1f} ms", file=sys.stderr)
+        out.append({"name": name, "n": n, "median": med, "p95": p95})
+    return out
+
+
 def measure(name, n, fn, pause=0.0):
     fn()  # warm-up: page cache, JIT, template
     samples = []
@@ -246,6 +262,8 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--cold-runs", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(HOME, "docs", "benchmarks.md"))
+    ap.add_argument("--only-run", action="store_true",
+                    help="measure only the `vmgate run` rows and their floors; print them, write no report")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vmgate-bench-work-")
     key = os.path.join(work, "id")
@@ -254,11 +272,17 @@ def main():
     subprocess.run([VMGATE, "image", "warm"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     r = {}
-    r["raw_boot"] = measure("raw QEMU boot to HELLO", args.cold_runs, raw_boot)
-    r["raw_restore"] = measure("raw QEMU restore to CONFIGURED", args.runs, raw_restore)
-    r["run_cold"] = measure("vmgate run --no-snapshot -- true", args.cold_runs,
-                            lambda: timed([VMGATE, "run", "--no-snapshot", "--", "true"]))
-    r["run_restored"] = measure("vmgate run -- true", args.runs, lambda: timed([VMGATE, "run", "--", "true"]))
+    r["raw_boot"], r["run_cold"] = measure_pair(
+        ["raw QEMU boot to HELLO", "vmgate run --no-snapshot -- true"], args.cold_runs,
+        [raw_boot, lambda: timed([VMGATE, "run", "--no-snapshot", "--", "true"])])
+    r["raw_restore"], r["run_restored"] = measure_pair(
+        ["raw QEMU restore to CONFIGURED", "vmgate run -- true"], args.runs,
+        [raw_restore, lambda: timed([VMGATE, "run", "--", "true"])])
+    print(f"ratios: run cold / raw boot {r['run_cold']['median'] / r['raw_boot']['median']:.3f}, "
+          f"run restored / raw restore {r['run_restored']['median'] / r['raw_restore']['median']:.2f}", file=sys.stderr)
+    if args.only_run:
+        shutil.rmtree(work, ignore_errors=True)
+        return
 
     sshd = Sshd(work, key + ".pub")
     try:

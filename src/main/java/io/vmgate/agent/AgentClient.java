@@ -61,10 +61,19 @@ public final class AgentClient implements Closeable {
      */
     public void configure(long unixTimeNanos, String hostname, byte[] entropy, Duration timeout)
             throws IOException, TimeoutException {
+        await(configureAsync(unixTimeNanos, hostname, entropy), timeout, "agent configure");
+    }
+
+    /**
+     * Sends CONFIGURE without waiting; the future completes on CONFIGURED. The agent handles
+     * frames in order, so a START sent right after runs in a configured guest: after a cold
+     * boot (where HELLO already proved the agent live) that saves a round trip.
+     */
+    public CompletableFuture<Void> configureAsync(long unixTimeNanos, String hostname, byte[] entropy) throws IOException {
         CompletableFuture<Void> answer = new CompletableFuture<>();
         configured = answer;
         send(new Message.Configure(unixTimeNanos, hostname, entropy));
-        await(answer, timeout, "agent configure");
+        return answer;
     }
 
     /**
@@ -72,9 +81,14 @@ public final class AgentClient implements Closeable {
      * before it runs anything, and again when it is handed out after idling in a pool.
      */
     public void configureFresh(String hostname, Duration timeout) throws IOException, TimeoutException {
+        await(configureFreshAsync(hostname), timeout, "agent configure");
+    }
+
+    /** {@link #configureFresh} without waiting for the answer (see {@link #configureAsync}). */
+    public CompletableFuture<Void> configureFreshAsync(String hostname) throws IOException {
         byte[] entropy = new byte[64];
         ENTROPY.nextBytes(entropy);
-        configure(System.currentTimeMillis() * 1_000_000L, hostname, entropy, timeout);
+        return configureAsync(System.currentTimeMillis() * 1_000_000L, hostname, entropy);
     }
 
     /** Starts a process; returns at once (the pid arrives in {@link GuestProcess#started()}). */

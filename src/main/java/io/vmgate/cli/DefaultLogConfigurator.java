@@ -12,7 +12,7 @@ import ch.qos.logback.core.spi.ContextAwareBase;
 public final class DefaultLogConfigurator extends ContextAwareBase implements Configurator {
     @Override
     public ExecutionStatus configure(LoggerContext context) {
-        Logging.configure(context, Logging.Format.text, "WARN");
+        Logging.configure(context, Logging.Format.text, Logging.initialLevel());
         return ExecutionStatus.DO_NOT_INVOKE_NEXT_IF_ANY;
     }
 }

@@ -19,13 +19,55 @@ public final class Logging {
 
     public enum Format { text, json }
 
+    private static Thread initialisation;
+    private static volatile Format configured;
+    /** The level logback starts with, before the command sets its own (see {@link DefaultLogConfigurator}). */
+    private static volatile String initialLevel = "WARN";
+
+    /**
+     * Starts logback on another core while picocli parses the command line: it costs ~0.1 s
+     * of class loading, which {@code vmgate run} would otherwise add to every VM's start.
+     * {@code level} applies from the start, also to events logged (and queued by SLF4J) while
+     * logback was still starting.
+     */
+    static synchronized void initialiseInBackground(String level) {
+        initialLevel = level;
+        if (initialisation == null) {
+            initialisation = Thread.ofPlatform().daemon().name("log-init").start(LoggerFactory::getILoggerFactory);
+        }
+    }
+
     static void configure(Format format, String level) {
+        awaitInitialisation();
         LoggerContext ctx = (LoggerContext) LoggerFactory.getILoggerFactory();
+        if (configured == format) {
+            ctx.getLogger(Logger.ROOT_LOGGER_NAME).setLevel(Level.toLevel(level, Level.INFO));
+            return; // the appender is already the one wanted: building another costs time
+        }
         ctx.reset();
         configure(ctx, format, level);
     }
 
+    static String initialLevel() {
+        return initialLevel;
+    }
+
+    private static void awaitInitialisation() {
+        Thread t;
+        synchronized (Logging.class) {
+            t = initialisation;
+        }
+        if (t != null) {
+            try {
+                t.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     static void configure(LoggerContext ctx, Format format, String level) {
+        configured = format;
         Encoder<ILoggingEvent> encoder;
         if (format == Format.json) {
             JsonEncoder json = new JsonEncoder();

@@ -5,6 +5,7 @@ import io.vmgate.agent.GuestProcess;
 import io.vmgate.agent.ProcessSpec;
 import io.vmgate.agent.PtySpec;
 import io.vmgate.vm.Vm;
+import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
 import java.io.FileOutputStream;
 import java.io.FileDescriptor;
@@ -53,12 +54,16 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
     @Parameters(arity = "0..*", paramLabel = "CMD", description = "The command and its arguments (after --).")
     List<String> command = new ArrayList<>();
 
-    private final long t0 = System.nanoTime();
     private final OutputStream stdout = new FileOutputStream(FileDescriptor.out);
     private final OutputStream stderr = new FileOutputStream(FileDescriptor.err);
 
     @Override
     public Integer call() throws Exception {
+        // Phases before the VM is ready are printed once it is, in time order: its QEMU may have
+        // started (EarlyVm) before the options were even parsed.
+        List<Vm.Phase> startup = new ArrayList<>();
+        startup.add(new Vm.Phase("jvm_main", LaunchClock.mainEntered()));
+        startup.add(new Vm.Phase("options_parsed", System.nanoTime()));
         Logging.configure(Logging.Format.text, verbose ? "INFO" : "ERROR");
         boolean stdinIsTerminal = Terminal.isTerminal(0);
         ProcessSpec spec;
@@ -83,9 +88,15 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
 
         Vm vm;
         try {
-            var launcher = vmOptions.launcher(false);
-            phase("image_ready");
-            vm = launcher.launch("run-" + ProcessHandle.current().pid());
+            VmConfig config = vmOptions.config();
+            EarlyVm.Taken early = EarlyVm.take(config, vmOptions.noSnapshot, vmId());
+            if (early != null) {
+                startup.add(new Vm.Phase("image_ready", early.imageReadyNanos()));
+                vm = early.vm();
+            } else {
+                startup.add(new Vm.Phase("image_ready", System.nanoTime()));
+                vm = VmOptions.launcher(config, vmOptions.noSnapshot, false).launch(vmId());
+            }
         } catch (VmException e) {
             return fail(e.getMessage());
         }
@@ -93,7 +104,9 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
         Runtime.getRuntime().addShutdownHook(teardownOnExit);
         try {
             if (verbose) {
-                vm.phases().forEach(p -> phase(p.name(), p.nanoTime()));
+                startup.addAll(vm.phases());
+                startup.sort(java.util.Comparator.comparingLong(Vm.Phase::nanoTime));
+                startup.forEach(p -> phase(p.name(), p.nanoTime()));
             }
             return runIn(vm, spec, feedStdin, size != null && stdinIsTerminal);
         } finally {
@@ -105,6 +118,10 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
                 // already shutting down: the hook runs anyway
             }
         }
+    }
+
+    static String vmId() {
+        return "run-" + ProcessHandle.current().pid();
     }
 
     private int runIn(Vm vm, ProcessSpec spec, boolean feedStdin, boolean interactive) throws Exception {
@@ -222,7 +239,7 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
 
     private void phase(String name, long at) {
         if (verbose) {
-            System.err.printf("vmgate: %-16s %7.1f ms%n", name, (at - t0) / 1e6);
+            System.err.printf("vmgate: %-16s %7.1f ms%n", name, LaunchClock.millisSinceLaunch(at));
         }
     }
 }

@@ -79,7 +79,10 @@ final class VmOptions {
 
     /** Restores from the snapshot template (built on first need) unless --no-snapshot. */
     VmLauncher launcher(boolean longRunning) throws VmException {
-        VmConfig c = config();
+        return launcher(config(), noSnapshot, longRunning);
+    }
+
+    static VmLauncher launcher(VmConfig c, boolean noSnapshot, boolean longRunning) {
         VmLauncher cold = QemuVm.launcher(c);
         return noSnapshot ? cold : snapshots(c, longRunning);
     }

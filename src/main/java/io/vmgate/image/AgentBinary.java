@@ -13,6 +13,11 @@ public sealed interface AgentBinary {
 
     byte[] read() throws ImageException;
 
+    /** SHA-256 of {@link #read()}, hex: part of the image cache key. */
+    default String sha256() throws ImageException {
+        return ImageKey.sha256Hex(read());
+    }
+
     String describe();
 
     static AgentBinary classpath() {
@@ -35,6 +40,20 @@ public sealed interface AgentBinary {
             } catch (IOException e) {
                 throw new ImageException("cannot read the guest agent " + RESOURCE + " from the classpath: " + e.getMessage(), e);
             }
+        }
+
+        /** The digest make wrote beside the agent, when the jar has it (saves hashing 0.9 MB per start). */
+        @Override
+        public String sha256() throws ImageException {
+            try (InputStream in = AgentBinary.class.getResourceAsStream(RESOURCE + ".sha256")) {
+                String hex = in == null ? "" : new String(in.readAllBytes(), java.nio.charset.StandardCharsets.US_ASCII).strip();
+                if (hex.matches("[0-9a-f]{64}")) {
+                    return hex;
+                }
+            } catch (IOException e) {
+                // fall through to hashing the agent itself
+            }
+            return AgentBinary.super.sha256();
         }
 
         @Override

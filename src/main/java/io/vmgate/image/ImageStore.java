@@ -93,8 +93,8 @@ public final class ImageStore {
     /** The image for these sources: the cached one if still current, else a fresh build. */
     public Image image(ImageSources sources) throws ImageException {
         long t0 = System.nanoTime();
-        byte[] agent = sources.agent().read();
-        String description = description(ImageKey.sha256Hex(agent));
+        String agentSha = sources.agent().sha256();
+        String description = description(agentSha);
         ImageSources.Kernel kernel = sources.newestKernel();
 
         Image cached = current(description, kernel);
@@ -106,6 +106,11 @@ public final class ImageStore {
         String key = ImageKey.compute(description, plan.inputs());
         Path dir = imagesDir().resolve(key);
         if (!isComplete(dir)) {
+            byte[] agent = sources.agent().read();
+            if (!ImageKey.sha256Hex(agent).equals(agentSha)) {
+                throw new ImageException("the guest agent in " + sources.agent().describe()
+                        + " does not match its recorded SHA-256: rebuild the jar (mvn package)");
+            }
             build(plan, agent, sources.agent().describe(), description, key);
         }
         remember(key);

@@ -26,6 +26,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -49,6 +50,7 @@ public final class QemuVm implements Vm {
     private final RuntimeDir dir;
     private final long createdNanos = System.nanoTime();
     private final List<Phase> phases = new CopyOnWriteArrayList<>();
+    private final Consumer<Phase> progress;
     private final CompletableFuture<Void> exited = new CompletableFuture<>();
     private final CompletableFuture<Void> closeDone = new CompletableFuture<>();
     private final AtomicBoolean closing = new AtomicBoolean();
@@ -66,10 +68,11 @@ public final class QemuVm implements Vm {
     /** Every VM this driver returns has been configured (clock, hostname, entropy) with this name. */
     public static final String HOSTNAME = "vmgate";
 
-    private QemuVm(VmConfig config, String id, RuntimeDir dir) {
+    private QemuVm(VmConfig config, String id, RuntimeDir dir, Consumer<Phase> progress) {
         this.config = config;
         this.id = id;
         this.dir = dir;
+        this.progress = progress;
     }
 
     private static final java.util.Set<Path> REAPED_ROOTS = java.util.concurrent.ConcurrentHashMap.newKeySet();
@@ -84,12 +87,17 @@ public final class QemuVm implements Vm {
         if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
             RuntimeDirs.reapStale(config.runtimeRoot());
         }
-        return vmId -> boot(config, vmId);
+        return (vmId, progress) -> boot(config, vmId, progress);
     }
 
     /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
     public static QemuVm boot(VmConfig config, String vmId) throws VmException {
-        return start(config, vmId, null);
+        return start(config, vmId, null, phase -> { });
+    }
+
+    /** {@link #boot(VmConfig, String)}, telling {@code progress} of each phase as it completes. */
+    public static QemuVm boot(VmConfig config, String vmId, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, null, progress);
     }
 
     /**
@@ -97,11 +105,11 @@ public final class QemuVm implements Vm {
      * the agent has answered CONFIGURE, which gives the guest the current time and new entropy
      * before anything else runs in it. On any failure nothing is left behind.
      */
-    public static QemuVm restore(VmConfig config, String vmId, Path state) throws VmException {
-        return start(config, vmId, state);
+    public static QemuVm restore(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, state, progress);
     }
 
-    private static QemuVm start(VmConfig config, String vmId, Path state) throws VmException {
+    private static QemuVm start(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
         if (!RuntimeDirs.isValidVmId(vmId)) {
             throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
         }
@@ -116,7 +124,7 @@ public final class QemuVm implements Vm {
             throw new VmException("cannot create the VM's runtime directory under " + config.runtimeRoot() + ": "
                     + e.getMessage() + " (set VMGATE_RUNTIME_DIR to a writable directory)", e);
         }
-        QemuVm vm = new QemuVm(config, vmId, dir);
+        QemuVm vm = new QemuVm(config, vmId, dir, progress);
         try {
             vm.start(qemu, sandbox, state);
             return vm;
@@ -124,7 +132,7 @@ public final class QemuVm implements Vm {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
             vm.close(); // first: QEMU's stderr is complete only once it has exited
             log.warn("vm_boot_failed vm={} reason={}", vmId, reason);
-            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e);
+            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null);
         }
     }
 
@@ -224,10 +232,17 @@ public final class QemuVm implements Vm {
         if (restoreFrom == null) {
             phase("agent_hello");
             // A cold-booted guest gets the same set-up as a restored one, so callers never must.
+            // HELLO proved the agent live, and it handles frames in order: whatever the caller
+            // sends next runs configured, so the answer is checked without waiting for it.
             try {
-                agent.configureFresh(HOSTNAME, remaining(deadline));
-            } catch (TimeoutException e) {
-                throw new BootFailure("the guest agent did not answer CONFIGURE within " + seconds(config.bootTimeout()), e);
+                agent.configureFreshAsync(HOSTNAME)
+                        .orTimeout(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS)
+                        .whenComplete((ok, e) -> {
+                            if (e != null && !closing.get()) {
+                                log.warn("vm_configure_failed vm={} error=\"{}\" (the VM is torn down)", id, e);
+                                Thread.ofVirtual().name("vm-close-" + id).start(this::close);
+                            }
+                        });
             } catch (IOException e) {
                 throw new BootFailure(agentFailure(e), e);
             }
@@ -340,7 +355,13 @@ public final class QemuVm implements Vm {
     }
 
     private void phase(String name) {
-        phases.add(new Phase(name, System.nanoTime()));
+        Phase p = new Phase(name, System.nanoTime());
+        phases.add(p);
+        try {
+            progress.accept(p);
+        } catch (RuntimeException e) {
+            log.warn("vm_progress_listener_failed vm={} phase={} error={}", id, name, e.toString());
+        }
     }
 
     private void onQemuExit() {

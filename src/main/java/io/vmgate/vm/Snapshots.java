@@ -61,24 +61,27 @@ public final class Snapshots implements VmLauncher {
     }
 
     @Override
-    public Vm launch(String vmId) throws VmException {
+    public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
         Path state;
         try {
             state = ensureTemplate();
         } catch (VmException e) {
             log.warn("snapshot_unavailable vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
-            return QemuVm.boot(config, vmId);
+            return QemuVm.boot(config, vmId, progress);
         }
         try {
-            return QemuVm.restore(config, vmId, state);
+            return QemuVm.restore(config, vmId, state, progress);
         } catch (VmException e) {
+            if (!e.qemuRan()) {
+                throw e; // a host-side problem: the template is not at fault, and a cold boot would meet it too
+            }
             log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=discarded", vmId,
                     firstLine(e.getMessage()));
             discard(state);
             if (rebuildInBackground) {
                 rebuildInBackground();
             }
-            return QemuVm.boot(config, vmId);
+            return QemuVm.boot(config, vmId, progress);
         }
     }
 

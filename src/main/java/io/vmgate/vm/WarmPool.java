@@ -47,13 +47,13 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
     }
 
     @Override
-    public Vm launch(String vmId) throws VmException {
+    public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
         // Counted before an idle VM leaves the queue: the filler must never see the gap and
         // start one VM too many.
         handedOut.incrementAndGet();
         Vm vm;
         try {
-            vm = takeIdle(vmId);
+            vm = takeIdle(vmId, progress);
         } catch (VmException | RuntimeException e) {
             handedOut.decrementAndGet();
             signal();
@@ -67,7 +67,7 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         return vm;
     }
 
-    private Vm takeIdle(String vmId) throws VmException {
+    private Vm takeIdle(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
         Vm vm;
         while ((vm = idle.pollFirst()) != null) {
             if (!vm.exited().isDone()) {
@@ -78,7 +78,7 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         }
         if (vm == null) {
             log.info("pool_miss for={} reason=empty", vmId);
-            return source.launch(vmId);
+            return source.launch(vmId, progress);
         }
         log.info("pool_hit vm={} for={} idle_left={}", vm.id(), vmId, idle.size());
         refresh(vm);

@@ -19,11 +19,11 @@ class ServeOptionsTest {
 
     /** Parses like {@link Main} does and maps the options onto a ServerConfig (no server is started). */
     private static ServerConfig parse(Map<String, String> env, String... args) throws Exception {
-        CommandLine cli = new CommandLine(new Main());
+        CommandLine cli = Main.commandLine(args);
         cli.setDefaultValueProvider(ConfigDefaults.from(args, env));
         CommandLine.ParseResult parsed = cli.parseArgs(args);
         ServeCommand serve = (ServeCommand) parsed.subcommand().commandSpec().userObject();
-        return serve.sessionLimits(ServerConfig.builder(id -> null, Path.of("unused-host-key"))).build();
+        return serve.sessionLimits(ServerConfig.builder((id, progress) -> null, Path.of("unused-host-key"))).build();
     }
 
     @Test

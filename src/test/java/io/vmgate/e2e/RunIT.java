@@ -157,4 +157,49 @@ class RunIT {
         p.destroy(); // SIGTERM: forwarded to the command, which dies of it
         assertThat(p.waitFor()).isEqualTo(128 + 15);
     }
+
+    /**
+     * `run` starts its VM before parsing its options when nothing can change them; a usage error
+     * found afterwards must still tear that VM down (the runtime root shows it existed).
+     */
+    @Test
+    void usageErrorAfterAnEarlyStartLeavesNothing() throws Exception {
+        ProcessBuilder pb = new ProcessBuilder("./vmgate", "run", "--no-snapshot", "-v", "-v", "--", "true")
+                .directory(Host.HOME.toFile()).redirectErrorStream(true);
+        pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
+        Process p = pb.start();
+        boolean sawVm = false;
+        while (!p.waitFor(20, java.util.concurrent.TimeUnit.MILLISECONDS)) {
+            try (var dirs = Files.list(runtimeRoot)) {
+                sawVm |= dirs.anyMatch(d -> d.getFileName().toString().startsWith("run-"));
+            }
+        }
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.exitValue()).isEqualTo(2);
+        assertThat(out).contains("should be specified only once");
+        assertThat(sawVm).as("the VM was started before the options were parsed").isTrue();
+    }
+
+    /**
+     * A failure on the early path reads exactly like the same failure on the normal path; and a
+     * host-side problem (here: the runtime directory) does not cost the snapshot template.
+     */
+    @Test
+    void earlyStartFailureIsReportedLikeAnyOther() throws Exception {
+        Host.Result args = Host.run(List.of("./vmgate", "image", "qemu-args", runtimeRoot.toString(), "--template"),
+                Map.of(), null, 300);
+        assertThat(args.exit()).as(args.stderr()).isZero();
+        Path template = Path.of(args.out().lines().findFirst().orElseThrow());
+        var templateTime = Files.getLastModifiedTime(template);
+        Path notADirectory = runtimeRoot.resolve("file");
+        Files.writeString(notADirectory, "x");
+        Map<String, String> env = Map.of("VMGATE_RUNTIME_DIR", notADirectory.toString());
+        Host.Result early = Host.run(List.of("./vmgate", "run", "--", "true"), env, null, 120);
+        Host.Result normal = Host.run(List.of("./vmgate", "run", "--cpus", "1", "--", "true"), env, null, 120);
+        assertThat(early.exit()).isEqualTo(125);
+        assertThat(normal.exit()).isEqualTo(125);
+        assertThat(early.stderr()).contains(notADirectory.toString()).isEqualTo(normal.stderr());
+        assertThat(Files.getLastModifiedTime(template)).as("template kept").isEqualTo(templateTime);
+        Files.delete(notADirectory);
+    }
 }

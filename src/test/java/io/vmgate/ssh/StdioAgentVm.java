@@ -86,7 +86,7 @@ public final class StdioAgentVm implements Vm {
         public volatile String failWith;
 
         @Override
-        public Vm launch(String vmId) throws VmException {
+        public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
             if (!delay.isZero()) {
                 try {
                     Thread.sleep(delay);

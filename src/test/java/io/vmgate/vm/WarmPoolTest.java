@@ -67,7 +67,7 @@ class WarmPoolTest {
     static final class FakeLauncher implements VmLauncher {
         final List<FakeVm> made = new CopyOnWriteArrayList<>();
 
-        public Vm launch(String vmId) {
+        public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) {
             FakeVm vm = new FakeVm(vmId);
             made.add(vm);
             return vm;
