@@ -3,11 +3,9 @@ package io.vmgate.ssh;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.security.GeneralSecurityException;
 import java.security.KeyPair;
@@ -51,16 +49,19 @@ public final class HostKeys {
         } catch (GeneralSecurityException e) {
             throw new IOException("cannot generate an ed25519 host key: " + e.getMessage(), e);
         }
-        // Write to a private temporary file, then move it into place: a crash never leaves a
-        // half-written key, and two servers starting at once end up with the same key.
+        // Written to a private temporary file, then linked into place: a crash never leaves a
+        // half-written key, and link(2) fails when a key appeared meanwhile, so of several
+        // servers starting at once the first key wins and every server uses that one.
         Path tmp = Files.createTempFile(dir, ".hostkey", ".tmp",
                 PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
         try {
             Files.write(tmp, encoded);
             try {
-                Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, path);
+                Files.createLink(path, tmp);
+            } catch (FileAlreadyExistsException e) {
+                throw e;
+            } catch (IOException | UnsupportedOperationException e) {
+                Files.move(tmp, path); // no hard links here: best effort, fails if the key exists
             }
         } catch (FileAlreadyExistsException e) {
             return load(path);
