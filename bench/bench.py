@@ -345,7 +345,8 @@ def write_report(args, r):
                 + (f" --cold-runs {args.cold_runs}" if args.cold_runs != 10 else "") + "`), which measures every row "
                 "below in one run on one machine: each vmgate path beside the floor it is compared with. "
                 "Wall-clock times from starting the client command to its exit, so the `./vmgate` launcher and "
-                "JVM start-up are included where a user would pay them.\n\n")
+                "JVM start-up are included where a user would pay them. `vmgate run` rows are measured in "
+                "alternation with their raw floor, since this machine's speed drifts within minutes.\n\n")
         f.write(f"Machine: {cpu}, {os.cpu_count()} CPUs, kernel {uname.release}; accelerator: TCG "
                 "(no vmx/svm here); guest: 1 vCPU, 256 MiB. Run at "
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n")

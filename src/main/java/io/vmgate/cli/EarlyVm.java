@@ -1,7 +1,6 @@
 package io.vmgate.cli;
 
 import io.vmgate.image.ImageStore;
-import io.vmgate.vm.RuntimeDirs;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
@@ -80,7 +79,6 @@ final class EarlyVm {
         try {
             VmConfig c = VmConfig.defaults(ImageStore.atDefaultLocation().defaultImage());
             imageReadyNanos = System.nanoTime();
-            RuntimeDirs.reapStale(c.runtimeRoot());
             config.complete(c);
             vm.complete(VmOptions.launcher(c, noSnapshot, false).launch(vmId, phase -> {
                 if (phase.name().equals("qemu_started")) {

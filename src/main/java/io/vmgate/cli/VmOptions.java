@@ -5,7 +5,6 @@ import io.vmgate.image.ImageException;
 import io.vmgate.image.ImageStore;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.QemuVm;
-import io.vmgate.vm.RuntimeDirs;
 import io.vmgate.vm.Snapshots;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
@@ -43,7 +42,7 @@ final class VmOptions {
     @Option(names = "--no-snapshot", description = "Cold-boot every VM instead of restoring the image's snapshot template.")
     boolean noSnapshot;
 
-    /** Resolves the image (building the default one if missing) and reaps what crashed runs left. */
+    /** Resolves the image (building the default one if missing); {@link QemuVm#launcher} reaps what crashed runs left. */
     VmConfig config() throws VmException {
         if (bootTimeoutSeconds <= 0) {
             throw new VmException("--boot-timeout must be positive");
@@ -73,7 +72,6 @@ final class VmOptions {
         } catch (IllegalArgumentException e) {
             throw new VmException(e.getMessage(), e);
         }
-        RuntimeDirs.reapStale(c.runtimeRoot());
         return c;
     }
 

@@ -165,14 +165,20 @@ class RunIT {
         assertThat(r.stderr()).contains("did not finish within 2 s");
     }
 
-    @Test
-    void vmgateKilledMidCommandLeavesNothing() throws Exception {
+    /** `vmgate run` of a long command, returned once the command prints that it runs. */
+    private Process startedInBackground() throws Exception {
         ProcessBuilder pb = new ProcessBuilder("./vmgate", "run", "--", "sh", "-c", "echo started; sleep 60")
                 .directory(Host.HOME.toFile());
         pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
         Process p = pb.start();
         var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
         assertThat(out.readLine()).isEqualTo("started");
+        return p;
+    }
+
+    @Test
+    void vmgateKilledMidCommandLeavesNothing() throws Exception {
+        Process p = startedInBackground();
         assertThat(Host.qemusUnder(runtimeRoot)).hasSize(1);
         p.destroyForcibly(); // SIGKILL: no shutdown hook runs; QEMU must die with its parent
         p.waitFor();
@@ -181,12 +187,7 @@ class RunIT {
 
     @Test
     void vmgateTerminatedMidCommandTearsDown() throws Exception {
-        ProcessBuilder pb = new ProcessBuilder("./vmgate", "run", "--", "sh", "-c", "echo started; sleep 60")
-                .directory(Host.HOME.toFile());
-        pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
-        Process p = pb.start();
-        var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
-        assertThat(out.readLine()).isEqualTo("started");
+        Process p = startedInBackground();
         p.destroy(); // SIGTERM: forwarded to the command, which dies of it
         assertThat(p.waitFor()).isEqualTo(128 + 15);
     }
