@@ -113,8 +113,13 @@ class SnapshotIT {
             SshClientHelper.Result cat = ssh.withStdin("hi\n".getBytes()).ssh("cat");
             assertThat(cat.exitCode()).as(cat.toString()).isZero();
             assertThat(cat.out()).isEqualTo("hi\n");
+            // After a cold boot CONFIGURE is not awaited but sent right before START: the
+            // command must still see its effects (the hostname is set by nothing else).
+            Sample s = sample(ssh);
+            assertThat(s.hostname()).isEqualTo("vmgate");
+            assertThat(s.guestSeconds()).isBetween(s.hostBefore() - 2, s.hostAfter() + 2);
             List<String> ready = server.logLines("vm_ready vm=ssh-");
-            assertThat(ready).hasSize(2).noneMatch(l -> l.contains("restored=true")).allMatch(l -> l.contains("guest_boot_ms="));
+            assertThat(ready).hasSize(3).noneMatch(l -> l.contains("restored=true")).allMatch(l -> l.contains("guest_boot_ms="));
             Host.assertNothingLeft(server.runtimeRoot(), 5);
         }
     }
