@@ -1,5 +1,6 @@
 package io.vmgate.cli;
 
+import io.vmgate.image.Image;
 import io.vmgate.image.ImageStore;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
@@ -19,7 +20,9 @@ import java.util.concurrent.TimeUnit;
  *
  * <p>It is a guess, made only when nothing before {@code --} and nothing in the environment can
  * change the VM's configuration; the parsed options decide. {@link #take} hands the VM over only
- * when the configuration the options produce equals the guessed one. A VM nobody takes (help,
+ * when the configuration the options produce equals the guessed one; the image is guessed too
+ * (the one found current last time), and checked by the normal path while the VM boots, so a
+ * stale one is discarded before anything runs in it. A VM nobody takes (help,
  * a usage error) is torn down like any other, also when the JVM is stopped by a signal.
  */
 final class EarlyVm {
@@ -77,7 +80,11 @@ final class EarlyVm {
 
     private void launch() {
         try {
-            VmConfig c = VmConfig.defaults(ImageStore.atDefaultLocation().defaultImage());
+            // The image found current last time, not checked again here: RunCommand's check runs
+            // while this VM boots, and take() discards the VM unless the check returns the same image.
+            ImageStore store = ImageStore.atDefaultLocation();
+            Image image = store.lastResolved().orElse(null);
+            VmConfig c = VmConfig.defaults(image != null ? image : store.defaultImage());
             imageReadyNanos = System.nanoTime();
             config.complete(c);
             vm.complete(VmOptions.launcher(c, noSnapshot, false).launch(vmId, phase -> {
@@ -143,8 +150,8 @@ final class EarlyVm {
             return null; // no guess was possible; the normal path reports whatever went wrong
         }
         if (!guessed.equals(wanted) || early.noSnapshot != wantedNoSnapshot || !early.vmId.equals(wantedId)) {
-            // Should not happen (no guess is made when anything could change the config), but if
-            // it does: the wanted VM has the same id, so the guessed one must be gone first.
+            // The remembered image was stale (an input changed since), or a guess went wrong: the
+            // wanted VM has the same id, so the guessed one must be gone first.
             early.discard();
             removeHook(early);
             return null;

@@ -17,6 +17,7 @@ import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.TreeMap;
 import java.util.concurrent.locks.ReentrantLock;
@@ -118,11 +119,30 @@ public final class ImageStore {
         return Image.load(dir);
     }
 
+    /**
+     * The image the last check found current, not checked again: a VM may start booting from it
+     * while {@link #defaultImage()} checks, provided the caller discards that VM unless the check
+     * returns this same image.
+     */
+    public Optional<Image> lastResolved() {
+        try {
+            String key = rememberedKey();
+            return key == null ? Optional.empty() : Optional.of(Image.load(imagesDir().resolve(key)));
+        } catch (IOException | ImageException | RuntimeException e) {
+            return Optional.empty();
+        }
+    }
+
+    private String rememberedKey() throws IOException {
+        String key = Files.readString(imagesDir().resolve(CURRENT), StandardCharsets.US_ASCII).strip();
+        return key.matches("[0-9a-f]{64}") ? key : null;
+    }
+
     /** The remembered image, if stat'ing its recorded inputs still yields its key. */
     private Image current(String description, ImageSources.Kernel kernel) {
         try {
-            String key = Files.readString(imagesDir().resolve(CURRENT), StandardCharsets.US_ASCII).strip();
-            if (!key.matches("[0-9a-f]{64}")) {
+            String key = rememberedKey();
+            if (key == null) {
                 return null;
             }
             Path dir = imagesDir().resolve(key);

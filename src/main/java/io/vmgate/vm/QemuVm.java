@@ -178,15 +178,16 @@ public final class QemuVm implements Vm {
                 .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
                 .redirectErrorStream(true);
-        log.info("vm_starting vm={} accel={} cpus={} memory_mib={} sandbox={} image={}", id, config.accel().qemuName(),
-                config.cpus(), config.memoryMib(), sandbox, config.image().contentHash());
-        log.debug("vm_command vm={} argv={}", id, argv);
         try {
             process = Spawner.start(pb);
         } catch (IOException e) {
             throw new BootFailure("cannot start " + qemu + ": " + e.getMessage(), e);
         }
         phase("qemu_started");
+        // Logged once QEMU runs, not before: while logback still starts, a call costs milliseconds.
+        log.info("vm_starting vm={} pid={} accel={} cpus={} memory_mib={} sandbox={} image={}", id, process.pid(),
+                config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash());
+        log.debug("vm_command vm={} argv={}", id, argv);
         process.onExit().thenRun(this::onQemuExit);
         try {
             long pid = process.pid();

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.Properties;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -212,6 +213,42 @@ class RunIT {
         assertThat(p.exitValue()).isEqualTo(2);
         assertThat(out).contains("should be specified only once");
         assertThat(sawVm).as("the VM was started before the options were parsed").isTrue();
+    }
+
+    /**
+     * The early VM boots the image found current last time without checking it; the check runs
+     * during the boot, and a stale image (here: a copy whose kernel command line is marked) is
+     * torn down before anything runs in it.
+     */
+    @Test
+    void aStaleRememberedImageIsBootedEarlyButNeverUsed(@TempDir Path cache) throws Exception {
+        Map<String, String> env = Map.of("VMGATE_RUNTIME_DIR", runtimeRoot.toString(), "VMGATE_CACHE", cache.toString());
+        Host.Result first = Host.run(List.of("./vmgate", "run", "--no-snapshot", "--", "true"), env, null, 300);
+        assertThat(first.exit()).as(first.stderr()).isZero();
+        Path images = cache.resolve("images");
+        String key = Files.readString(images.resolve("current")).strip();
+        String staleKey = "a".repeat(64);
+        Path stale = Files.createDirectories(images.resolve(staleKey));
+        Properties props = new Properties();
+        try (var in = Files.newBufferedReader(images.resolve(key).resolve("image.properties"))) {
+            props.load(in);
+        }
+        for (String f : List.of(props.getProperty("kernel_file"), "initrd.img")) {
+            Files.createLink(stale.resolve(f), images.resolve(key).resolve(f));
+        }
+        props.setProperty("key", staleKey);
+        props.setProperty("cmdline", props.getProperty("cmdline") + " vmgate.stale=1");
+        try (var out = Files.newBufferedWriter(stale.resolve("image.properties"))) {
+            props.store(out, "a stale image");
+        }
+        Files.writeString(images.resolve("current"), staleKey + "\n");
+
+        Host.Result r = Host.run(List.of("./vmgate", "run", "--no-snapshot", "--verbose", "--", "cat", "/proc/cmdline"),
+                env, null, 120);
+        assertThat(r.exit()).as(r.stderr()).isZero();
+        assertThat(r.stderr()).as("the stale image was booted early").contains("image=" + staleKey);
+        assertThat(r.out()).doesNotContain("vmgate.stale").contains("console=ttyS0");
+        assertThat(Files.readString(images.resolve("current")).strip()).isEqualTo(key);
     }
 
     /**

@@ -190,6 +190,26 @@ class ImageStoreTest {
         assertThat(new ImageStore(cache).image(sources)).isEqualTo(first);
     }
 
+    /** The unchecked guess the early VM boots from: the last image found current, stale or not. */
+    @Test
+    void lastResolvedIsTheRememberedImageUncheckedAndNothingWhenGarbled() throws Exception {
+        ImageStore store = new ImageStore(cache);
+        assertThat(store.lastResolved()).isEmpty();
+        Image first = store.image(sources);
+        assertThat(new ImageStore(cache).lastResolved()).contains(first);
+
+        Files.writeString(agent, "#!/bin/sh\necho another agent\n");
+        assertThat(store.lastResolved()).as("not checked: still the old one").contains(first);
+        Image second = store.image(sources);
+        assertThat(second).isNotEqualTo(first);
+        assertThat(store.lastResolved()).contains(second);
+
+        Files.writeString(cache.resolve("images/current"), "../../etc/passwd\n");
+        assertThat(store.lastResolved()).isEmpty();
+        Files.writeString(cache.resolve("images/current"), "a".repeat(64) + "\n");
+        assertThat(store.lastResolved()).isEmpty();
+    }
+
     @Test
     void missingInputsNameTheirPackage() throws IOException {
         try (Stream<Path> s = Files.list(boot)) {
