@@ -97,8 +97,12 @@ class SnapshotIT {
                 assertThat(s.guestSeconds()).as("guest clock (date +%%s) within 2 s of the host's").isBetween(s.hostBefore() - 2,
                         s.hostAfter() + 2);
             }
+            // The agent's warm-up after CONFIGURE (one /bin/true at nice 19) is reaped: no trace of it remains.
+            SshClientHelper.Result ps = ssh.ssh("sleep 1; ps -o stat,comm");
+            assertThat(ps.exitCode()).as(ps.toString()).isZero();
+            assertThat(ps.out()).contains("ps").doesNotContainPattern("(?m)^Z").doesNotContainPattern("(?m) true$");
             List<String> ready = server.logLines("vm_ready vm=ssh-");
-            assertThat(ready).hasSize(4).allMatch(l -> l.contains("restored=true"));
+            assertThat(ready).hasSize(5).allMatch(l -> l.contains("restored=true"));
             server.sigterm();
             assertThat(server.awaitExit(Duration.ofSeconds(60))).isZero();
             Host.assertNothingLeft(server.runtimeRoot(), 5);
