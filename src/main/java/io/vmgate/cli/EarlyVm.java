@@ -40,7 +40,14 @@ final class EarlyVm {
     private final CompletableFuture<Void> qemuStarted = new CompletableFuture<>();
     private final CompletableFuture<Vm> vm = new CompletableFuture<>();
     private volatile long imageReadyNanos;
-    private final Thread closeOnExit = new Thread(this::discard, "early-vm-teardown");
+    /** Set when the JVM is stopping (a signal) with an early VM around: its failure is no news then. */
+    private static volatile boolean stopping;
+
+    private final Thread closeOnExit = new Thread(() -> {
+        stopping = true;
+        discard();
+    }, "early-vm-teardown");
+    private volatile Thread launching;
 
     private EarlyVm(boolean noSnapshot, String vmId) {
         this.noSnapshot = noSnapshot;
@@ -56,7 +63,8 @@ final class EarlyVm {
         EarlyVm early = new EarlyVm(noSnapshot, RunCommand.vmId());
         current = early; // before the thread runs: take() must never miss it and start a twin
         Runtime.getRuntime().addShutdownHook(early.closeOnExit);
-        Thread.ofPlatform().daemon().name("early-vm").start(early::launch);
+        early.launching = Thread.ofPlatform().daemon().name("early-vm").unstarted(early::launch);
+        early.launching.start();
     }
 
     /**
@@ -169,6 +177,11 @@ final class EarlyVm {
         }
     }
 
+    /** Whether the JVM is stopping on a signal while an early VM was around (its boot then fails on purpose). */
+    static boolean stopping() {
+        return stopping;
+    }
+
     /** From {@code main} once the command is done: an early VM nobody took is torn down now. */
     static void discardUntaken() {
         EarlyVm early;
@@ -183,6 +196,12 @@ final class EarlyVm {
     }
 
     private void discard() {
+        Thread t = launching;
+        if (t != null && !vm.isDone()) {
+            // A boot still in progress gives up at its next wait and tears down what it started,
+            // rather than finishing a boot nobody wants (up to a second, more for a template).
+            t.interrupt();
+        }
         try {
             vm.join().close();
         } catch (CompletionException e) {

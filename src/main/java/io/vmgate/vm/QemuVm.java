@@ -318,6 +318,9 @@ public final class QemuVm implements Vm {
                     throw new BootFailure("QEMU did not connect to its sockets within " + seconds(config.bootTimeout()), null);
                 }
                 sel.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+                if (Thread.currentThread().isInterrupted()) { // select() returns at once from now on
+                    throw new BootFailure("interrupted while booting", null);
+                }
                 for (SelectionKey k : sel.selectedKeys()) {
                     SocketChannel ch = ((ServerSocketChannel) k.channel()).accept();
                     if (ch != null) {

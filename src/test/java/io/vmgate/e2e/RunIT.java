@@ -194,6 +194,33 @@ class RunIT {
     }
 
     /**
+     * SIGTERM while the VM still boots (cold, so the boot is long) abandons the boot at once: exit
+     * 128+15, no "did not start" message, no vm_ready, nothing left. Both the early VM (neutral
+     * options) and the normal path (--cpus) are covered.
+     */
+    @Test
+    void vmgateTerminatedMidBootAbandonsTheBoot() throws Exception {
+        for (List<String> options : List.of(List.of("--no-snapshot"), List.of("--no-snapshot", "--cpus", "1"))) {
+            List<String> cmd = new ArrayList<>(List.of("./vmgate", "run", "--verbose"));
+            cmd.addAll(options);
+            cmd.addAll(List.of("--", "true"));
+            ProcessBuilder pb = new ProcessBuilder(cmd).directory(Host.HOME.toFile()).redirectErrorStream(true);
+            pb.environment().put("VMGATE_RUNTIME_DIR", runtimeRoot.toString());
+            Process p = pb.start();
+            var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+            StringBuilder seen = new StringBuilder();
+            for (String line; (line = out.readLine()) != null && !line.contains("vm_starting"); ) {
+                seen.append(line).append('\n');
+            }
+            p.toHandle().destroy(); // SIGTERM (Process.destroy() would close our end of its output too)
+            out.lines().forEach(l -> seen.append(l).append('\n'));
+            assertThat(p.waitFor()).as(seen.toString()).isEqualTo(128 + 15);
+            assertThat(seen.toString()).as(options.toString()).doesNotContain("vm_ready").doesNotContain("vmgate: ");
+            Host.assertNothingLeft(runtimeRoot, 10);
+        }
+    }
+
+    /**
      * `run` starts its VM before parsing its options when nothing can change them; a usage error
      * found afterwards must still tear that VM down (the runtime root shows it existed).
      */
