@@ -4,7 +4,8 @@
 # and drive them with the real OpenSSH client.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/setup.sh"
-ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang python3
+# libclang-rt-dev: the fuzzer and sanitizer runtimes, which clang only recommends.
+ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang libclang-rt-dev python3
 find_java
 cd "$VMGATE_HOME"
 echo "== guest agent: C tests and bounded fuzzing" >&2
