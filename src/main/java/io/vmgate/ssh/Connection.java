@@ -243,7 +243,7 @@ final class Connection {
     private Vm launch(CompletableFuture<Vm> mine) throws Refusal {
         long t0 = System.nanoTime();
         String vmId = "ssh-" + id;
-        Events.log.info("vm_starting {} vm={}", tag(), vmId);
+        Events.log.info("vm_requested {} vm={}", tag(), vmId);
         Vm v = null;
         String failure;
         try {
@@ -289,13 +289,13 @@ final class Connection {
             }
         }
         if (closedMeanwhile) {
-            Events.log.info("vm_ready {} vm={} ms={} unused=true", tag(), vmId, Events.msSince(t0));
+            Events.log.info("vm_assigned {} vm={} ms={} unused=true", tag(), vmId, Events.msSince(t0));
             destroy(v, t0);
             Refusal r = new Refusal("vmgate: the connection is closing");
             mine.completeExceptionally(r);
             throw r;
         }
-        Events.log.info("vm_ready {} vm={} ms={}", tag(), vmId, Events.msSince(t0));
+        Events.log.info("vm_assigned {} vm={} ms={}", tag(), vmId, Events.msSince(t0));
         Vm launched = v;
         launched.exited().whenComplete((r, e) -> vmDied(launched, "the VM exited"));
         launched.agent().disconnected().whenComplete((r, e) -> vmDied(launched, "lost the connection to the VM's agent"));
@@ -382,7 +382,7 @@ final class Connection {
     private void destroy(Vm v, long startedNanos) {
         long t0 = System.nanoTime();
         closeQuietly(v);
-        Events.log.info("vm_destroyed {} vm={} ms={} lifetime_ms={}", tag(), v.id(), Events.msSince(t0), Events.msSince(startedNanos));
+        Events.log.info("vm_released {} vm={} ms={} lifetime_ms={}", tag(), v.id(), Events.msSince(t0), Events.msSince(startedNanos));
         synchronized (this) {
             releaseSlot();
             busy--;

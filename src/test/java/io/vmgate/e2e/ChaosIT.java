@@ -283,7 +283,7 @@ class ChaosIT {
         }
         assertThat(server.openSockets()).as("sockets the server holds after %d sessions (before: %d)", SESSIONS, socketsBefore)
                 .isLessThanOrEqualTo(socketsBefore);
-        assertThat(server.logLines("vm_destroyed conn=").size()).as("VMs destroyed, against VMs started (vm_failed: %s)",
-                server.logLines("vm_failed")).isEqualTo(server.logLines("vm_starting conn=").size());
+        assertThat(server.logLines("vm_released conn=").size()).as("VMs destroyed, against VMs started (vm_failed: %s)",
+                server.logLines("vm_failed")).isEqualTo(server.logLines("vm_requested conn=").size());
     }
 }

@@ -73,7 +73,7 @@ class ServerLifecycleIT {
                 TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0));
         assertThat(exit).as(server.tail()).isZero();
         Host.assertNothingLeft(server.runtimeRoot(), 5);
-        assertThat(server.logLines("vm_destroyed conn=")).hasSize(5);
+        assertThat(server.logLines("vm_released conn=")).hasSize(5);
         assertThat(server.logs()).contains("server_stopped");
     }
 
@@ -87,7 +87,7 @@ class ServerLifecycleIT {
             clients.add(l);
         }
         // The first VM is on its way (restores take a few hundred ms): stop now.
-        server.awaitLog("vm_starting conn=", Duration.ofSeconds(60));
+        server.awaitLog("vm_requested conn=", Duration.ofSeconds(60));
         server.sigterm();
         for (LiveSsh c : clients) {
             assertThat(c.awaitExit(Duration.ofSeconds(60))).as("client exit status; %s", c).isNotZero();
@@ -106,7 +106,7 @@ class ServerLifecycleIT {
             stuck.destroyForcibly();
             stuck.waitFor(10, TimeUnit.SECONDS);
         });
-        server.awaitLog("vm_ready conn=", STARTED);
+        server.awaitLog("vm_assigned conn=", STARTED);
         List<LiveSsh> others = sleepers(server.ssh(), 2);
         Thread.sleep(2000);
         server.sigterm();

@@ -536,7 +536,7 @@ class SshIT {
         assertThat(wrongUser.out()).isEmpty();
 
         // Nothing was started for them, and everyone else still gets in.
-        assertThat(server.logLines("vm_starting")).allMatch(l -> !l.contains("mallory"));
+        assertThat(server.logLines("vm_requested")).allMatch(l -> !l.contains("mallory"));
         assertThat(ssh.ssh("echo in").out()).isEqualTo("in\n");
         assertThat(ssh.withIdentity(secondKey).ssh("echo second key").out()).isEqualTo("second key\n");
         SshClientHelper.Result password = ssh.withPassword(PASSWORD, tmp).ssh("echo password");

@@ -146,7 +146,7 @@ class SshLimitsTest {
                 assertThat(r.exitCode()).as(r.toString()).isEqualTo(255);
                 ts.awaitEvent(mark, "connection_error", "");
                 ts.awaitEvent(mark, "connection_closed", "");
-                assertThat(ts.eventsSince(mark)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_starting "));
+                assertThat(ts.eventsSince(mark)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_requested "));
                 OutputStream in = other.getOutputStream();
                 in.write("ping\n".getBytes(StandardCharsets.UTF_8));
                 in.flush();

@@ -439,16 +439,16 @@ class SshSessionTest {
     void eventsCarryTheConnectionIdInTheMdc() throws Exception {
         int mark = ts.mark();
         assertThat(ssh.ssh("true").exitCode()).isZero();
-        ts.awaitEvent(mark, "vm_destroyed", "");
-        ILoggingEvent ready = ts.awaitEvent(mark, "vm_ready", "");
+        ts.awaitEvent(mark, "vm_released", "");
+        ILoggingEvent ready = ts.awaitEvent(mark, "vm_assigned", "");
         String conn = ready.getFormattedMessage().replaceAll(".*conn=(\\S+).*", "$1");
         assertThat(ready.getMDCPropertyMap()).containsEntry("sid", conn);
         List<String> ours = ts.eventsSince(mark).stream()
                 .filter(e -> conn.equals(e.getMDCPropertyMap().get("sid")))
                 .map(e -> e.getFormattedMessage().split(" ")[0]).toList();
         assertThat(ours).containsSubsequence("connection_accepted", "auth_succeeded", "channel_opened",
-                "command_started", "vm_starting", "vm_ready", "exit_status");
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("vm_destroyed conn=" + conn));
+                "command_started", "vm_requested", "vm_assigned", "exit_status");
+        assertThat(ts.messages()).anyMatch(m -> m.startsWith("vm_released conn=" + conn));
         assertThat(ts.messages()).anyMatch(m -> m.startsWith("connection_closed conn=" + conn));
     }
 

@@ -37,7 +37,7 @@ class SshTimeoutTest {
             ts.awaitEvent(mark, "session_idle_warning", "closes_in_ms=1000");
             ts.awaitEvent(mark, "session_idle_timeout", "timeout_ms=2000 processes=1");
             ts.awaitEvent(mark, "session_terminated", "reason=idle_timeout exited_in_grace=true");
-            ts.awaitEvent(mark, "vm_destroyed", "");
+            ts.awaitEvent(mark, "vm_released", "");
             ts.awaitAllVmsDestroyed();
             assertThat(ts.launcher.launched).hasSize(1);
             assertThat(ts.launcher.launched.get(0).isClosed()).isTrue();
@@ -141,7 +141,7 @@ class SshTimeoutTest {
             assertThat(exec.exitCode()).as(exec.toString()).isZero();
             assertThat(exec.stdout()).isEqualTo("hi\n".getBytes(StandardCharsets.US_ASCII));
             assertThat(exec.err()).isEmpty();
-            ts.awaitEvent(mark2, "vm_destroyed", "");
+            ts.awaitEvent(mark2, "vm_released", "");
             assertThat(ts.eventsSince(mark2)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_wait_progress "));
 
             // A VM that cannot start: the progress line is erased before the message.
