@@ -260,7 +260,7 @@ def measure(name, n, fn, pause=0.0):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--cold-runs", type=int, default=10)
+    ap.add_argument("--cold-runs", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(HOME, "docs", "benchmarks.md"))
     ap.add_argument("--only-run", action="store_true",
                     help="measure only the `vmgate run` rows and their floors; print them, write no report")
@@ -342,7 +342,7 @@ def write_report(args, r):
         f.write("# Benchmarks\n\n")
         f.write("Produced by `bench/bench.py` (command: `python3 bench/bench.py"
                 + (f" --runs {args.runs}" if args.runs != 20 else "")
-                + (f" --cold-runs {args.cold_runs}" if args.cold_runs != 10 else "") + "`), which measures every row "
+                + (f" --cold-runs {args.cold_runs}" if args.cold_runs != 20 else "") + "`), which measures every row "
                 "below in one run on one machine: each vmgate path beside the floor it is compared with. "
                 "Wall-clock times from starting the client command to its exit, so the `./vmgate` launcher and "
                 "JVM start-up are included where a user would pay them. `vmgate run` rows are measured in "
