@@ -41,6 +41,9 @@
 /* Child output per DATA frame: the whole frame is then 256 KiB, a multiple of the 32 KiB
  * virtio_console takes per write. */
 #define OUT_CHUNK (PROTO_MAX_PAYLOAD - 10)
+/* stdout/stderr pipes of 256 KiB instead of Linux's 64 KiB: under TCG each poll() wakeup costs,
+ * and one read now takes up to a window's worth. `dd bs=64k` through `vmgate run`: ~210 -> ~245 MB/s. */
+#define OUT_PIPE_SIZE (256 * 1024)
 
 struct ostream {
     int fd;          /* -1 once at EOF */
@@ -457,6 +460,8 @@ static void start(uint32_t id, const struct proto_start *s) {
             err = errno;
         kid[k] = err ? -1 : pp[k ? 1 : 0];
         mine[k] = err ? -1 : pp[k ? 0 : 1];
+        if (k && !err) /* best effort: a bigger pipe, fewer wakeups (see OUT_PIPE_SIZE) */
+            fcntl(pp[0], F_SETPIPE_SZ, OUT_PIPE_SIZE);
     }
     if (!err) {
         for (int k = 0; k < 3; k++)
