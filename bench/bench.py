@@ -223,6 +223,74 @@ class Serve:
         self.log.close()
 
 
+GUEST_MIB = 256  # vmgate's default guest memory, which the servers here use
+
+
+def kib(path, field):
+    for line in open(path):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in {path}")
+
+
+def qemu_memory(pid):
+    """(guest RAM touched, QEMU's private memory) in KiB: the Rss of the guest-RAM mapping (the
+    anonymous one of the guest's size) and Private_Clean + Private_Dirty of the whole process."""
+    guest, private, size = 0, 0, None
+    for line in open(f"/proc/{pid}/smaps"):
+        first = line.split()[0]
+        if "-" in first and not first.endswith(":"):
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            size = (hi - lo) // 1024
+            anonymous = len(line.split()) < 6
+        elif first == "Rss:" and size == GUEST_MIB * 1024 and anonymous:
+            guest += int(line.split()[1])
+        elif first in ("Private_Clean:", "Private_Dirty:"):
+            private += int(line.split()[1])
+    return guest, private
+
+
+def children_named(ppid, name):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == ppid and name in open(f"/proc/{d}/comm").read():
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def idle_session_memory(srv, ssh, sessions=4):
+    """Host memory an idle SSH session costs beyond the guest RAM its VM touched: QEMU's private
+    memory minus that guest RAM, plus the server JVM's growth per session (RSS, after a warm-up)."""
+    subprocess.run(ssh(srv.port) + ["true"], check=True)
+    time.sleep(1)
+    rss0 = kib(f"/proc/{srv.proc.pid}/status", "VmRSS")
+    clients = [subprocess.Popen(ssh(srv.port) + ["sleep 120"]) for _ in range(sessions)]
+    try:
+        deadline = time.monotonic() + 120
+        while len(children_named(srv.proc.pid, "qemu")) < sessions and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # every session settled into its idle state
+        rss1 = kib(f"/proc/{srv.proc.pid}/status", "VmRSS")
+        per_vm = [qemu_memory(pid) for pid in children_named(srv.proc.pid, "qemu")]
+    finally:
+        for c in clients:
+            c.kill()
+            c.wait()
+    if len(per_vm) != sessions:
+        raise RuntimeError(f"expected {sessions} idle VMs, found {len(per_vm)}")
+    guest = statistics.median(g for g, _ in per_vm)
+    qemu_extra = statistics.median(p - g for g, p in per_vm)
+    jvm = (rss1 - rss0) / sessions
+    print(f"idle session: guest RAM touched {guest / 1024:.1f} MiB, QEMU beyond it {qemu_extra / 1024:.1f} MiB, "
+          f"JVM {jvm / 1024:.1f} MiB", file=sys.stderr)
+    return {"guest": guest, "qemu_extra": qemu_extra, "jvm": jvm}
+
+
 def stats(samples):
     xs = sorted(samples)
     p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
@@ -309,6 +377,7 @@ def main():
                 r["ssh_head_tput"] = size / (statistics.median(dt) - empty)
                 dt = [timed(ssh(srv.port) + [f"head -c {size} /dev/zero > /dev/null"]) for _ in range(2)]
                 r["guest_head_tput"] = size / (statistics.median(dt) - empty)
+                r["idle_memory"] = idle_session_memory(srv, ssh)
         finally:
             srv.close()
     r["raw_tput"] = statistics.median([raw_throughput() for _ in range(3)])
@@ -363,9 +432,20 @@ def write_report(args, r):
                 "measure the transfer, not the VM start. busybox's `head -c` copies in small blocks and is "
                 "CPU-bound under TCG: its in-guest rate with no transport at all caps the `head -c` row, so the "
                 "transport is judged with `dd bs=64k`, the same generator as the raw floor.\n")
+        m = r["idle_memory"]
+        overhead = (m["qemu_extra"] + m["jvm"]) / 1024
+        f.write("\n## Memory per idle session\n\n| what | MiB |\n|---|---|\n")
+        f.write(f"| guest RAM the VM touched (Rss of QEMU's guest-RAM mapping) | {m['guest'] / 1024:.1f} |\n")
+        f.write(f"| QEMU's private memory beyond that (TCG code cache, device state, heap) | {m['qemu_extra'] / 1024:.1f} |\n")
+        f.write(f"| server JVM's RSS growth per session | {m['jvm'] / 1024:.1f} |\n")
+        f.write("\nFour idle `ssh host 'sleep 120'` sessions on one server (restored VMs), medians over their "
+                "QEMUs. QEMU's shared pages (its binary and libraries, ~20 MiB) are not counted: every VM "
+                "shares them.\n")
         f.write("\n## Ratios against the floors (medians)\n\n| ratio | value | bar | met |\n|---|---|---|---|\n")
         for name, ratio, bar in rows:
             f.write(f"| {name} | {ratio:.2f} | {bar} | {meets(ratio, bar)} |\n")
+        f.write(f"| host memory per idle session beyond the guest RAM it touched, MiB | {overhead:.1f} | ≤ 32 | "
+                f"{'yes' if overhead <= 32 else '**no**'} |\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 
