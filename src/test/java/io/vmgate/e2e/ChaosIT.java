@@ -41,7 +41,7 @@ class ChaosIT {
     static Path dir;
     static ServeProcess server;
     static SshClientHelper ssh;
-    private final List<AutoCloseable> cleanup = new ArrayList<>();
+    private final Cleanup cleanup = new Cleanup();
 
     @BeforeAll
     static void startServer() throws Exception {
@@ -63,13 +63,7 @@ class ChaosIT {
 
     @AfterEach
     void nothingLeftBehind() throws Exception {
-        for (AutoCloseable c : cleanup.reversed()) {
-            try {
-                c.close(); // every client, agent and server this test started, even when it failed
-            } catch (Exception e) {
-                System.err.println("cleanup: " + e);
-            }
-        }
+        cleanup.closeAll();
         Host.assertNothingLeft(server.runtimeRoot(), 5);
     }
 

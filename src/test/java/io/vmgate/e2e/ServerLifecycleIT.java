@@ -22,17 +22,11 @@ class ServerLifecycleIT {
 
     @TempDir
     Path dir;
-    private final List<AutoCloseable> cleanup = new ArrayList<>();
+    private final Cleanup cleanup = new Cleanup();
 
     @AfterEach
     void cleanUp() throws Exception {
-        for (AutoCloseable c : cleanup.reversed()) {
-            try {
-                c.close(); // every client, agent and server this test started, even when it failed
-            } catch (Exception e) {
-                System.err.println("cleanup: " + e);
-            }
-        }
+        cleanup.closeAll();
     }
 
     private ServeProcess start(ServeProcess.Builder b) throws Exception {

@@ -50,7 +50,7 @@ class SshIT {
 
     @TempDir
     Path tmp;
-    private final List<AutoCloseable> cleanup = new ArrayList<>();
+    private final Cleanup cleanup = new Cleanup();
 
     @BeforeAll
     static void startServer() throws Exception {
@@ -82,13 +82,7 @@ class SshIT {
 
     @AfterEach
     void nothingLeftBehind() throws Exception {
-        for (AutoCloseable c : cleanup.reversed()) {
-            try {
-                c.close(); // every client, agent and server this test started, even when it failed
-            } catch (Exception e) {
-                System.err.println("cleanup: " + e);
-            }
-        }
+        cleanup.closeAll();
         // After every disconnect the connection's QEMU and its runtime directory are gone within 5 s.
         Host.assertNothingLeft(server.runtimeRoot(), 5);
     }
