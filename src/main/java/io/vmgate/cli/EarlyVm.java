@@ -40,13 +40,7 @@ final class EarlyVm {
     private final CompletableFuture<Void> qemuStarted = new CompletableFuture<>();
     private final CompletableFuture<Vm> vm = new CompletableFuture<>();
     private volatile long imageReadyNanos;
-    /** Set when the JVM is stopping (a signal) with an early VM around: its failure is no news then. */
-    private static volatile boolean stopping;
-
-    private final Thread closeOnExit = new Thread(() -> {
-        stopping = true;
-        discard();
-    }, "early-vm-teardown");
+    private final Thread closeOnExit = new Thread(this::discard, "early-vm-teardown");
     private volatile Thread launching;
 
     private EarlyVm(boolean noSnapshot, String vmId) {
@@ -62,8 +56,8 @@ final class EarlyVm {
         }
         EarlyVm early = new EarlyVm(noSnapshot, RunCommand.vmId());
         current = early; // before the thread runs: take() must never miss it and start a twin
-        Runtime.getRuntime().addShutdownHook(early.closeOnExit);
         early.launching = Thread.ofPlatform().daemon().name("early-vm").unstarted(early::launch);
+        Runtime.getRuntime().addShutdownHook(early.closeOnExit); // after: discard() may interrupt it
         early.launching.start();
     }
 
@@ -95,7 +89,7 @@ final class EarlyVm {
             VmConfig c = VmConfig.defaults(image != null ? image : store.defaultImage());
             imageReadyNanos = System.nanoTime();
             config.complete(c);
-            vm.complete(VmOptions.launcher(c, noSnapshot, false).launch(vmId, phase -> {
+            vm.complete(AbortableBoot.launch(VmOptions.launcher(c, noSnapshot, false), vmId, phase -> {
                 if (phase.name().equals("qemu_started")) {
                     qemuStarted.complete(null);
                 }
@@ -177,11 +171,6 @@ final class EarlyVm {
         }
     }
 
-    /** Whether the JVM is stopping on a signal while an early VM was around (its boot then fails on purpose). */
-    static boolean stopping() {
-        return stopping;
-    }
-
     /** From {@code main} once the command is done: an early VM nobody took is torn down now. */
     static void discardUntaken() {
         EarlyVm early;
@@ -198,8 +187,8 @@ final class EarlyVm {
     private void discard() {
         Thread t = launching;
         if (t != null && !vm.isDone()) {
-            // A boot still in progress gives up at its next wait and tears down what it started,
-            // rather than finishing a boot nobody wants (up to a second, more for a template).
+            // A boot still in progress (a stale image's, or one a usage error made useless) gives
+            // up at its next wait and tears down what it started, rather than finishing first.
             t.interrupt();
         }
         try {

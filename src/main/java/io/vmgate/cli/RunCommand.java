@@ -7,7 +7,6 @@ import io.vmgate.agent.PtySpec;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
-import io.vmgate.vm.VmLauncher;
 import java.io.FileOutputStream;
 import java.io.FileDescriptor;
 import java.io.IOException;
@@ -18,7 +17,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -97,12 +95,11 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
                 vm = early.vm();
             } else {
                 startup.add(new Vm.Phase("image_ready", System.nanoTime()));
-                vm = launchAbortably(VmOptions.launcher(config, vmOptions.noSnapshot, false), vmId());
+                vm = AbortableBoot.launch(VmOptions.launcher(config, vmOptions.noSnapshot, false), vmId(), phase -> { });
             }
         } catch (VmException e) {
-            // Stopped by a signal mid-boot (the early VM's hook, or launchAbortably's interrupt): the
-            // boot was abandoned on purpose, and the JVM exits with 128+N; no message is news then.
-            return EarlyVm.stopping() || Thread.currentThread().isInterrupted() ? VMGATE_FAILED : fail(e.getMessage());
+            // Stopped by a signal mid-boot: the boot was abandoned on purpose, and the JVM exits with 128+N.
+            return AbortableBoot.stopping() ? VMGATE_FAILED : fail(e.getMessage());
         }
         Thread teardownOnExit = new Thread(vm::close, "vm-teardown");
         try {
@@ -131,35 +128,6 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
 
     static String vmId() {
         return "run-" + ProcessHandle.current().pid();
-    }
-
-    /**
-     * Boots on this thread. A signal meanwhile interrupts the boot, which tears down what it had
-     * started, and the JVM exits only once that is done: no QEMU or runtime directory outlives it.
-     * ({@link EarlyVm} does the same for a VM it started.)
-     */
-    private static Vm launchAbortably(VmLauncher launcher, String id) throws VmException {
-        Thread booting = Thread.currentThread();
-        CountDownLatch settled = new CountDownLatch(1);
-        Thread abort = new Thread(() -> {
-            booting.interrupt();
-            try {
-                settled.await(10, TimeUnit.SECONDS);
-            } catch (InterruptedException ignored) {
-                // the JVM is going anyway
-            }
-        }, "vm-boot-abort");
-        Runtime.getRuntime().addShutdownHook(abort);
-        try {
-            return launcher.launch(id);
-        } finally {
-            settled.countDown();
-            try {
-                Runtime.getRuntime().removeShutdownHook(abort);
-            } catch (IllegalStateException shuttingDown) {
-                // the hook runs, and finds the boot settled
-            }
-        }
     }
 
     private int runIn(Vm vm, ProcessSpec spec, boolean feedStdin, boolean interactive) throws Exception {
