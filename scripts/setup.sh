@@ -79,12 +79,13 @@ ensure_packages() {
 
 RUNTIME_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static gcc make maven openssh-client openssh-sftp-server util-linux)
 
-JAR="$VMGATE_HOME/target/vmgate.jar"
+JAR="$VMGATE_HOME/app/target/vmgate.jar"
 
 jar_is_stale() {
     [ -f "$JAR" ] || return 0
     # guest/agent/build holds make's outputs (tests, fuzzing corpus): not sources of the jar.
-    [ -n "$(find "$VMGATE_HOME/pom.xml" "$VMGATE_HOME/src/main" "$VMGATE_HOME/guest" -path "$VMGATE_HOME/guest/agent/build" -prune \
+    [ -n "$(find "$VMGATE_HOME/pom.xml" "$VMGATE_HOME/core/pom.xml" "$VMGATE_HOME/app/pom.xml" "$VMGATE_HOME/core/src/main" \
+        "$VMGATE_HOME/app/src/main" "$VMGATE_HOME/guest" -path "$VMGATE_HOME/guest/agent/build" -prune \
         -o -type f -newer "$JAR" -print -quit 2>/dev/null)" ]
 }
 
@@ -105,16 +106,18 @@ jvm_flags() {
     JVM_FLAGS=(-XX:+UseSerialGC)
     local cache use train
     if [ "$JAVA_MAJOR" -ge 25 ]; then
-        cache="$VMGATE_HOME/target/vmgate.aot"
+        cache="$VMGATE_HOME/app/target/vmgate.aot"
         use=(-XX:AOTCache="$cache" -Xlog:aot=off -Xlog:cds=off)
         train=(-XX:AOTCacheOutput="$cache.tmp" -Xlog:aot=off -Xlog:cds=off)
     else
-        cache="$VMGATE_HOME/target/vmgate.jsa"
+        cache="$VMGATE_HOME/app/target/vmgate.jsa"
         use=(-XX:SharedArchiveFile="$cache" -Xlog:cds=off -Xlog:cds+dynamic=off)
         train=(-XX:ArchiveClassesAtExit="$cache.tmp" -Xlog:cds=off -Xlog:cds+dynamic=off)
     fi
     local stamp="$cache.trained"
-    if { [ ! -f "$stamp" ] || [ "$JAR" -nt "$stamp" ]; } && exec 9>>"$cache.lock" 2>/dev/null; then
+    # The braces keep 2>/dev/null to the exec's own failure: an exec with only redirections
+    # applies them to the rest of the script, and the command's stderr would vanish with it.
+    if { [ ! -f "$stamp" ] || [ "$JAR" -nt "$stamp" ]; } && { exec 9>>"$cache.lock"; } 2>/dev/null; then
         flock 9
         if [ ! -f "$stamp" ] || [ "$JAR" -nt "$stamp" ]; then
             [ -t 2 ] && echo "vmgate: recording the JVM start-up cache (once per build, about 10 s)..." >&2

@@ -1,0 +1,123 @@
+package io.vmgate.vm;
+
+import io.vmgate.image.Image;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.time.Duration;
+import java.util.Objects;
+import java.util.OptionalInt;
+
+/**
+ * How to run one VM.
+ *
+ * @param rwsizeMib   size of the guest's writable layer (tmpfs upper), passed as {@code vmgate.rwsize=}; empty: the agent's default
+ * @param maxProcs    process limit in the guest, passed as {@code vmgate.maxprocs=}; empty: the agent's default
+ * @param qemuBinary  a name looked up on PATH, or a path
+ * @param runtimeRoot where per-VM directories (sockets, logs, pid file) are made, see {@link RuntimeDirs#defaultRoot()}
+ */
+public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Duration bootTimeout, OptionalInt rwsizeMib,
+        OptionalInt maxProcs, String qemuBinary, Path runtimeRoot) {
+
+    public static final int DEFAULT_CPUS = 1;
+    public static final int DEFAULT_MEMORY_MIB = 256;
+    public static final Duration DEFAULT_BOOT_TIMEOUT = Duration.ofSeconds(30);
+    public static final String DEFAULT_QEMU = "qemu-system-x86_64";
+
+    public VmConfig {
+        Objects.requireNonNull(image, "image");
+        Objects.requireNonNull(accel, "accel");
+        Objects.requireNonNull(bootTimeout, "bootTimeout");
+        Objects.requireNonNull(rwsizeMib, "rwsizeMib");
+        Objects.requireNonNull(maxProcs, "maxProcs");
+        Objects.requireNonNull(qemuBinary, "qemuBinary");
+        Objects.requireNonNull(runtimeRoot, "runtimeRoot");
+        if (cpus < 1 || cpus > 255) {
+            throw new IllegalArgumentException("cpus must be between 1 and 255, not " + cpus);
+        }
+        if (memoryMib < 64 || memoryMib > 1 << 20) {
+            throw new IllegalArgumentException("memory must be at least 64 MiB (the kernel and initramfs need it), not " + memoryMib);
+        }
+        if (bootTimeout.isNegative() || bootTimeout.isZero()) {
+            throw new IllegalArgumentException("boot timeout must be positive");
+        }
+        if (rwsizeMib.isPresent() && rwsizeMib.getAsInt() < 1) {
+            throw new IllegalArgumentException("writable layer size must be at least 1 MiB");
+        }
+        if (maxProcs.isPresent() && maxProcs.getAsInt() < 1) {
+            throw new IllegalArgumentException("process limit must be at least 1");
+        }
+    }
+
+    /** Defaults: 1 CPU, 256 MiB, detected accelerator, 30 s boot timeout, QEMU from PATH, default runtime root. */
+    public static VmConfig defaults(Image image) {
+        return new VmConfig(image, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, Accel.detect(), DEFAULT_BOOT_TIMEOUT,
+                OptionalInt.empty(), OptionalInt.empty(), DEFAULT_QEMU, defaultRuntimeRoot());
+    }
+
+    public VmConfig withImage(Image v) {
+        return new VmConfig(v, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withCpus(int v) {
+        return new VmConfig(image, v, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withMemoryMib(int v) {
+        return new VmConfig(image, cpus, v, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withAccel(Accel v) {
+        return new VmConfig(image, cpus, memoryMib, v, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withBootTimeout(Duration v) {
+        return new VmConfig(image, cpus, memoryMib, accel, v, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withRwsizeMib(int v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, OptionalInt.of(v), maxProcs, qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withMaxProcs(int v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, OptionalInt.of(v), qemuBinary, runtimeRoot);
+    }
+
+    public VmConfig withQemuBinary(String v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, v, runtimeRoot);
+    }
+
+    public VmConfig withRuntimeRoot(Path v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, v);
+    }
+
+    /**
+     * {@code $VMGATE_RUNTIME_DIR}, else {@code $XDG_RUNTIME_DIR/vmgate}, else {@code /run/vmgate} for
+     * root, else {@code /tmp/vmgate-<uid>}.
+     */
+    public static Path defaultRuntimeRoot() {
+        return defaultRuntimeRoot(System.getenv(), uid());
+    }
+
+    public static Path defaultRuntimeRoot(Map<String, String> env, long uid) {
+        String v = env.get("VMGATE_RUNTIME_DIR");
+        if (v != null && !v.isBlank()) {
+            return Path.of(v);
+        }
+        String xdg = env.get("XDG_RUNTIME_DIR");
+        if (xdg != null && xdg.startsWith("/")) {
+            return Path.of(xdg, "vmgate");
+        }
+        return uid == 0 ? Path.of("/run/vmgate") : Path.of("/tmp/vmgate-" + uid);
+    }
+
+    /** This process's uid, or -1 when /proc does not say. */
+    public static long uid() {
+        try {
+            return ((Number) Files.getAttribute(Path.of("/proc/self"), "unix:uid")).longValue();
+        } catch (IOException | UnsupportedOperationException | IllegalArgumentException e) {
+            return -1;
+        }
+    }
+}

@@ -1,0 +1,555 @@
+package io.vmgate.vm.qemu;
+
+import io.vmgate.vm.Accel;
+import io.vmgate.vm.Vm;
+import io.vmgate.vm.VmConfig;
+import io.vmgate.vm.VmException;
+import io.vmgate.vm.VmLauncher;
+
+import io.vmgate.agent.AgentClient;
+import io.vmgate.agent.Message;
+import java.io.File;
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.OptionalInt;
+import java.util.OptionalLong;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A VM run by QEMU, cold-booted from an image.
+ *
+ * <p>Start-up: make the runtime directory, listen on the console, agent and QMP sockets, spawn
+ * QEMU (which connects to all three as it starts), then wait for the agent's HELLO. Nothing
+ * polls: an early QEMU exit wakes the accept loop, and a dead QEMU closes the agent socket.
+ * Any failure tears everything down and reports the console and QEMU's stderr.
+ */
+public final class QemuVm implements Vm {
+    private static final Logger log = LoggerFactory.getLogger(QemuVm.class);
+    static final int TAIL_LINES = 20;
+    private static final Duration QUIT_GRACE = Duration.ofSeconds(2);
+    private static final Duration TERM_GRACE = Duration.ofSeconds(2);
+    private static final Duration KILL_WAIT = Duration.ofSeconds(10);
+
+    private final String id;
+    private final VmConfig config;
+    private final RuntimeDir dir;
+    private final long createdNanos = System.nanoTime();
+    private final List<Phase> phases = new CopyOnWriteArrayList<>();
+    private final Consumer<Phase> progress;
+    private final CompletableFuture<Void> exited = new CompletableFuture<>();
+    private final CompletableFuture<Void> closeDone = new CompletableFuture<>();
+    private final AtomicBoolean closing = new AtomicBoolean();
+    private final List<ServerSocketChannel> listeners = new CopyOnWriteArrayList<>();
+    private final List<SocketChannel> channels = new CopyOnWriteArrayList<>();
+    private volatile QemuCommand command;
+    private volatile Process process;
+    private volatile ConsoleLog console;
+    private volatile Qmp qmp;
+    private volatile boolean qmpReady;
+    private volatile AgentClient agent;
+    private volatile Message.Hello hello;
+    private volatile String finalDiagnostics;
+
+    /** Every VM this driver returns has been configured (clock, hostname, entropy) with this name. */
+    public static final String HOSTNAME = Vm.HOSTNAME;
+
+    private QemuVm(VmConfig config, String id, RuntimeDir dir, Consumer<Phase> progress) {
+        this.config = config;
+        this.id = id;
+        this.dir = dir;
+        this.progress = progress;
+    }
+
+    private static final java.util.Set<Path> REAPED_ROOTS = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * A launcher that cold-boots VMs with this configuration. Making one also reaps (once per
+     * runtime root and process) what crashed servers left there, and starts the one-off QEMU
+     * capability probe early.
+     */
+    public static VmLauncher launcher(VmConfig config) {
+        QemuBinary.find(config.qemuBinary()).ifPresent(QemuBinary::sandboxSupported);
+        if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
+            RuntimeDirs.reapStale(config.runtimeRoot());
+        }
+        return (vmId, progress) -> boot(config, vmId, progress);
+    }
+
+    /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
+    public static QemuVm boot(VmConfig config, String vmId) throws VmException {
+        return start(config, vmId, null, phase -> { });
+    }
+
+    /** {@link #boot(VmConfig, String)}, telling {@code progress} of each phase as it completes. */
+    public static QemuVm boot(VmConfig config, String vmId, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, null, progress);
+    }
+
+    /**
+     * Starts a fresh QEMU from a saved template state (see {@link Snapshots}) and returns once
+     * the agent has answered CONFIGURE, which gives the guest the current time and new entropy
+     * before anything else runs in it. On any failure nothing is left behind.
+     */
+    public static QemuVm restore(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, state, progress);
+    }
+
+    private static QemuVm start(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
+        if (!RuntimeDirs.isValidVmId(vmId)) {
+            throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
+        }
+        Path qemu = QemuBinary.resolve(config.qemuBinary());
+        CompletableFuture<Boolean> sandbox = QemuBinary.sandboxSupported(qemu);
+        RuntimeDir dir;
+        try {
+            dir = RuntimeDirs.create(config.runtimeRoot(), vmId);
+        } catch (FileAlreadyExistsException e) {
+            throw new VmException("a VM named " + vmId + " already runs (its directory " + e.getFile() + " exists)");
+        } catch (IOException e) {
+            throw new VmException("cannot create the VM's runtime directory under " + config.runtimeRoot() + ": "
+                    + e.getMessage() + " (set VMGATE_RUNTIME_DIR to a writable directory)", e);
+        }
+        QemuVm vm = new QemuVm(config, vmId, dir, progress);
+        try {
+            vm.start(qemu, sandbox, state);
+            return vm;
+        } catch (BootFailure | RuntimeException e) {
+            String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
+            vm.close(); // first: QEMU's stderr is complete only once it has exited
+            log.warn("vm_boot_failed vm={} reason={}", vmId, reason);
+            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null);
+        }
+    }
+
+    /** Why a boot failed, in words for the user; the diagnostics are added by {@link #boot}. */
+    private static final class BootFailure extends Exception {
+        BootFailure(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
+    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, Path restoreFrom) throws BootFailure {
+        long deadline = createdNanos + config.bootTimeout().toNanos();
+        RuntimeDir.Owners owners = RuntimeDir.Owners.self();
+        ServerSocketChannel consoleL, agentL, qmpL;
+        try {
+            dir.writeOwners(owners);
+            consoleL = track(listen(dir.consoleSocket()));
+            agentL = track(listen(dir.agentSocket()));
+            qmpL = track(listen(dir.qmpSocket()));
+        } catch (IOException e) {
+            throw new BootFailure("cannot listen in " + dir.path() + ": " + e.getMessage(), e);
+        }
+
+        boolean sandbox = joinQuietly(sandboxProbe, Duration.ofSeconds(10)).orElse(false);
+        OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
+        if (config.accel() == Accel.TCG && tsc.isEmpty()) {
+            log.warn("vm_tsc_rate_unknown vm={} (no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang calibrating their clock)", id);
+        }
+        command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, Optional.empty());
+        if (restoreFrom != null) {
+            // The saved state arrives on QEMU's stdin: no helper process, nothing spawned.
+            command = command.withIncoming("fd:0");
+        }
+        List<String> argv = new ArrayList<>();
+        Optional<Path> setpriv = QemuBinary.setpriv();
+        if (setpriv.isPresent()) {
+            argv.addAll(List.of(setpriv.get().toString(), "--pdeathsig", "KILL", "--"));
+        } else {
+            log.warn("vm_no_parent_death_signal vm={} hint=install util-linux for setpriv; a crashed server leaves QEMU running until the next start reaps it", id);
+        }
+        argv.addAll(command.argv());
+        ProcessBuilder pb = new ProcessBuilder(argv)
+                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
+                .redirectErrorStream(true);
+        try {
+            process = Spawner.start(pb);
+        } catch (IOException e) {
+            throw new BootFailure("cannot start " + qemu + ": " + e.getMessage(), e);
+        }
+        phase("qemu_started");
+        // Logged once QEMU runs, not before: while logback still starts, a call costs milliseconds.
+        log.info("vm_starting vm={} pid={} accel={} cpus={} memory_mib={} sandbox={} image={}", id, process.pid(),
+                config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash());
+        log.debug("vm_command vm={} argv={}", id, argv);
+        process.onExit().thenRun(this::onQemuExit);
+        try {
+            long pid = process.pid();
+            dir.writeOwners(owners.withQemu(pid, ProcStat.startTime(pid).orElse(-1)));
+        } catch (IOException e) {
+            throw new BootFailure("cannot write " + dir.pidFile() + ": " + e.getMessage(), e);
+        }
+
+        SocketChannel[] c = acceptAll(List.of(consoleL, agentL, qmpL), deadline);
+        phase("qemu_connected");
+        console = ConsoleLog.start(c[0], dir.consoleLog(), id);
+        Qmp q = Qmp.connect(c[2], id);
+        qmp = q;
+        CompletableFuture<Void> qmpNegotiated = CompletableFuture.runAsync(() -> {
+            try {
+                q.negotiate(remaining(deadline));
+                qmpReady = true;
+            } catch (IOException | TimeoutException e) {
+                throw new java.util.concurrent.CompletionException(e);
+            }
+        }, r -> Thread.ofVirtual().name("qmp-negotiate-" + id).start(r));
+        agent = AgentClient.connect(c[1], id);
+
+        if (restoreFrom != null) {
+            try {
+                agent.configureFresh(HOSTNAME, remaining(deadline));
+            } catch (TimeoutException e) {
+                throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
+                        + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+            } catch (IOException e) {
+                throw new BootFailure(agentFailure(e), e);
+            }
+            phase("agent_restored");
+        } else try {
+            hello = agent.awaitHello(remaining(deadline));
+        } catch (TimeoutException e) {
+            throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
+                    + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
+                    + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
+        } catch (IOException e) {
+            throw new BootFailure(agentFailure(e), e);
+        }
+        if (restoreFrom == null) {
+            phase("agent_hello");
+            // A cold-booted guest gets the same set-up as a restored one, so callers never must.
+            // HELLO proved the agent live, and it handles frames in order: whatever the caller
+            // sends next runs configured, so the answer is checked without waiting for it.
+            try {
+                agent.configureFreshAsync(HOSTNAME)
+                        .orTimeout(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS)
+                        .whenComplete((ok, e) -> {
+                            if (e != null && !closing.get()) {
+                                log.warn("vm_configure_failed vm={} error=\"{}\" (the VM is torn down)", id, e);
+                                Thread.ofVirtual().name("vm-close-" + id).start(this::close);
+                            }
+                        });
+            } catch (IOException e) {
+                throw new BootFailure(agentFailure(e), e);
+            }
+        }
+        try {
+            qmpNegotiated.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
+        } catch (ExecutionException | TimeoutException e) {
+            Throwable cause = e instanceof ExecutionException ? e.getCause().getCause() : e;
+            throw new BootFailure("QEMU's monitor (QMP) did not answer: " + (cause == null ? e : cause).getMessage(), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new BootFailure("interrupted while booting", e);
+        }
+        if (hello == null) {
+            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
+        } else {
+            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
+                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
+        }
+    }
+
+    private String agentFailure(IOException e) {
+        Process p = process;
+        if (p != null) {
+            try {
+                // The agent socket closes when QEMU dies; give the exit a moment to be reaped so we can say how.
+                p.waitFor(1, TimeUnit.SECONDS);
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+            }
+            if (!p.isAlive()) {
+                return "QEMU exited with status " + p.exitValue() + " before the guest agent said hello"
+                        + " (a guest kernel panic or poweroff also ends QEMU)";
+            }
+        }
+        return "the guest agent connection failed before hello: " + e.getMessage();
+    }
+
+    private static ServerSocketChannel listen(Path path) throws IOException {
+        ServerSocketChannel s = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        try {
+            s.bind(UnixDomainSocketAddress.of(path), 1);
+            s.configureBlocking(false);
+        } catch (IOException e) {
+            s.close();
+            throw e;
+        }
+        return s;
+    }
+
+    private ServerSocketChannel track(ServerSocketChannel s) {
+        listeners.add(s);
+        return s;
+    }
+
+    /** Accepts one connection on each listener; fails fast if QEMU exits, or at the deadline. */
+    private SocketChannel[] acceptAll(List<ServerSocketChannel> servers, long deadline) throws BootFailure {
+        SocketChannel[] out = new SocketChannel[servers.size()];
+        try (Selector sel = Selector.open()) {
+            for (int i = 0; i < servers.size(); i++) {
+                servers.get(i).register(sel, SelectionKey.OP_ACCEPT, i);
+            }
+            process.onExit().thenRun(sel::wakeup);
+            int missing = servers.size();
+            while (missing > 0) {
+                if (!process.isAlive()) {
+                    throw new BootFailure("QEMU exited with status " + process.exitValue()
+                            + " before connecting to its sockets (see its stderr below)", null);
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    throw new BootFailure("QEMU did not connect to its sockets within " + seconds(config.bootTimeout()), null);
+                }
+                sel.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+                if (Thread.currentThread().isInterrupted()) { // select() returns at once from now on
+                    throw new BootFailure("interrupted while booting", null);
+                }
+                for (SelectionKey k : sel.selectedKeys()) {
+                    SocketChannel ch = ((ServerSocketChannel) k.channel()).accept();
+                    if (ch != null) {
+                        channels.add(ch);
+                        out[(Integer) k.attachment()] = ch;
+                        k.cancel();
+                        missing--;
+                    }
+                }
+                sel.selectedKeys().clear();
+            }
+        } catch (IOException e) {
+            throw new BootFailure("accepting QEMU's connections failed: " + e.getMessage(), e);
+        }
+        // Nobody else may connect: the sockets' job is done.
+        for (ServerSocketChannel s : servers) {
+            closeQuietly(s);
+        }
+        for (Path p : List.of(dir.consoleSocket(), dir.agentSocket(), dir.qmpSocket())) {
+            try {
+                Files.deleteIfExists(p);
+            } catch (IOException ignored) {
+                // removed with the directory at teardown
+            }
+        }
+        return out;
+    }
+
+    /** "0.3 s", "30 s": boot timeouts may be fractional. */
+    static String seconds(Duration d) {
+        return java.math.BigDecimal.valueOf(d.toMillis(), 3).stripTrailingZeros().toPlainString() + " s";
+    }
+
+    private static Duration remaining(long deadline) {
+        return Duration.ofNanos(Math.max(0, deadline - System.nanoTime()));
+    }
+
+    private void phase(String name) {
+        Phase p = new Phase(name, System.nanoTime());
+        phases.add(p);
+        try {
+            progress.accept(p);
+        } catch (RuntimeException e) {
+            log.warn("vm_progress_listener_failed vm={} phase={} error={}", id, name, e.toString());
+        }
+    }
+
+    private void onQemuExit() {
+        exited.complete(null);
+        if (!closing.get()) {
+            Process p = process;
+            log.warn("vm_exited vm={} status={} uptime_ms={} (unexpected: not closed by vmgate)", id,
+                    p == null ? -1 : p.exitValue(), (System.nanoTime() - createdNanos) / 1_000_000);
+        }
+    }
+
+    @Override
+    public String id() {
+        return id;
+    }
+
+    @Override
+    public AgentClient agent() {
+        return agent;
+    }
+
+    @Override
+    public CompletableFuture<Void> exited() {
+        return exited.copy(); // callers may not complete ours
+    }
+
+    @Override
+    public List<Phase> phases() {
+        return List.copyOf(phases);
+    }
+
+    @Override
+    public String diagnostics() {
+        String d = finalDiagnostics;
+        return d != null ? d : currentDiagnostics();
+    }
+
+    private String currentDiagnostics() {
+        ConsoleLog c = console;
+        String consoleTail = c != null ? c.tail(TAIL_LINES) : Tails.lastLines(dir.consoleLog(), TAIL_LINES);
+        return "guest console (last " + TAIL_LINES + " lines):\n" + Tails.indent(consoleTail)
+                + "\nQEMU stderr (last " + TAIL_LINES + " lines):\n" + Tails.indent(Tails.lastLines(dir.qemuStderr(), TAIL_LINES));
+    }
+
+    /** The QMP connection, for snapshotting and inspection. */
+    public Qmp qmp() {
+        return qmp;
+    }
+
+    /** The agent's greeting (kernel release, guest boot time). */
+    public Message.Hello hello() {
+        return hello;
+    }
+
+    public RuntimeDir runtimeDir() {
+        return dir;
+    }
+
+    public VmConfig config() {
+        return config;
+    }
+
+    /** The command line QEMU was started with; a snapshot restore starts the same plus {@code -incoming}. */
+    public QemuCommand command() {
+        return command;
+    }
+
+    public OptionalLong pid() {
+        Process p = process;
+        return p == null ? OptionalLong.empty() : OptionalLong.of(p.pid());
+    }
+
+    /** QEMU's exit status, once it has exited. */
+    public OptionalInt exitStatus() {
+        Process p = process;
+        return p == null || p.isAlive() ? OptionalInt.empty() : OptionalInt.of(p.exitValue());
+    }
+
+    /**
+     * Stops QEMU (QMP quit, then SIGTERM, then SIGKILL), closes every connection and deletes the
+     * runtime directory. Idempotent and safe from any thread; concurrent callers all return once
+     * teardown is complete. Never throws.
+     */
+    @Override
+    public void close() {
+        if (!closing.compareAndSet(false, true)) {
+            closeDone.join();
+            return;
+        }
+        boolean interrupted = Thread.interrupted(); // teardown must finish even for an interrupted caller
+        try {
+            stopQemu();
+            AgentClient a = agent;
+            if (a != null) {
+                a.close();
+            }
+            Qmp q = qmp;
+            if (q != null) {
+                q.close();
+            }
+            listeners.forEach(QemuVm::closeQuietly);
+            channels.forEach(QemuVm::closeQuietly);
+            ConsoleLog c = console;
+            if (c != null) {
+                joinQuietly(c.finished(), Duration.ofSeconds(1));
+            }
+            finalDiagnostics = currentDiagnostics();
+            RuntimeDirs.deleteQuietly(dir.path());
+            log.info("vm_destroyed vm={} lifetime_ms={} exit_status={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
+                    exitStatus().isPresent() ? exitStatus().getAsInt() : "none");
+        } catch (RuntimeException | Error e) {
+            log.error("vm_teardown_failed vm={}", id, e);
+        } finally {
+            closeDone.complete(null);
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    private void stopQemu() {
+        Process p = process;
+        if (p == null || !p.isAlive()) {
+            return;
+        }
+        Qmp q = qmp;
+        if (q != null && qmpReady) {
+            try {
+                q.execute("quit", Map.of(), Duration.ofSeconds(1));
+            } catch (IOException | TimeoutException e) {
+                // QEMU may exit before answering; either way the waits below decide
+            }
+            if (waitExit(p, QUIT_GRACE)) {
+                return;
+            }
+        }
+        p.destroy(); // SIGTERM
+        if (waitExit(p, TERM_GRACE)) {
+            return;
+        }
+        log.warn("vm_kill vm={} pid={} (QEMU ignored quit and SIGTERM)", id, p.pid());
+        p.destroyForcibly();
+        if (!waitExit(p, KILL_WAIT)) {
+            log.error("vm_kill_failed vm={} pid={} (QEMU survived SIGKILL for {} s)", id, p.pid(), KILL_WAIT.toSeconds());
+        }
+    }
+
+    /** Waits for exit without being interruptible: teardown must complete. */
+    private static boolean waitExit(Process p, Duration d) {
+        return joinQuietly(p.onExit(), d).isPresent();
+    }
+
+    /** The future's value within the time limit, or empty (timeout, failure); ignores interrupts, restoring the flag. */
+    private static <T> Optional<T> joinQuietly(CompletableFuture<T> f, Duration d) {
+        long deadline = System.nanoTime() + d.toNanos();
+        boolean interrupted = false;
+        try {
+            while (true) {
+                try {
+                    return Optional.ofNullable(f.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS));
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                } catch (ExecutionException | TimeoutException | java.util.concurrent.CancellationException e) {
+                    return Optional.empty();
+                }
+            }
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    private static void closeQuietly(java.io.Closeable c) {
+        try {
+            c.close();
+        } catch (IOException ignored) {
+            // teardown
+        }
+    }
+}

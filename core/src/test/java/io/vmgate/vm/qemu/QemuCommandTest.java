@@ -1,0 +1,111 @@
+package io.vmgate.vm.qemu;
+
+import io.vmgate.vm.Accel;
+import io.vmgate.vm.VmConfig;
+import io.vmgate.vm.VmException;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.vmgate.image.Image;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
+import java.util.OptionalInt;
+import java.util.OptionalLong;
+import org.junit.jupiter.api.Test;
+
+class QemuCommandTest {
+    static final Image IMAGE = new Image(Path.of("/cache/img"), Path.of("/cache/img/vmlinux"), Path.of("/cache/img/initrd.img"),
+            "6.1.0-9-cloud-amd64", "console=ttyS0 quiet panic=-1", "abc");
+    static final RuntimeDir DIR = new RuntimeDir(Path.of("/run/vmgate/vm1"));
+
+    static VmConfig config(Accel accel) {
+        return new VmConfig(IMAGE, 1, 256, accel, Duration.ofSeconds(30), OptionalInt.empty(), OptionalInt.empty(),
+                "qemu-system-x86_64", Path.of("/run/vmgate"));
+    }
+
+    static String after(List<String> argv, String option) {
+        int i = argv.indexOf(option);
+        assertThat(i).as(option).isNotNegative();
+        return argv.get(i + 1);
+    }
+
+    @Test
+    void tcgColdBoot() {
+        QemuCommand c = new QemuCommand(Path.of("/usr/bin/qemu-system-x86_64"), config(Accel.TCG), DIR, "vm1", true,
+                OptionalLong.of(2_299_998), Optional.empty());
+        List<String> a = c.argv();
+        assertThat(a.getFirst()).isEqualTo("/usr/bin/qemu-system-x86_64");
+        assertThat(after(a, "-machine")).isEqualTo("microvm,pit=on,pic=on,rtc=on,acpi=on");
+        assertThat(after(a, "-accel")).isEqualTo("tcg");
+        assertThat(a).doesNotContain("-cpu");
+        assertThat(after(a, "-smp")).isEqualTo("1");
+        assertThat(after(a, "-m")).isEqualTo("256M");
+        assertThat(a).contains("-nodefaults", "-no-user-config", "-nographic", "-no-reboot");
+        assertThat(after(a, "-kernel")).isEqualTo("/cache/img/vmlinux");
+        assertThat(after(a, "-initrd")).isEqualTo("/cache/img/initrd.img");
+        assertThat(after(a, "-append")).isEqualTo("console=ttyS0 quiet panic=-1 tsc_early_khz=2299998");
+        assertThat(a).containsSubsequence("-chardev", "socket,id=console,path=/run/vmgate/vm1/console.sock,server=off",
+                "-serial", "chardev:console");
+        assertThat(a).containsSubsequence("-chardev", "socket,id=agent,path=/run/vmgate/vm1/agent.sock,server=off",
+                "-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=org.vmgate.agent");
+        assertThat(a).containsSubsequence("-chardev", "socket,id=qmp,path=/run/vmgate/vm1/qmp.sock,server=off",
+                "-mon", "chardev=qmp,mode=control");
+        assertThat(after(a, "-sandbox")).isEqualTo("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        assertThat(String.join(" ", a)).doesNotContain("-netdev", "-nic", "virtio-net", "-incoming", "server=on");
+    }
+
+    @Test
+    void kvmUsesTheHostCpuAndNeedsNoClockHint() {
+        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.KVM).withCpus(2).withMemoryMib(512), DIR, "vm1", false,
+                OptionalLong.of(2_299_998), Optional.empty());
+        List<String> a = c.argv();
+        assertThat(after(a, "-accel")).isEqualTo("kvm");
+        assertThat(after(a, "-cpu")).isEqualTo("host");
+        assertThat(after(a, "-smp")).isEqualTo("2");
+        assertThat(after(a, "-m")).isEqualTo("512M");
+        assertThat(after(a, "-append")).doesNotContain("tsc_early_khz");
+        assertThat(a).doesNotContain("-sandbox");
+    }
+
+    @Test
+    void agentSettingsGoOnTheKernelCommandLine() {
+        VmConfig cfg = config(Accel.TCG).withRwsizeMib(64).withMaxProcs(100);
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 vmgate.rwsize=64 vmgate.maxprocs=100");
+    }
+
+    @Test
+    void restoreIsTheSameMachinePlusIncoming() {
+        QemuCommand cold = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.of(1), Optional.empty());
+        QemuCommand warm = cold.withIncoming("exec:cat /state");
+        assertThat(warm.argv().subList(0, cold.argv().size())).isEqualTo(cold.argv());
+        assertThat(warm.argv().subList(cold.argv().size(), warm.argv().size())).containsExactly("-incoming", "exec:cat /state");
+    }
+
+    @Test
+    void commasInPathsAreEscapedForQemu() {
+        RuntimeDir odd = new RuntimeDir(Path.of("/tmp/a,b/vm1"));
+        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), Optional.empty());
+        assertThat(c.argv()).contains("socket,id=agent,path=/tmp/a,,b/vm1/agent.sock,server=off");
+    }
+
+    @Test
+    void configValidatesItsNumbers() {
+        assertThatThrownBy(() -> config(Accel.TCG).withCpus(0)).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> config(Accel.TCG).withMemoryMib(16)).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> config(Accel.TCG).withBootTimeout(Duration.ZERO)).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> config(Accel.TCG).withRwsizeMib(0)).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> config(Accel.TCG).withMaxProcs(-1)).isInstanceOf(IllegalArgumentException.class);
+    }
+
+    @Test
+    void missingQemuSaysWhichPackage() {
+        assertThatThrownBy(() -> QemuBinary.resolve("qemu-system-nonexistent-arch"))
+                .isInstanceOf(VmException.class).hasMessageContaining("apt-get install qemu-system-x86");
+        assertThatThrownBy(() -> QemuBinary.resolve("/nonexistent/qemu"))
+                .isInstanceOf(VmException.class).hasMessageContaining("/nonexistent/qemu");
+    }
+}
