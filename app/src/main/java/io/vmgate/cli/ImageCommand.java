@@ -2,6 +2,7 @@ package io.vmgate.cli;
 
 import io.vmgate.image.Image;
 import io.vmgate.image.ImageStore;
+import io.vmgate.sandbox.Sandboxes;
 import java.nio.file.Files;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -30,7 +31,9 @@ final class ImageCommand {
         @Override
         public Integer call() throws Exception {
             Logging.configure(Logging.Format.text, "INFO");
-            System.out.println(VmOptions.snapshots(vmOptions.config(), false).ensureTemplate());
+            try (Sandboxes engine = Sandboxes.create(vmOptions.options())) {
+                System.out.println(engine.prepare().map(Object::toString).orElse("(no snapshot template: --no-snapshot)"));
+            }
             return 0;
         }
     }
@@ -50,13 +53,13 @@ final class ImageCommand {
         @Override
         public Integer call() throws Exception {
             Logging.configure(Logging.Format.text, "WARN");
-            io.vmgate.vm.VmConfig c = vmOptions.config();
-            var cmd = io.vmgate.vm.qemu.QemuCommand.of(c, new io.vmgate.vm.qemu.RuntimeDir(dir), "bench");
-            if (template) {
-                System.out.println(VmOptions.snapshots(c, false).ensureTemplate());
-                cmd = cmd.withIncoming("fd:0");
+            try (Sandboxes engine = Sandboxes.create(vmOptions.options())) {
+                if (template) {
+                    System.out.println(engine.prepare().orElseThrow(() ->
+                            new IllegalArgumentException("--template needs snapshot restores (drop --no-snapshot)")));
+                }
+                engine.qemuCommandLine(dir, template).forEach(System.out::println);
             }
-            cmd.argv().forEach(System.out::println);
             return 0;
         }
     }

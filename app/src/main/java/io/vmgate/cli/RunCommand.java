@@ -1,32 +1,31 @@
 package io.vmgate.cli;
 
-import io.vmgate.agent.ExitStatus;
-import io.vmgate.agent.GuestProcess;
-import io.vmgate.agent.ProcessSpec;
-import io.vmgate.agent.PtySpec;
-import io.vmgate.vm.Vm;
-import io.vmgate.vm.VmConfig;
-import io.vmgate.vm.VmException;
+import io.vmgate.exec.Command;
+import io.vmgate.exec.Execution;
+import io.vmgate.exec.ExitStatus;
+import io.vmgate.exec.Pty;
+import io.vmgate.exec.Pump;
+import io.vmgate.exec.Waiting;
+import io.vmgate.sandbox.Sandbox;
+import io.vmgate.sandbox.SandboxException;
+import io.vmgate.sandbox.Sandboxes;
 import java.io.FileOutputStream;
 import java.io.FileDescriptor;
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
-import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 /** {@code vmgate run}: one command, a piped list of commands, or an interactive shell, in a fresh VM. */
-@Command(name = "run", description = {
+@picocli.CommandLine.Command(name = "run", description = {
         "Run a command in a fresh microVM and exit with its status (128+N if killed by signal N).",
         "With no command: stdin not a terminal -> run its newline-separated commands in one shell,",
         "stopping at the first failure; stdin a terminal -> an interactive shell.",
@@ -59,64 +58,63 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        // Phases before the VM is ready are printed once it is, in time order: its QEMU may have
-        // started (EarlyVm) before the options were even parsed.
-        List<Vm.Phase> startup = new ArrayList<>();
-        startup.add(new Vm.Phase("jvm_main", LaunchClock.mainEntered()));
-        startup.add(new Vm.Phase("options_parsed", System.nanoTime()));
+        // Phases before the sandbox is ready are printed once it is, in time order: its QEMU may
+        // have started (EarlyVm) before the options were even parsed.
+        List<Sandbox.Phase> startup = new ArrayList<>();
+        startup.add(new Sandbox.Phase("jvm_main", LaunchClock.mainEntered()));
+        startup.add(new Sandbox.Phase("options_parsed", System.nanoTime()));
         Logging.configure(Logging.Format.text, verbose ? "INFO" : "ERROR");
         boolean stdinIsTerminal = Terminal.isTerminal(0);
-        ProcessSpec spec;
+        Command cmd;
         boolean feedStdin = true;
         if (!command.isEmpty()) {
-            spec = ProcessSpec.exec(command);
+            cmd = Command.of(command);
         } else if (!stdinIsTerminal) {
             String input = new String(System.in.readAllBytes(), StandardCharsets.UTF_8);
-            spec = ProcessSpec.exec(CommandList.argv(input));
+            cmd = Command.of(CommandList.argv(input));
             feedStdin = false;
         } else {
-            spec = ProcessSpec.exec(List.of("/bin/sh", "-l"));
+            cmd = Command.login();
             tty = true;
         }
-        spec = spec.withEnv(parseEnv(env));
+        cmd = cmd.env(parseEnv(env));
         int[] size = null;
         if (tty) {
             size = stdinIsTerminal ? Terminal.size() : null;
             String term = System.getenv().getOrDefault("TERM", "xterm");
-            spec = spec.withPty(PtySpec.of(term, size != null ? size[0] : 0, size != null ? size[1] : 0));
+            cmd = cmd.pty(Pty.of(term, size != null ? size[0] : 0, size != null ? size[1] : 0));
         }
 
-        Vm vm;
-        try {
-            VmConfig config = vmOptions.config();
-            EarlyVm.Taken early = EarlyVm.take(config, vmOptions.noSnapshot, vmId());
+        Sandbox sandbox;
+        try (Sandboxes engine = Sandboxes.builder(vmOptions.options()).abandonStartsOnExit().build()) {
+            EarlyVm.Taken early = EarlyVm.take(engine, vmId());
             if (early != null) {
-                startup.add(new Vm.Phase("image_ready", early.imageReadyNanos()));
-                vm = early.vm();
+                startup.add(new Sandbox.Phase("image_ready", early.imageReadyNanos()));
+                sandbox = early.sandbox();
             } else {
-                startup.add(new Vm.Phase("image_ready", System.nanoTime()));
-                vm = AbortableBoot.launch(VmOptions.launcher(config, vmOptions.noSnapshot, false), vmId(), phase -> { });
+                startup.add(new Sandbox.Phase("image_ready", System.nanoTime()));
+                sandbox = engine.start(vmId(), phase -> { });
             }
-        } catch (VmException e) {
+        } catch (SandboxException e) {
             // Stopped by a signal mid-boot: the boot was abandoned on purpose, and the JVM exits with 128+N.
-            return AbortableBoot.stopping() ? VMGATE_FAILED : fail(e.getMessage());
+            return e.abandoned() ? VMGATE_FAILED : fail(e.getMessage());
         }
-        Thread teardownOnExit = new Thread(vm::close, "vm-teardown");
+        Thread teardownOnExit = new Thread(sandbox::close, "vm-teardown");
         try {
             Runtime.getRuntime().addShutdownHook(teardownOnExit);
         } catch (IllegalStateException shuttingDown) {
-            vm.close(); // a signal came while the VM started: the JVM exits with that signal's status
+            sandbox.close(); // a signal came while the sandbox started: the JVM exits with that signal's status
             return VMGATE_FAILED;
         }
         try {
             if (verbose) {
-                startup.addAll(vm.phases());
-                startup.sort(java.util.Comparator.comparingLong(Vm.Phase::nanoTime));
+                startup.addAll(sandbox.startup());
+                startup.sort(java.util.Comparator.comparingLong(Sandbox.Phase::nanoTime));
                 startup.forEach(p -> phase(p.name(), p.nanoTime()));
             }
-            return runIn(vm, spec, feedStdin, size != null && stdinIsTerminal);
+            return runIn(sandbox, cmd, feedStdin, size != null && stdinIsTerminal);
         } finally {
-            vm.close();
+            sandbox.close();
             phase("teardown_done");
             try {
                 Runtime.getRuntime().removeShutdownHook(teardownOnExit);
@@ -130,10 +128,10 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
         return "run-" + ProcessHandle.current().pid();
     }
 
-    private int runIn(Vm vm, ProcessSpec spec, boolean feedStdin, boolean interactive) throws Exception {
-        GuestProcess p;
+    private int runIn(Sandbox sandbox, Command cmd, boolean feedStdin, boolean interactive) throws Exception {
+        Execution p;
         try {
-            p = vm.agent().start(spec);
+            p = sandbox.exec(cmd);
         } catch (IOException e) {
             return fail("cannot start the command: " + e.getMessage());
         }
@@ -161,58 +159,31 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
                 });
             }
             if (feedStdin) {
-                Thread.ofVirtual().name("stdin-pump").start(() -> pump(System.in, p.stdin(), true));
+                Pump.copy(System.in, p.stdin()).name("stdin-pump").closeTargetAtEnd().start();
             } else {
-                closeQuietly(p.stdin());
+                p.stdin().close();
             }
-            CompletableFuture<Void> out = CompletableFuture.runAsync(() -> pump(p.stdout(), stdout, false), Thread::startVirtualThread);
-            CompletableFuture<Void> err = CompletableFuture.runAsync(() -> pump(p.stderr(), stderr, false), Thread::startVirtualThread);
-            CompletableFuture<ExitStatus> exit = p.exit();
-            // A VM that dies ends the wait too: exit() fails when the agent connection drops.
-            vm.exited().thenRun(() -> exit.completeExceptionally(new IOException("the VM stopped unexpectedly")));
+            CompletableFuture<Long> out = Pump.copy(p.stdout(), stdout).name("stdout-pump").start();
+            CompletableFuture<Long> err = Pump.copy(p.stderr(), stderr).name("stderr-pump").start();
             ExitStatus status;
             try {
-                status = timeoutSeconds == null ? exit.get() : exit.get(timeoutSeconds, TimeUnit.SECONDS);
+                status = timeoutSeconds == null ? p.waitFor() : p.waitFor(Duration.ofSeconds(timeoutSeconds));
             } catch (TimeoutException e) {
                 p.kill();
                 Terminal.restore(savedTerminal);
                 savedTerminal = null;
                 return fail("the command did not finish within " + timeoutSeconds + " s and was killed", TIMED_OUT);
-            } catch (ExecutionException e) {
+            } catch (IOException e) {
+                // The VM died (the message says how) or vmgate lost it.
                 Terminal.restore(savedTerminal);
                 savedTerminal = null;
-                return fail(e.getCause().getMessage() + "\n" + vm.diagnostics());
+                return fail(e.getMessage() + "\n" + sandbox.diagnostics());
             }
-            CompletableFuture.allOf(out, err).get(10, TimeUnit.SECONDS);
+            Waiting.await(CompletableFuture.allOf(out, err), Duration.ofSeconds(10));
             phase("exit");
             return status.shellCode();
         } finally {
             Terminal.restore(savedTerminal);
-        }
-    }
-
-    private static void pump(InputStream in, OutputStream out, boolean closeOut) {
-        byte[] buf = new byte[32 * 1024];
-        try {
-            int n;
-            while ((n = in.read(buf)) >= 0) {
-                out.write(buf, 0, n);
-                out.flush();
-            }
-        } catch (IOException ignored) {
-            // the other side is gone; the exit path reports why
-        } finally {
-            if (closeOut) {
-                closeQuietly(out);
-            }
-        }
-    }
-
-    private static void closeQuietly(OutputStream out) {
-        try {
-            out.close();
-        } catch (IOException ignored) {
-            // nothing to do
         }
     }
 

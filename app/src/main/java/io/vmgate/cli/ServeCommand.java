@@ -3,10 +3,8 @@ package io.vmgate.cli;
 import io.vmgate.ssh.Durations;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
-import io.vmgate.vm.qemu.Snapshots;
-import io.vmgate.vm.VmException;
-import io.vmgate.vm.VmLauncher;
-import io.vmgate.vm.WarmPool;
+import io.vmgate.sandbox.SandboxException;
+import io.vmgate.sandbox.Sandboxes;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -104,35 +102,34 @@ final class ServeCommand implements Callable<Integer> {
         String host = m.group(1) != null ? m.group(1) : m.group(3) != null ? m.group(3) : m.group(5);
         String portText = m.group(2) != null ? m.group(2) : m.group(4);
         int port = portText != null ? Integer.parseInt(portText) : ServerConfig.DEFAULT_PORT;
-        VmLauncher launcher = vmOptions.launcher(true);
-        if (launcher instanceof Snapshots snapshots && pool == 0) {
+        Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground();
+        if (pool > 0) {
+            sandboxes.warmPool(pool, maxSessions);
+        }
+        Sandboxes engine = sandboxes.build();
+        if (engine.restoresFromTemplate() && pool == 0) {
             // Build the template now, not when the first user is waiting for it.
             Thread.ofVirtual().name("template-warm").start(() -> {
                 try {
-                    snapshots.ensureTemplate();
-                } catch (VmException e) {
+                    engine.prepare();
+                } catch (SandboxException e) {
                     log.warn("snapshot_warm_failed reason=\"{}\"", e.getMessage().lines().findFirst().orElse(""));
                 }
             });
         }
-        WarmPool warmPool = pool > 0 ? new WarmPool(launcher, pool, maxSessions, vmOptions.memoryMib) : null;
-        ServerConfig cfg = ServerConfig.builder(warmPool != null ? warmPool : launcher, hostKey != null ? hostKey : defaultHostKey())
+        ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId),
+                        hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
                 .allowPasswordless(allowPasswordless)
-                // QemuVm and WarmPool hand out VMs already configured (clock, hostname, entropy):
-                // a second CONFIGURE here would only add a round trip before the first prompt byte.
-                .guestHostname(null)
                 .envAllowlist(envAllow).maxSessions(maxSessions).maxChannelsPerConnection(maxChannels)
                 .apply(this::sessionLimits)
                 .build();
         VmgateSshServer server = new VmgateSshServer(cfg);
         try {
             server.start();
-        } catch (IllegalArgumentException e) {
-            if (warmPool != null) {
-                warmPool.close();
-            }
+        } catch (IllegalArgumentException | java.io.IOException e) {
+            engine.close();
             throw e;
         }
         // SIGTERM/SIGINT drain: clients get a message, every VM is destroyed, then exit 0.
@@ -142,12 +139,10 @@ final class ServeCommand implements Callable<Integer> {
             stopSignal.countDown();
         });
         log.info("server_listening addr={} port={} host_key={} fingerprint={} pool={} snapshots={}", host, server.port(),
-                cfg.hostKeyPath(), server.hostKeyFingerprint(), pool, launcher instanceof Snapshots);
+                cfg.hostKeyPath(), server.hostKeyFingerprint(), pool, engine.restoresFromTemplate());
         stopSignal.await();
         server.stop();
-        if (warmPool != null) {
-            warmPool.close();
-        }
+        engine.close();
         log.info("server_stopped");
         return 0;
     }

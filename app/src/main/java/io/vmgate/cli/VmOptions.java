@@ -1,19 +1,12 @@
 package io.vmgate.cli;
 
-import io.vmgate.image.Image;
-import io.vmgate.image.ImageException;
-import io.vmgate.image.ImageStore;
-import io.vmgate.vm.Accel;
-import io.vmgate.vm.qemu.QemuVm;
-import io.vmgate.vm.qemu.Snapshots;
-import io.vmgate.vm.VmConfig;
-import io.vmgate.vm.VmException;
-import io.vmgate.vm.VmLauncher;
+import io.vmgate.sandbox.SandboxOptions;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.Locale;
 import picocli.CommandLine.Option;
 
-/** The VM options shared by {@code run} and {@code serve}. */
+/** The sandbox options shared by {@code run}, {@code serve} and {@code image warm}. */
 final class VmOptions {
     @Option(names = "--cpus", paramLabel = "N", description = "Virtual CPUs per VM (default: ${DEFAULT-VALUE}).", defaultValue = "1")
     int cpus;
@@ -42,50 +35,29 @@ final class VmOptions {
     @Option(names = "--no-snapshot", description = "Cold-boot every VM instead of restoring the image's snapshot template.")
     boolean noSnapshot;
 
-    /** Resolves the image (building the default one if missing); {@link QemuVm#launcher} reaps what crashed runs left. */
-    VmConfig config() throws VmException {
-        if (bootTimeoutSeconds <= 0) {
-            throw new VmException("--boot-timeout must be positive");
+    /**
+     * The options as the Sandbox API takes them.
+     *
+     * @throws IllegalArgumentException naming the option that is out of range
+     */
+    SandboxOptions options() {
+        if (!(bootTimeoutSeconds > 0)) {
+            throw new IllegalArgumentException("--boot-timeout must be positive");
         }
-        Image img;
+        SandboxOptions.Accelerator a;
         try {
-            img = image != null ? Image.load(image) : ImageStore.atDefaultLocation().defaultImage();
-        } catch (ImageException e) {
-            throw new VmException(e.getMessage(), e);
-        }
-        Accel a;
-        try {
-            a = "auto".equalsIgnoreCase(accel) ? Accel.detect() : Accel.parse(accel);
+            a = SandboxOptions.Accelerator.valueOf(accel.strip().toUpperCase(Locale.ROOT));
         } catch (IllegalArgumentException e) {
-            throw new VmException("--accel must be auto, kvm or tcg, not '" + accel + "'");
+            throw new IllegalArgumentException("--accel must be auto, kvm or tcg, not '" + accel + "'");
         }
-        VmConfig c;
-        try {
-            c = VmConfig.defaults(img).withCpus(cpus).withMemoryMib(memoryMib).withAccel(a)
-                    .withBootTimeout(Duration.ofMillis(Math.round(bootTimeoutSeconds * 1000)));
-            if (writableMib != null) {
-                c = c.withRwsizeMib(writableMib);
-            }
-            if (maxProcs != null) {
-                c = c.withMaxProcs(maxProcs);
-            }
-        } catch (IllegalArgumentException e) {
-            throw new VmException(e.getMessage(), e);
+        SandboxOptions.Builder b = SandboxOptions.builder().image(image).cpus(cpus).memoryMib(memoryMib).accelerator(a)
+                .bootTimeout(Duration.ofMillis(Math.round(bootTimeoutSeconds * 1000))).snapshot(!noSnapshot);
+        if (writableMib != null) {
+            b.writableMib(writableMib);
         }
-        return c;
-    }
-
-    /** Restores from the snapshot template (built on first need) unless --no-snapshot. */
-    VmLauncher launcher(boolean longRunning) throws VmException {
-        return launcher(config(), noSnapshot, longRunning);
-    }
-
-    static VmLauncher launcher(VmConfig c, boolean noSnapshot, boolean longRunning) {
-        VmLauncher cold = QemuVm.launcher(c);
-        return noSnapshot ? cold : snapshots(c, longRunning);
-    }
-
-    static Snapshots snapshots(VmConfig c, boolean longRunning) {
-        return new Snapshots(c, ImageStore.defaultRoot().resolve("templates"), longRunning);
+        if (maxProcs != null) {
+            b.maxProcs(maxProcs);
+        }
+        return b.build();
     }
 }

@@ -1,9 +1,9 @@
 package io.vmgate.agent;
 
-import java.io.IOException;
+import io.vmgate.exec.GuestGoneException;
 
 /** The connection to the guest agent ended: the VM stopped, crashed, or sent garbage. */
-public final class AgentGoneException extends IOException {
+public final class AgentGoneException extends GuestGoneException {
     public AgentGoneException(String message, Throwable cause) {
         super(message, cause);
     }

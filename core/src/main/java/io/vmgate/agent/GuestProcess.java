@@ -1,5 +1,6 @@
 package io.vmgate.agent;
 
+import io.vmgate.exec.ExitStatus;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;

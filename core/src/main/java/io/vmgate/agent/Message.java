@@ -1,5 +1,6 @@
 package io.vmgate.agent;
 
+import io.vmgate.exec.ExitStatus;
 import java.util.List;
 
 /** The messages of docs/protocol.md, each able to encode itself and be decoded from a {@link Frame}. */

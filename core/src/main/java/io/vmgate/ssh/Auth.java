@@ -19,13 +19,16 @@ import org.apache.sshd.server.session.ServerSession;
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 final class Auth implements PasswordAuthenticator, PublickeyAuthenticator {
-    private final VmgateSshServer server;
+    private final FailureTracker failures;
+    private final java.util.concurrent.ScheduledExecutorService scheduler;
     private final String user;                  // null: any user name
     private final byte[] passwordDigest;        // null: no password auth
     private final PublickeyAuthenticator keys;  // null: no key auth
 
-    Auth(VmgateSshServer server, String user, byte[] password, PublickeyAuthenticator keys) {
-        this.server = server;
+    Auth(FailureTracker failures, java.util.concurrent.ScheduledExecutorService scheduler, String user, byte[] password,
+            PublickeyAuthenticator keys) {
+        this.failures = failures;
+        this.scheduler = scheduler;
         this.user = user;
         this.passwordDigest = password == null ? null : sha256(password);
         this.keys = keys;
@@ -65,15 +68,15 @@ final class Auth implements PasswordAuthenticator, PublickeyAuthenticator {
 
     /** Records a failure; answers at once, or later (asynchronously) once the address is suspicious. */
     private boolean failed(Connection conn, String method, String username, String key) {
-        Duration delay = server.failures().failed(conn.remoteIp);
+        Duration delay = failures.failed(conn.remoteIp);
         Events.log.warn("auth_failed conn={} user={} remote={} method={}{} failures={} delay_ms={}", conn.id,
                 Events.v(username), Events.v(conn.remote), method, key == null ? "" : " key=" + Events.v(key),
-                server.failures().failures(conn.remoteIp), delay.toMillis());
+                failures.failures(conn.remoteIp), delay.toMillis());
         if (delay.isZero()) {
             return false;
         }
         AsyncAuthException later = new AsyncAuthException();
-        server.scheduler().schedule(() -> later.setAuthed(false), delay.toMillis(), TimeUnit.MILLISECONDS);
+        scheduler.schedule(() -> later.setAuthed(false), delay.toMillis(), TimeUnit.MILLISECONDS);
         throw later;
     }
 

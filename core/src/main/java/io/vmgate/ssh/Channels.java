@@ -36,10 +36,14 @@ final class Channels {
             "streamlocal-forward@openssh.com", "cancel-streamlocal-forward@openssh.com");
 
     static final class SessionFactory implements ChannelFactory {
-        private final VmgateSshServer server;
+        private final int maxChannels;
+        private final EnvPolicy envPolicy;
+        private final java.util.concurrent.ScheduledExecutorService scheduler;
 
-        SessionFactory(VmgateSshServer server) {
-            this.server = server;
+        SessionFactory(int maxChannels, EnvPolicy envPolicy, java.util.concurrent.ScheduledExecutorService scheduler) {
+            this.maxChannels = maxChannels;
+            this.envPolicy = envPolicy;
+            this.scheduler = scheduler;
         }
 
         @Override
@@ -50,7 +54,7 @@ final class Channels {
         @Override
         public Channel createChannel(Session session) throws IOException {
             Connection conn = Connection.of(session);
-            int max = server.config().maxChannelsPerConnection();
+            int max = maxChannels;
             if (!conn.tryOpenChannel(max)) {
                 try (var s = conn.scope()) {
                     Events.log.warn("channel_refused {} reason=too_many_channels max={}", conn.tag(), max);
@@ -58,7 +62,7 @@ final class Channels {
                 return new Refused(SshConstants.SSH_OPEN_RESOURCE_SHORTAGE,
                         "vmgate: too many channels on this connection (at most " + max + ")");
             }
-            return new VmChannelSession(conn, server);
+            return new SessionChannel(conn, envPolicy, scheduler);
         }
     }
 

@@ -1,68 +1,75 @@
 package io.vmgate.ssh;
 
-import io.vmgate.agent.AgentGoneException;
-import io.vmgate.agent.ExitStatus;
-import io.vmgate.agent.GuestProcess;
-import io.vmgate.vm.Vm;
+import io.vmgate.exec.Command;
+import io.vmgate.exec.ExitStatus;
+import io.vmgate.exec.Execution;
+import io.vmgate.exec.Guest;
+import io.vmgate.exec.GuestGoneException;
+import io.vmgate.exec.Pump;
+import io.vmgate.exec.Waiting;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
-import java.util.List;
+import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import java.util.concurrent.locks.ReentrantLock;
 import org.apache.sshd.server.Environment;
 import org.apache.sshd.server.ExitCallback;
 import org.apache.sshd.server.channel.ChannelSession;
-import org.apache.sshd.server.command.Command;
 
 /**
- * A shell, exec or subsystem request running as a process in the connection's VM. All the
- * work happens on virtual threads: one that gets the VM (launching it if needed), starts the
- * process and waits for its end, and one per stream. Streams are blocking end to end, so a
+ * A shell, exec or subsystem request running as a process in the connection's guest. All the work
+ * happens on virtual threads: one that gets the guest (opening it if needed), starts the process
+ * and waits for its end, and one {@link Pump} per stream. Streams are blocking end to end, so a
  * slow SSH reader stops the guest process rather than filling host memory.
  *
- * <p>With a PTY, a VM that is not ready within {@link #PROGRESS_AFTER_MS} gets a progress line on
+ * <p>With a PTY, a guest that is not ready within {@link #PROGRESS_AFTER_MS} gets a progress line on
  * the user's terminal, erased before the first byte from the guest. Without a PTY, stdout carries
  * the guest's bytes and nothing else.
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
-final class GuestCommand implements Command {
+final class GuestCommand implements org.apache.sshd.server.command.Command {
     enum Kind { SHELL, EXEC, SUBSYSTEM }
 
     static final int FAILED = 255;
-    private static final int CHUNK = 32 * 1024;
-    private static final long DRAIN_AFTER_FAILURE_MS = 2_000;
+    private static final Duration DRAIN_AFTER_FAILURE = Duration.ofSeconds(2);
     static final long PROGRESS_AFTER_MS = 1_000;
     static final String PROGRESS = "\rvmgate: starting your VM...";
     static final String ERASE_LINE = "\r\033[K";
 
-    private final VmChannelSession channel;
+    private final SessionChannel channel;
     private final Kind kind;
-    private final List<String> argv;
+    private final Command command;
     private final String request;
+    private final ScheduledExecutorService scheduler;
     private InputStream in;
     private OutputStream out;
     private OutputStream err;
     private ExitCallback exitCallback;
     private volatile boolean destroyed;
-    private volatile GuestProcess process;
+    private volatile Execution execution;
     /** Serialises whole writes to stderr: the guest's, our notices and the final message. */
     private final ReentrantLock errLock = new ReentrantLock();
     /** Guards the progress line: NONE, then SHOWN (maybe), then DONE once the guest may write. */
     private final ReentrantLock progressLock = new ReentrantLock();
     private int progressState; // 0 none, 1 shown, 2 done
 
-    GuestCommand(VmChannelSession channel, Kind kind, List<String> argv, String request) {
+    /**
+     * @param command what to run; the channel's terminal and environment are added at start
+     * @param request the exec line or subsystem name, for logs
+     */
+    GuestCommand(SessionChannel channel, Kind kind, Command command, String request, ScheduledExecutorService scheduler) {
         this.channel = channel;
         this.kind = kind;
-        this.argv = argv;
+        this.command = command;
         this.request = request;
+        this.scheduler = scheduler;
     }
 
     @Override
@@ -87,14 +94,14 @@ final class GuestCommand implements Command {
 
     @Override
     public void start(ChannelSession ignored, Environment env) {
-        // Launching a VM takes seconds: never on MINA's I/O threads.
+        // Opening a guest takes seconds: never on MINA's I/O threads.
         Thread.ofVirtual().name(threadName("main")).start(this::run);
     }
 
     @Override
     public void destroy(ChannelSession ignored) {
         destroyed = true;
-        GuestProcess p = process;
+        Execution p = execution;
         if (p != null && !p.exit().isDone()) {
             // The client went away (channel or connection closed) before the process ended.
             Thread.ofVirtual().name(threadName("kill")).start(p::kill);
@@ -102,8 +109,8 @@ final class GuestCommand implements Command {
     }
 
     /** The guest process, once started. */
-    GuestProcess process() {
-        return process;
+    Execution execution() {
+        return execution;
     }
 
     /** Writes a line for the user on this command's stderr (the terminal with a PTY), without blocking the caller. */
@@ -143,10 +150,10 @@ final class GuestCommand implements Command {
                     kind.name().toLowerCase(), pty, kind == Kind.EXEC ? " bytes=" + request.length()
                             : kind == Kind.SUBSYSTEM ? " subsystem=" + Events.v(request) : "");
             Events.log.debug("command_line {} channel={} command={}", conn.tag(), channel.number, Events.v(request));
-            Vm vm;
+            Guest guest;
             ScheduledFuture<?> progress = pty ? scheduleProgress(t0) : null;
             try {
-                vm = conn.acquireVm();
+                guest = conn.acquireGuest();
             } catch (Refusal r) {
                 clearProgress(progress);
                 fail(r.getMessage(), t0);
@@ -156,19 +163,19 @@ final class GuestCommand implements Command {
             if (destroyed) {
                 return;
             }
-            GuestProcess p;
+            Execution p;
             try {
-                p = vm.agent().start(channel.spec(argv));
+                p = guest.exec(channel.complete(command));
             } catch (IOException e) {
-                // The agent refuses what it cannot carry (e.g. a command over the frame limit): say why.
-                fail(conn.terminated().isDone() || e instanceof AgentGoneException ? conn.explain(e)
+                // The guest refuses what it cannot carry (e.g. a command over the frame limit): say why.
+                fail(conn.terminated().isDone() || e instanceof GuestGoneException ? conn.explain(e)
                         : "vmgate: cannot start the command: " + e.getMessage(), t0);
                 return;
             } catch (RuntimeException e) {
                 fail("vmgate: cannot start the command: " + e.getMessage(), t0);
                 return;
             }
-            process = p;
+            execution = p;
             if (destroyed) {
                 p.kill();
                 return;
@@ -191,12 +198,11 @@ final class GuestCommand implements Command {
         }
     }
 
-    // --- the progress line while a PTY user waits for the VM
+    // --- the progress line while a PTY user waits for the guest
 
     private ScheduledFuture<?> scheduleProgress(long t0) {
         try {
-            return channel.server.scheduler().schedule(
-                    () -> Thread.ofVirtual().name(threadName("progress")).start(() -> showProgress(t0)),
+            return scheduler.schedule(() -> Thread.ofVirtual().name(threadName("progress")).start(() -> showProgress(t0)),
                     PROGRESS_AFTER_MS, TimeUnit.MILLISECONDS);
         } catch (RejectedExecutionException e) {
             return null; // the server is stopping
@@ -240,28 +246,32 @@ final class GuestCommand implements Command {
         }
     }
 
-    private void bridge(GuestProcess p, boolean pty, long t0) {
+    private void bridge(Execution p, boolean pty, long t0) {
         Connection conn = channel.conn;
-        Thread.ofVirtual().name(threadName("stdin")).start(() -> pumpStdin(p));
-        CompletableFuture<Void> outDone = pump(p.stdout(), out, "stdout", p, null);
-        CompletableFuture<Void> errDone = pty ? CompletableFuture.completedFuture(null) : pump(p.stderr(), err, "stderr", p, errLock);
+        Pump.copy(in, p.stdin()).name(threadName("stdin")).closeTargetAtEnd().onData(n -> conn.activity()).start();
+        CompletableFuture<Long> outDone = Pump.copy(p.stdout(), out).name(threadName("stdout"))
+                .onData(n -> conn.activity()).onTargetFailure(p::kill).start();
+        CompletableFuture<Long> errDone = pty ? CompletableFuture.completedFuture(0L)
+                : Pump.copy(p.stderr(), err).name(threadName("stderr")).lock(errLock)
+                        .onData(n -> conn.activity()).onTargetFailure(p::kill).start();
+        CompletableFuture<?> delivered = CompletableFuture.allOf(outDone.handle((r, e) -> null), errDone.handle((r, e) -> null));
 
-        CompletableFuture<Object> first = CompletableFuture.anyOf(p.exit(), conn.terminated());
+        // The process's end (or the guest's loss: exit() then fails), or the session's end, whichever comes first.
         try {
-            first.get();
+            CompletableFuture.anyOf(p.exit(), conn.terminated()).get();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (ExecutionException e) {
-            // p.exit() failed: handled below
+            // exit() failed: handled below
         }
         ExitStatus status = p.exit().isDone() && !p.exit().isCompletedExceptionally() ? p.exit().join() : null;
         if (status != null) {
-            // All output was sent by the guest before EXIT; let it reach the client.
-            CompletableFuture.allOf(outDone, errDone).join();
-            String ending = conn.ending();
+            // All output was sent by the guest before the exit; let it reach the client.
+            delivered.join();
+            Ending ending = conn.ending();
             if (ending != null) {
                 // It exited after a timeout's SIGTERM (or during the grace period): the timeout is the news.
-                fail(ending, t0);
+                fail(ending.message(), t0);
                 return;
             }
             finish(status, t0);
@@ -270,81 +280,22 @@ final class GuestCommand implements Command {
         String message;
         try {
             p.exit().getNow(null);
-            message = conn.terminated().getNow("vmgate: the session ended");
+            Ending known = conn.terminated().getNow(null);
+            message = known != null ? known.message() : "vmgate: the session ended";
         } catch (RuntimeException e) {
             message = conn.explain(e.getCause() != null ? e.getCause() : e);
         }
         if (!destroyed) {
             p.kill();
         }
-        awaitQuietly(CompletableFuture.allOf(outDone, errDone), DRAIN_AFTER_FAILURE_MS);
+        Waiting.await(delivered, DRAIN_AFTER_FAILURE);
         fail(message, t0);
-    }
-
-    private void pumpStdin(GuestProcess p) {
-        try (var s = channel.conn.scope()) {
-            OutputStream to = p.stdin();
-            try {
-                byte[] buf = new byte[CHUNK];
-                int n;
-                while ((n = in.read(buf)) >= 0) {
-                    if (n > 0) {
-                        channel.conn.activity();
-                        to.write(buf, 0, n);
-                    }
-                }
-            } catch (IOException e) {
-                return; // the process exited, the VM went away, or the channel closed
-            }
-            try {
-                to.close(); // EOF: half-close towards the guest
-            } catch (IOException e) {
-                // the process is gone already
-            }
-        }
-    }
-
-    /** Copies a guest stream to the client; {@code lock}, if any, is held for each write and flush. */
-    private CompletableFuture<Void> pump(InputStream from, OutputStream to, String what, GuestProcess p, ReentrantLock lock) {
-        CompletableFuture<Void> done = new CompletableFuture<>();
-        Thread.ofVirtual().name(threadName(what)).start(() -> {
-            try (var s = channel.conn.scope()) {
-                byte[] buf = new byte[CHUNK];
-                int n;
-                while ((n = from.read(buf)) >= 0) {
-                    if (n == 0) {
-                        continue;
-                    }
-                    channel.conn.activity();
-                    if (lock != null) {
-                        lock.lock();
-                    }
-                    try {
-                        to.write(buf, 0, n);
-                        to.flush();
-                    } catch (IOException e) {
-                        // The client is gone: stop the guest process rather than let it block forever.
-                        p.kill();
-                        return;
-                    } finally {
-                        if (lock != null) {
-                            lock.unlock();
-                        }
-                    }
-                }
-            } catch (IOException e) {
-                // the guest stream failed (VM gone): the exit path reports it
-            } finally {
-                done.complete(null);
-            }
-        });
-        return done;
     }
 
     private void finish(ExitStatus status, long t0) {
         Connection conn = channel.conn;
         if (status.signaled()) {
-            String name = status.signalName() == null || status.signalName().isEmpty() ? "SIG@openssh.com" : status.signalName();
+            String name = status.signalName().isEmpty() ? "SIG@openssh.com" : status.signalName();
             Events.log.info("exit_status {} channel={} signal={} core={} ms={}", conn.tag(), channel.number, Events.v(name),
                     status.coreDumped(), Events.msSince(t0));
             try {
@@ -372,15 +323,5 @@ final class GuestCommand implements Command {
                 Events.msSince(t0), Events.v(message));
         writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
         exitCallback.onExit(FAILED, message);
-    }
-
-    private static void awaitQuietly(CompletableFuture<?> f, long ms) {
-        try {
-            f.get(ms, TimeUnit.MILLISECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        } catch (ExecutionException | TimeoutException e) {
-            // give up waiting: the streams are being torn down
-        }
     }
 }

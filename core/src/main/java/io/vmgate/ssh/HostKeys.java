@@ -27,6 +27,11 @@ public final class HostKeys {
 
     /** Loads the key at {@code path}, generating it first if the file does not exist. */
     public static KeyPair loadOrGenerate(Path path) throws IOException {
+        return loadOrGenerate(path, "vmgate host key");
+    }
+
+    /** {@link #loadOrGenerate(Path)}, with this comment in a newly generated key and its {@code .pub} line. */
+    public static KeyPair loadOrGenerate(Path path, String comment) throws IOException {
         path = path.toAbsolutePath();
         if (Files.exists(path)) {
             return load(path);
@@ -44,7 +49,7 @@ public final class HostKeys {
         try {
             kp = SecurityUtils.getKeyPairGenerator(SecurityUtils.ED25519).generateKeyPair();
             ByteArrayOutputStream out = new ByteArrayOutputStream();
-            new OpenSSHKeyPairResourceWriter().writePrivateKey(kp, "vmgate host key", null, out);
+            new OpenSSHKeyPairResourceWriter().writePrivateKey(kp, comment, null, out);
             encoded = out.toByteArray();
         } catch (GeneralSecurityException e) {
             throw new IOException("cannot generate an ed25519 host key: " + e.getMessage(), e);
@@ -70,7 +75,7 @@ public final class HostKeys {
         }
         Path pub = Path.of(path + ".pub");
         try {
-            Files.writeString(pub, PublicKeyEntry.toString(kp.getPublic()) + " vmgate host key\n");
+            Files.writeString(pub, PublicKeyEntry.toString(kp.getPublic()) + " " + comment + "\n");
         } catch (IOException e) {
             // The .pub file is a convenience for operators; the private key is what matters.
         }

@@ -11,12 +11,12 @@ import org.apache.sshd.server.command.Command;
 
 /** A request we accept only to refuse it clearly: one line on stderr, then exit status 255. */
 final class MessageCommand implements Command {
-    private final VmChannelSession channel;
+    private final SessionChannel channel;
     private final String message;
     private OutputStream err;
     private ExitCallback exit;
 
-    MessageCommand(VmChannelSession channel, String message) {
+    MessageCommand(SessionChannel channel, String message) {
         this.channel = channel;
         this.message = message;
     }

@@ -1,8 +1,15 @@
 package io.vmgate.ssh;
 
-/** A session cannot go ahead; the message is shown to the user as is (on stderr, exit 255). */
+/** A session cannot go ahead; {@link #ending()} says why, and its message is shown to the user as is (on stderr, exit 255). */
 final class Refusal extends Exception {
-    Refusal(String message) {
-        super(message, null, false, false);
+    private final transient Ending ending;
+
+    Refusal(Ending ending) {
+        super(ending.message(), null, false, false);
+        this.ending = ending;
+    }
+
+    Ending ending() {
+        return ending;
     }
 }

@@ -1,14 +1,13 @@
 package io.vmgate.ssh;
 
-import io.vmgate.vm.VmLauncher;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Objects;
 
 /**
- * Everything {@link VmgateSshServer} needs. Build one with {@link #builder(VmLauncher, Path)};
- * every field but the launcher and the host key path has a default.
+ * Everything {@link VmgateSshServer} needs. Build one with {@link #builder(GuestSource, Path)};
+ * every field but the guest source and the host key path has a default.
  *
  * @param listenHost               address to listen on (a name or literal; loopback decides whether
  *                                 passwordless login may be the silent default)
@@ -33,10 +32,7 @@ import java.util.Objects;
  *                                 the timeout itself is not longer: half of it); zero: no warning
  * @param timeoutGrace             when a timeout ends a session: time between SIGTERM to its processes and
  *                                 destroying the VM
- * @param guestHostname            hostname set in each guest with CONFIGURE (with the clock and fresh
- *                                 entropy), or null to leave configuring the guest to the launcher
- * @param sftpServer               the guest's sftp-server, run for the {@code sftp} subsystem
- * @param launcher                 makes a VM for a connection
+ * @param guests                   gives each connection its guest, at its first shell, exec or subsystem
  */
 public record ServerConfig(
         String listenHost,
@@ -58,9 +54,7 @@ public record ServerConfig(
         Duration maxSessionTime,
         Duration timeoutWarning,
         Duration timeoutGrace,
-        String guestHostname,
-        String sftpServer,
-        VmLauncher launcher) {
+        GuestSource guests) {
 
     public static final String DEFAULT_LISTEN_HOST = "127.0.0.1";
     public static final int DEFAULT_PORT = 2222;
@@ -73,13 +67,11 @@ public record ServerConfig(
     public static final int DEFAULT_KEEPALIVE_COUNT_MAX = 4;
     public static final Duration DEFAULT_TIMEOUT_WARNING = Duration.ofSeconds(60);
     public static final Duration DEFAULT_TIMEOUT_GRACE = Duration.ofSeconds(5);
-    public static final String DEFAULT_GUEST_HOSTNAME = "vmgate";
-    public static final String DEFAULT_SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 
     public ServerConfig {
         listenHost = listenHost == null || listenHost.isBlank() ? DEFAULT_LISTEN_HOST : listenHost.strip();
         Objects.requireNonNull(hostKeyPath, "hostKeyPath");
-        Objects.requireNonNull(launcher, "launcher");
+        Objects.requireNonNull(guests, "guests");
         envAllowlist = List.copyOf(envAllowlist == null ? DEFAULT_ENV_ALLOWLIST : envAllowlist);
         authTimeout = authTimeout == null ? DEFAULT_AUTH_TIMEOUT : authTimeout;
         keepaliveInterval = keepaliveInterval == null ? Duration.ZERO : keepaliveInterval;
@@ -87,7 +79,6 @@ public record ServerConfig(
         maxSessionTime = maxSessionTime == null ? Duration.ZERO : maxSessionTime;
         timeoutWarning = timeoutWarning == null ? DEFAULT_TIMEOUT_WARNING : timeoutWarning;
         timeoutGrace = timeoutGrace == null ? DEFAULT_TIMEOUT_GRACE : timeoutGrace;
-        sftpServer = sftpServer == null || sftpServer.isBlank() ? DEFAULT_SFTP_SERVER : sftpServer;
         user = user == null || user.isEmpty() ? null : user;
         require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
         require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
@@ -129,12 +120,12 @@ public record ServerConfig(
         return authorizedKeys != null || passwordFile != null;
     }
 
-    public static Builder builder(VmLauncher launcher, Path hostKeyPath) {
-        return new Builder(launcher, hostKeyPath);
+    public static Builder builder(GuestSource guests, Path hostKeyPath) {
+        return new Builder(guests, hostKeyPath);
     }
 
     public Builder toBuilder() {
-        Builder b = new Builder(launcher, hostKeyPath);
+        Builder b = new Builder(guests, hostKeyPath);
         b.listenHost = listenHost;
         b.port = port;
         b.authorizedKeys = authorizedKeys;
@@ -153,14 +144,12 @@ public record ServerConfig(
         b.maxSessionTime = maxSessionTime;
         b.timeoutWarning = timeoutWarning;
         b.timeoutGrace = timeoutGrace;
-        b.guestHostname = guestHostname;
-        b.sftpServer = sftpServer;
         return b;
     }
 
     /** Mutable builder with the defaults above. */
     public static final class Builder {
-        private VmLauncher launcher;
+        private GuestSource guests;
         private Path hostKeyPath;
         private String listenHost = DEFAULT_LISTEN_HOST;
         private int port = DEFAULT_PORT;
@@ -180,15 +169,13 @@ public record ServerConfig(
         private Duration maxSessionTime = Duration.ZERO;
         private Duration timeoutWarning = DEFAULT_TIMEOUT_WARNING;
         private Duration timeoutGrace = DEFAULT_TIMEOUT_GRACE;
-        private String guestHostname = DEFAULT_GUEST_HOSTNAME;
-        private String sftpServer = DEFAULT_SFTP_SERVER;
 
-        private Builder(VmLauncher launcher, Path hostKeyPath) {
-            this.launcher = launcher;
+        private Builder(GuestSource guests, Path hostKeyPath) {
+            this.guests = guests;
             this.hostKeyPath = hostKeyPath;
         }
 
-        public Builder launcher(VmLauncher v) { launcher = v; return this; }
+        public Builder guests(GuestSource v) { guests = v; return this; }
         public Builder hostKeyPath(Path v) { hostKeyPath = v; return this; }
         public Builder listenHost(String v) { listenHost = v; return this; }
         public Builder port(int v) { port = v; return this; }
@@ -208,8 +195,6 @@ public record ServerConfig(
         public Builder maxSessionTime(Duration v) { maxSessionTime = v; return this; }
         public Builder timeoutWarning(Duration v) { timeoutWarning = v; return this; }
         public Builder timeoutGrace(Duration v) { timeoutGrace = v; return this; }
-        public Builder guestHostname(String v) { guestHostname = v; return this; }
-        public Builder sftpServer(String v) { sftpServer = v; return this; }
 
         /** Lets a caller set a group of options in one step of a chain. */
         public Builder apply(java.util.function.Consumer<Builder> options) {
@@ -221,7 +206,7 @@ public record ServerConfig(
             return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
                     allowPasswordless, envAllowlist, maxSessions, maxSessionsPerUser, authTimeout, maxAuthAttempts,
                     maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, idleTimeout, maxSessionTime,
-                    timeoutWarning, timeoutGrace, guestHostname, sftpServer, launcher);
+                    timeoutWarning, timeoutGrace, guests);
         }
     }
 }

@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.exec.Waiting;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -18,9 +19,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.Semaphore;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import org.apache.sshd.common.channel.ChannelFactory;
 import org.apache.sshd.common.config.keys.AuthorizedKeyEntry;
 import org.apache.sshd.common.global.KeepAliveHandler;
@@ -46,12 +44,12 @@ import org.apache.sshd.server.session.ServerSession;
 import org.apache.sshd.server.session.ServerUserAuthServiceFactory;
 
 /**
- * vmgate's SSH server: every connection that runs something gets its own fresh microVM from
- * the configured {@link io.vmgate.vm.VmLauncher}, shared by the connection's channels and
- * destroyed when the connection ends.
+ * vmgate's SSH server: every connection that runs something gets its own guest from the
+ * configured {@link GuestSource} (a fresh microVM, for {@code vmgate serve}), shared by the
+ * connection's channels and closed when the connection ends.
  *
  * <pre>{@code
- * var server = new VmgateSshServer(ServerConfig.builder(launcher, hostKey).port(2222).build());
+ * var server = new VmgateSshServer(ServerConfig.builder(guests, hostKey).port(2222).build());
  * server.start();   // binds; throws IllegalArgumentException for an unsafe or broken configuration
  * ...
  * server.stop();    // tells running sessions, closes connections, destroys every VM, waits
@@ -76,16 +74,15 @@ import org.apache.sshd.server.session.ServerUserAuthServiceFactory;
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
 public final class VmgateSshServer implements AutoCloseable {
-    static final String SHUTDOWN_MESSAGE = "vmgate: the server is shutting down";
     private static final Duration DRAIN_TIMEOUT = Duration.ofSeconds(5);
     private static final Duration STOP_TIMEOUT = Duration.ofSeconds(30);
 
     private final ServerConfig config;
     private final EnvPolicy envPolicy;
     private final FailureTracker failures = new FailureTracker();
-    private final Semaphore slots;
+    private final SessionSlots slots;
+    private final SessionClock.Settings clockSettings;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
-    private final ConcurrentHashMap<String, Integer> userSessions = new ConcurrentHashMap<>();
     private SshServer sshd;
     private ScheduledExecutorService scheduler;
     private KeyPair hostKey;
@@ -94,7 +91,8 @@ public final class VmgateSshServer implements AutoCloseable {
     public VmgateSshServer(ServerConfig config) {
         this.config = config;
         this.envPolicy = new EnvPolicy(config.envAllowlist());
-        this.slots = new Semaphore(config.maxSessions());
+        this.slots = new SessionSlots(config.maxSessions(), config.maxSessionsPerUser());
+        this.clockSettings = SessionClock.Settings.of(config);
     }
 
     public ServerConfig config() {
@@ -123,7 +121,7 @@ public final class VmgateSshServer implements AutoCloseable {
             t.setDaemon(true);
             return t;
         });
-        Auth auth = new Auth(this, config.user(), password, keys);
+        Auth auth = new Auth(failures, scheduler, config.user(), password, keys);
 
         SshServer s = ServerBuilder.builder().build();
         s.setHost(config.listenHost());
@@ -156,7 +154,7 @@ public final class VmgateSshServer implements AutoCloseable {
 
         // Only session channels; every kind of forwarding is refused (and logged).
         List<ChannelFactory> channelTypes = List.of(
-                new Channels.SessionFactory(this),
+                new Channels.SessionFactory(config.maxChannelsPerConnection(), envPolicy, scheduler),
                 new Channels.ForwardingFactory(Channels.DIRECT_TCPIP),
                 new Channels.ForwardingFactory(Channels.DIRECT_STREAMLOCAL));
         s.setChannelFactories(channelTypes);
@@ -295,14 +293,14 @@ public final class VmgateSshServer implements AutoCloseable {
         return HostKeys.fingerprint(hostKey);
     }
 
-    /** Connections currently holding a VM (or launching one). */
+    /** Connections currently holding a guest (or opening one). */
     public int liveSessions() {
-        return config.maxSessions() - slots.availablePermits();
+        return slots.live();
     }
 
-    /** Connections of this user currently holding a VM (or launching one). */
+    /** Connections of this user currently holding a guest (or opening one). */
     public int liveSessions(String user) {
-        return userSessions.getOrDefault(user, 0);
+        return slots.live(user);
     }
 
     /** Recent failed authentication attempts from an address (0 after a success or a quiet spell). */
@@ -332,11 +330,11 @@ public final class VmgateSshServer implements AutoCloseable {
         long t0 = System.nanoTime();
         Events.log.info("server_stopping connections={} live_sessions={}", connections.size(), liveSessions());
         List<Connection> all = List.copyOf(connections);
-        all.forEach(c -> c.shutdown(SHUTDOWN_MESSAGE));
+        all.forEach(Connection::shutdown);
         // Commands print the message and send exit-status; clients that got it close on their own.
-        await(all.stream().map(Connection::commandsDone).toList(), DRAIN_TIMEOUT);
+        Waiting.await(allOf(all.stream().map(Connection::commandsDone).toList()), DRAIN_TIMEOUT);
         all.forEach(c -> c.session.close(false));
-        await(all.stream().map(Connection::released).toList(), DRAIN_TIMEOUT);
+        Waiting.await(allOf(all.stream().map(Connection::released).toList()), DRAIN_TIMEOUT);
         try {
             s.stop(true);
         } catch (IOException e) {
@@ -344,7 +342,7 @@ public final class VmgateSshServer implements AutoCloseable {
         }
         List<Connection> left = List.copyOf(connections);
         left.forEach(Connection::close);
-        if (!await(left.stream().map(Connection::released).toList(), STOP_TIMEOUT)) {
+        if (!Waiting.await(allOf(left.stream().map(Connection::released).toList()), STOP_TIMEOUT)) {
             Events.log.error("server_stop_timeout live_sessions={}", liveSessions());
         }
         scheduler.shutdownNow();
@@ -355,18 +353,8 @@ public final class VmgateSshServer implements AutoCloseable {
         Events.log.info("server_stopped ms={}", Events.msSince(t0));
     }
 
-    private static boolean await(List<CompletableFuture<Void>> futures, Duration timeout) {
-        try {
-            CompletableFuture.allOf(futures.toArray(CompletableFuture[]::new)).get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-            return true;
-        } catch (TimeoutException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
-        } catch (java.util.concurrent.ExecutionException e) {
-            return true;
-        }
+    private static CompletableFuture<Void> allOf(List<CompletableFuture<Void>> futures) {
+        return CompletableFuture.allOf(futures.toArray(CompletableFuture[]::new));
     }
 
     @Override
@@ -374,56 +362,12 @@ public final class VmgateSshServer implements AutoCloseable {
         stop();
     }
 
-    // --- for the package
-
-    EnvPolicy envPolicy() {
-        return envPolicy;
-    }
-
-    FailureTracker failures() {
-        return failures;
-    }
-
-    ScheduledExecutorService scheduler() {
-        return scheduler;
-    }
-
-    boolean isStopping() {
-        return stopping;
-    }
-
-    boolean tryAcquireSlot() {
-        return slots.tryAcquire();
-    }
-
-    void releaseSlot() {
-        slots.release();
-    }
-
-    /** Counts a session for the user; false if the user already has {@code maxSessionsPerUser} (0: no limit). */
-    boolean tryAcquireUserSlot(String user) {
-        int max = config.maxSessionsPerUser();
-        boolean[] acquired = {false};
-        userSessions.compute(user, (k, n) -> {
-            int have = n == null ? 0 : n;
-            if (max != 0 && have >= max) {
-                return n;
-            }
-            acquired[0] = true;
-            return have + 1;
-        });
-        return acquired[0];
-    }
-
-    void releaseUserSlot(String user) {
-        userSessions.computeIfPresent(user, (k, n) -> n <= 1 ? null : n - 1);
-    }
-
     /** Attaches a {@link Connection} to each session and logs its life. */
     private final class Listener implements SessionListener {
         @Override
         public void sessionCreated(Session session) {
-            Connection c = new Connection(VmgateSshServer.this, (ServerSession) session);
+            Connection c = new Connection((ServerSession) session, slots, config.guests(), scheduler, clockSettings,
+                    config.timeoutGrace(), () -> stopping);
             session.setAttribute(Connection.KEY, c);
             connections.add(c);
             try (var s = c.scope()) {
@@ -438,7 +382,8 @@ public final class VmgateSshServer implements AutoCloseable {
                 if (c != null) {
                     try (var s = c.scope()) {
                         failures.succeeded(c.remoteIp);
-                        c.authenticated(session.getUsername());
+                        c.authenticated(session.getUsername(), conn -> Keepalive.start(scheduler, conn.session,
+                                config.keepaliveInterval(), config.keepaliveCountMax(), conn.id, conn::tag));
                     }
                 }
             }

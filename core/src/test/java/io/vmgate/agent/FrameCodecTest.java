@@ -1,5 +1,6 @@
 package io.vmgate.agent;
 
+import io.vmgate.exec.ExitStatus;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 

@@ -62,19 +62,19 @@ class PolicyTest {
             PtyMode.TTY_OP_END,
             (byte) PtyMode.ICANON.toInt(), 0, 0, 0, 1, // after the end: ignored
         };
-        assertThat(VmChannelSession.parseModes(modes)).containsExactly(
-                new Message.TermMode(PtyMode.VINTR.toInt(), 3),
-                new Message.TermMode(PtyMode.ECHO.toInt(), 1),
-                new Message.TermMode(128, 38400));
+        assertThat(SessionChannel.parseModes(modes)).containsExactly(
+                java.util.Map.entry(PtyMode.VINTR.toInt(), 3),
+                java.util.Map.entry(PtyMode.ECHO.toInt(), 1),
+                java.util.Map.entry(128, 38400));
         // Truncated, reserved opcodes, and garbage never throw.
-        assertThat(VmChannelSession.parseModes(new byte[] {1, 0, 0})).isEmpty();
-        assertThat(VmChannelSession.parseModes(new byte[] {(byte) 200, 0, 0, 0, 1, 1, 0, 0, 0, 3})).isEmpty();
-        assertThat(VmChannelSession.parseModes(new byte[0])).isEmpty();
+        assertThat(SessionChannel.parseModes(new byte[] {1, 0, 0})).isEmpty();
+        assertThat(SessionChannel.parseModes(new byte[] {(byte) 200, 0, 0, 0, 1, 1, 0, 0, 0, 3})).isEmpty();
+        assertThat(SessionChannel.parseModes(new byte[0])).isEmpty();
         byte[] many = new byte[5 * 1000];
         for (int i = 0; i < 1000; i++) {
             many[i * 5] = (byte) (1 + i % 159);
         }
-        assertThat(VmChannelSession.parseModes(many)).hasSizeLessThanOrEqualTo(256);
+        assertThat(SessionChannel.parseModes(many)).hasSizeLessThanOrEqualTo(256);
     }
 
     @Test

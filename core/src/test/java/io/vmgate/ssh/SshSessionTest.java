@@ -196,7 +196,7 @@ class SshSessionTest {
             PipedOutputStream keys = new PipedOutputStream();
             ch.setIn(new PipedInputStream(keys));
             ch.open().verify(MinaTestClient.TIMEOUT);
-            MinaTestClient.awaitOutput(out, "50 " + VmChannelSession.MAX_TERMINAL_DIMENSION);
+            MinaTestClient.awaitOutput(out, "50 " + SessionChannel.MAX_TERMINAL_DIMENSION);
             ch.sendWindowChange(132, 43);
             keys.write("\n".getBytes());
             keys.flush();

@@ -1,6 +1,9 @@
 package io.vmgate.ssh;
 
 import io.vmgate.agent.AgentClient;
+import io.vmgate.exec.Guest;
+import io.vmgate.sandbox.SandboxOptions;
+import io.vmgate.sandbox.Sandboxes;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
@@ -79,8 +82,13 @@ public final class StdioAgentVm implements Vm {
     }
 
     /** A launcher that records every VM it made, so tests can kill them or check they were closed. */
-    public static final class Launcher implements VmLauncher {
+    /**
+     * Starts stdio agents as VMs, and (as a {@link GuestSource}) hands them to an SSH server as
+     * sandboxes, through the real Sandbox API with this launcher in place of QEMU.
+     */
+    public static final class Launcher implements VmLauncher, GuestSource {
         public final List<StdioAgentVm> launched = new CopyOnWriteArrayList<>();
+        private volatile Sandboxes sandboxes;
         /** How long each launch takes before it starts the agent (or fails with {@link #failWith}). */
         public volatile Duration delay = Duration.ZERO;
         public volatile String failWith;
@@ -101,6 +109,20 @@ public final class StdioAgentVm implements Vm {
             StdioAgentVm vm = start(vmId);
             launched.add(vm);
             return vm;
+        }
+
+        @Override
+        public Guest open(String sessionId, String user) throws IOException {
+            Sandboxes s = sandboxes;
+            if (s == null) {
+                synchronized (this) {
+                    if (sandboxes == null) {
+                        sandboxes = Sandboxes.builder(SandboxOptions.defaults()).launcher(this).build();
+                    }
+                    s = sandboxes;
+                }
+            }
+            return s.start("ssh-" + sessionId);
         }
 
         public int alive() {

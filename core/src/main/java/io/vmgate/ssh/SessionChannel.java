@@ -1,16 +1,13 @@
 package io.vmgate.ssh;
 
-import io.vmgate.agent.GuestProcess;
-import io.vmgate.agent.Message;
-import io.vmgate.agent.ProcessSpec;
-import io.vmgate.agent.PtySpec;
+import io.vmgate.exec.Command;
+import io.vmgate.exec.Execution;
+import io.vmgate.exec.Pty;
 import java.io.IOException;
-import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.ScheduledExecutorService;
 import org.apache.sshd.common.SshConstants;
 import org.apache.sshd.common.channel.Channel;
 import org.apache.sshd.common.channel.ChannelListener;
@@ -20,13 +17,13 @@ import org.apache.sshd.common.util.buffer.Buffer;
 import org.apache.sshd.server.channel.ChannelSession;
 
 /**
- * A {@code session} channel whose shell, exec and sftp subsystem run in the connection's VM.
+ * A {@code session} channel whose shell, exec and sftp subsystem run in the connection's guest.
  * It records the pty-req, env (filtered) and window-change requests, forwards signals and
  * break to the guest process, refuses agent and X11 forwarding, and can end with
  * {@code exit-signal} as well as {@code exit-status}.
  */
 @SuppressWarnings("try") // MDC scopes: try-with-resources for the side effect
-final class VmChannelSession extends ChannelSession {
+final class SessionChannel extends ChannelSession {
     /** Larger terminals than this are clamped (the guest's winsize is 16 bits anyway). */
     static final int MAX_TERMINAL_DIMENSION = 10_000;
     static final int MAX_TERM_LENGTH = 128;
@@ -35,8 +32,9 @@ final class VmChannelSession extends ChannelSession {
             "SEGV", "TERM", "USR1", "USR2", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "WINCH");
 
     final Connection conn;
-    final VmgateSshServer server;
     final int number;
+    private final EnvPolicy envPolicy;
+    private final ScheduledExecutorService scheduler;
     final long openedNanos = System.nanoTime();
 
     private final Map<String, String> env = new LinkedHashMap<>();
@@ -45,13 +43,14 @@ final class VmChannelSession extends ChannelSession {
     private String term = "";
     private int rows;
     private int cols;
-    private List<Message.TermMode> modes = List.of();
-    private GuestProcess process;
+    private Map<Integer, Integer> modes = Map.of();
+    private Execution process;
     private boolean sizeChangedBeforeStart;
 
-    VmChannelSession(Connection conn, VmgateSshServer server) {
+    SessionChannel(Connection conn, EnvPolicy envPolicy, ScheduledExecutorService scheduler) {
         this.conn = conn;
-        this.server = server;
+        this.envPolicy = envPolicy;
+        this.scheduler = scheduler;
         this.number = conn.nextChannelNumber();
         addChannelListener(new ChannelListener() {
             @Override
@@ -95,7 +94,7 @@ final class VmChannelSession extends ChannelSession {
     @Override
     protected RequestHandler.Result handleEnvParsed(String name, String value) {
         synchronized (this) {
-            String refusal = process != null ? "too_late" : server.envPolicy().refusal(name, value, env.size(), envBytes);
+            String refusal = process != null ? "too_late" : envPolicy.refusal(name, value, env.size(), envBytes);
             if (refusal == null) {
                 String old = env.put(name, value);
                 envBytes += name.length() + value.length() + 1 - (old == null ? 0 : name.length() + old.length() + 1);
@@ -116,7 +115,7 @@ final class VmChannelSession extends ChannelSession {
         buffer.getUInt(); // width in pixels
         buffer.getUInt(); // height in pixels
         byte[] encoded = buffer.getBytes();
-        List<Message.TermMode> parsed = parseModes(encoded);
+        Map<Integer, Integer> parsed = parseModes(encoded);
         synchronized (this) {
             if (process != null) {
                 return RequestHandler.Result.ReplyFailure;
@@ -131,7 +130,7 @@ final class VmChannelSession extends ChannelSession {
     }
 
     /** RFC 4254 §8: (u8 opcode, u32 value)* ending at TTY_OP_END; opcodes 160+ stop parsing. */
-    static List<Message.TermMode> parseModes(byte[] m) {
+    static Map<Integer, Integer> parseModes(byte[] m) {
         Map<Integer, Integer> byOpcode = new LinkedHashMap<>();
         for (int i = 0; i + 5 <= m.length; i += 5) {
             int op = m[i] & 0xff;
@@ -143,10 +142,7 @@ final class VmChannelSession extends ChannelSession {
                 byOpcode.put(op, value);
             }
         }
-        List<Message.TermMode> out = new ArrayList<>();
-        byOpcode.forEach((op, v) -> out.add(new Message.TermMode(op, v)));
-        out.sort(Comparator.comparingInt(Message.TermMode::opcode));
-        return List.copyOf(out);
+        return new java.util.TreeMap<>(byOpcode);
     }
 
     private static String sanitizeTerm(String t) {
@@ -178,7 +174,7 @@ final class VmChannelSession extends ChannelSession {
             return RequestHandler.Result.ReplyFailure;
         }
         conn.activity(); // a user resizing a terminal is not idle
-        GuestProcess p;
+        Execution p;
         synchronized (this) {
             cols = newCols;
             rows = newRows;
@@ -215,7 +211,7 @@ final class VmChannelSession extends ChannelSession {
     }
 
     private RequestHandler.Result deliver(String signal) {
-        GuestProcess p;
+        Execution p;
         synchronized (this) {
             p = process;
         }
@@ -235,13 +231,13 @@ final class VmChannelSession extends ChannelSession {
 
     @Override
     protected RequestHandler.Result handleShellParsed(String request) throws IOException {
-        commandInstance = new GuestCommand(this, GuestCommand.Kind.SHELL, List.of("/bin/sh", "-l"), "");
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.SHELL, Command.login(), "", scheduler);
         return prepareChannelCommand(request, commandInstance);
     }
 
     @Override
     protected RequestHandler.Result handleExecParsed(String request, String commandLine) throws IOException {
-        commandInstance = new GuestCommand(this, GuestCommand.Kind.EXEC, List.of("/bin/sh", "-c", commandLine), commandLine);
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.EXEC, Command.shell(commandLine), commandLine, scheduler);
         return prepareChannelCommand(request, commandInstance);
     }
 
@@ -254,7 +250,7 @@ final class VmChannelSession extends ChannelSession {
             commandInstance = new MessageCommand(this, "vmgate: unknown subsystem " + Events.v(subsystem) + " (only sftp is available)");
             return prepareChannelCommand(request, commandInstance);
         }
-        commandInstance = new GuestCommand(this, GuestCommand.Kind.SUBSYSTEM, List.of(server.config().sftpServer()), subsystem);
+        commandInstance = new GuestCommand(this, GuestCommand.Kind.SUBSYSTEM, Command.sftp(), subsystem, scheduler);
         return prepareChannelCommand(request, commandInstance);
     }
 
@@ -278,8 +274,8 @@ final class VmChannelSession extends ChannelSession {
         return pty;
     }
 
-    /** What to start in the guest, with the terminal and environment the client asked for. */
-    synchronized ProcessSpec spec(List<String> argv) {
+    /** {@code command} with the terminal and environment the client asked for. */
+    synchronized Command complete(Command command) {
         Map<String, String> vars = new LinkedHashMap<>();
         String local = localAddress();
         if (local != null) {
@@ -287,8 +283,8 @@ final class VmChannelSession extends ChannelSession {
             vars.put("SSH_CONNECTION", conn.remoteIp + " " + remotePort() + " " + local + " " + localPort());
         }
         vars.putAll(env);
-        PtySpec p = pty ? new PtySpec(term.isEmpty() ? "xterm" : term, rows, cols, modes) : null;
-        return new ProcessSpec(argv, vars, null, p);
+        Command c = command.env(vars);
+        return pty ? c.pty(new Pty(term.isEmpty() ? "xterm" : term, rows, cols, modes)) : c;
     }
 
     private String localAddress() {
@@ -305,7 +301,7 @@ final class VmChannelSession extends ChannelSession {
     }
 
     /** The guest process is running: later window-change, signal and break requests go to it. */
-    void attach(GuestProcess p) throws IOException {
+    void attach(Execution p) throws IOException {
         boolean resize;
         int r;
         int c;

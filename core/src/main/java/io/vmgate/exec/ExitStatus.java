@@ -1,7 +1,14 @@
-package io.vmgate.agent;
+package io.vmgate.exec;
 
-/** How a guest process ended: an exit code, or a signal (code -1) with its name and core flag. */
+/**
+ * How a guest process ended: an exit code, or a signal (code -1) with its name without {@code SIG}
+ * ({@code KILL}, {@code RTMIN+2}) and whether it dumped core.
+ */
 public record ExitStatus(int code, int signal, String signalName, boolean coreDumped) {
+
+    public ExitStatus {
+        signalName = signalName == null ? "" : signalName;
+    }
 
     public static ExitStatus code(int code) {
         return new ExitStatus(code, 0, "", false);
@@ -11,7 +18,7 @@ public record ExitStatus(int code, int signal, String signalName, boolean coreDu
         return signal != 0;
     }
 
-    /** The shell convention: the code, or 128 + the signal number. */
+    /** The shell's convention: the code, or 128 + the signal number. */
     public int shellCode() {
         return signaled() ? 128 + signal : code;
     }

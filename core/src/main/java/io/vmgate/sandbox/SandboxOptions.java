@@ -1,0 +1,118 @@
+package io.vmgate.sandbox;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Objects;
+import java.util.OptionalInt;
+
+/**
+ * What a sandbox is: one immutable value that {@code vmgate run}, {@code vmgate serve} and a library
+ * user all fill the same way. Build one with {@link #builder()}; every field has a default.
+ *
+ * @param image            an image directory (a kernel and an initramfs), or null for the built-in image
+ * @param cpus             virtual CPUs (1-255)
+ * @param memoryMib        guest memory in MiB (at least 64)
+ * @param writableMib      size of the guest's writable layer in MiB; empty: half the guest memory
+ * @param maxProcs         process limit inside the guest; empty: the guest's default
+ * @param snapshot         restore each sandbox from the image's snapshot template (built on first
+ *                         need); false: cold-boot every sandbox
+ * @param bootTimeout      give up on a sandbox whose guest is not ready within this
+ * @param accelerator      how QEMU runs the guest
+ * @param cacheDirectory   where images and templates are kept, or null for {@code $VMGATE_CACHE},
+ *                         {@code $XDG_CACHE_HOME/vmgate} or {@code ~/.cache/vmgate}
+ * @param runtimeDirectory where each running VM gets its private directory (sockets, logs), or null
+ *                         for {@code $VMGATE_RUNTIME_DIR}, {@code $XDG_RUNTIME_DIR/vmgate},
+ *                         {@code /run/vmgate} (root) or {@code /tmp/vmgate-UID}
+ */
+public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt writableMib, OptionalInt maxProcs,
+        boolean snapshot, Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
+
+    public static final int DEFAULT_CPUS = 1;
+    public static final int DEFAULT_MEMORY_MIB = 256;
+    public static final Duration DEFAULT_BOOT_TIMEOUT = Duration.ofSeconds(30);
+
+    /** How QEMU runs guests. */
+    public enum Accelerator {
+        /** KVM when the CPU shows hardware virtualization (vmx/svm) and /dev/kvm is usable, else TCG. */
+        AUTO,
+        KVM,
+        /** QEMU's emulator: slower, works everywhere. */
+        TCG
+    }
+
+    public SandboxOptions {
+        Objects.requireNonNull(writableMib, "writableMib");
+        Objects.requireNonNull(maxProcs, "maxProcs");
+        Objects.requireNonNull(bootTimeout, "bootTimeout");
+        Objects.requireNonNull(accelerator, "accelerator");
+        require(cpus >= 1 && cpus <= 255, "cpus must be between 1 and 255, not " + cpus);
+        require(memoryMib >= 64 && memoryMib <= 1 << 20,
+                "memory must be at least 64 MiB (the kernel and initramfs need it), not " + memoryMib);
+        require(!bootTimeout.isNegative() && !bootTimeout.isZero(), "the boot timeout must be positive");
+        require(writableMib.isEmpty() || writableMib.getAsInt() >= 1, "the writable layer must be at least 1 MiB");
+        require(maxProcs.isEmpty() || maxProcs.getAsInt() >= 1, "the process limit must be at least 1");
+    }
+
+    private static void require(boolean ok, String message) {
+        if (!ok) {
+            throw new IllegalArgumentException(message);
+        }
+    }
+
+    /** The built-in image, 1 CPU, 256 MiB, snapshot restores, 30 s boot timeout, accelerator chosen for this host. */
+    public static SandboxOptions defaults() {
+        return builder().build();
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public Builder toBuilder() {
+        Builder b = new Builder();
+        b.image = image;
+        b.cpus = cpus;
+        b.memoryMib = memoryMib;
+        b.writableMib = writableMib;
+        b.maxProcs = maxProcs;
+        b.snapshot = snapshot;
+        b.bootTimeout = bootTimeout;
+        b.accelerator = accelerator;
+        b.cacheDirectory = cacheDirectory;
+        b.runtimeDirectory = runtimeDirectory;
+        return b;
+    }
+
+    /** Mutable builder with the defaults above; {@link #build()} checks every value. */
+    public static final class Builder {
+        private Path image;
+        private int cpus = DEFAULT_CPUS;
+        private int memoryMib = DEFAULT_MEMORY_MIB;
+        private OptionalInt writableMib = OptionalInt.empty();
+        private OptionalInt maxProcs = OptionalInt.empty();
+        private boolean snapshot = true;
+        private Duration bootTimeout = DEFAULT_BOOT_TIMEOUT;
+        private Accelerator accelerator = Accelerator.AUTO;
+        private Path cacheDirectory;
+        private Path runtimeDirectory;
+
+        private Builder() {}
+
+        public Builder image(Path dir) { image = dir; return this; }
+        public Builder cpus(int n) { cpus = n; return this; }
+        public Builder memoryMib(int mib) { memoryMib = mib; return this; }
+        public Builder writableMib(int mib) { writableMib = OptionalInt.of(mib); return this; }
+        public Builder maxProcs(int n) { maxProcs = OptionalInt.of(n); return this; }
+        public Builder snapshot(boolean restoreFromTemplate) { snapshot = restoreFromTemplate; return this; }
+        public Builder bootTimeout(Duration d) { bootTimeout = d; return this; }
+        public Builder accelerator(Accelerator a) { accelerator = a; return this; }
+        public Builder cacheDirectory(Path dir) { cacheDirectory = dir; return this; }
+        public Builder runtimeDirectory(Path dir) { runtimeDirectory = dir; return this; }
+
+        /** @throws IllegalArgumentException naming the first value out of range */
+        public SandboxOptions build() {
+            return new SandboxOptions(image, cpus, memoryMib, writableMib, maxProcs, snapshot, bootTimeout, accelerator,
+                    cacheDirectory, runtimeDirectory);
+        }
+    }
+}

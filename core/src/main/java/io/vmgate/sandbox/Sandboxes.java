@@ -1,0 +1,286 @@
+package io.vmgate.sandbox;
+
+import io.vmgate.image.Image;
+import io.vmgate.image.ImageException;
+import io.vmgate.image.ImageStore;
+import io.vmgate.vm.AbortOnExit;
+import io.vmgate.vm.Accel;
+import io.vmgate.vm.Vm;
+import io.vmgate.vm.VmConfig;
+import io.vmgate.vm.VmException;
+import io.vmgate.vm.VmLauncher;
+import io.vmgate.vm.WarmPool;
+import io.vmgate.vm.qemu.QemuCommand;
+import io.vmgate.vm.qemu.QemuVm;
+import io.vmgate.vm.qemu.RuntimeDir;
+import io.vmgate.vm.qemu.Snapshots;
+import java.nio.file.Path;
+import java.security.SecureRandom;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.function.Consumer;
+
+/**
+ * Starts sandboxes of one kind. Made once per {@link SandboxOptions} (like an HTTP client), it
+ * resolves the image (building the built-in one on first use), keeps the snapshot template every
+ * sandbox is restored from, and optionally a warm pool of started sandboxes, so that
+ * {@link #start()} costs a restore, or only a hand-over. Thread-safe; {@link #close()} stops the
+ * pool and leaves nothing running (sandboxes already handed out live on until closed).
+ *
+ * <pre>{@code
+ * try (Sandboxes sandboxes = Sandboxes.builder(options).warmPool(4, 16).build()) {
+ *     try (Sandbox s = sandboxes.start()) { ... }
+ * }
+ * }</pre>
+ */
+public final class Sandboxes implements AutoCloseable {
+    private static final SecureRandom RANDOM = new SecureRandom();
+
+    private final SandboxOptions options;
+    private final VmConfig config;
+    private final Snapshots snapshots; // null without snapshot restores
+    private final VmLauncher launcher;
+    private final WarmPool pool;       // null without a pool
+    private final boolean abandonOnExit;
+
+    private Sandboxes(Builder b) throws SandboxException {
+        this.options = b.options;
+        this.abandonOnExit = b.abandonOnExit;
+        if (b.launcher != null) {
+            this.config = null;
+            this.snapshots = null;
+            this.launcher = b.launcher;
+        } else {
+            this.config = vmConfig(options, resolveImage(options));
+            this.snapshots = options.snapshot() ? snapshots(config, options, b.rebuildInBackground) : null;
+            this.launcher = qemuLauncher(config, snapshots);
+        }
+        this.pool = b.poolSize > 0 ? new WarmPool(launcher, b.poolSize, b.poolMax, options.memoryMib()) : null;
+    }
+
+    /** Sandboxes with these options: no pool, templates rebuilt on the next start after a failure. */
+    public static Sandboxes create(SandboxOptions options) throws SandboxException {
+        return builder(options).build();
+    }
+
+    public static Builder builder(SandboxOptions options) {
+        return new Builder(options);
+    }
+
+    /** How to start sandboxes, beyond what they are. */
+    public static final class Builder {
+        private final SandboxOptions options;
+        private int poolSize;
+        private int poolMax;
+        private boolean rebuildInBackground;
+        private boolean abandonOnExit;
+        private VmLauncher launcher;
+
+        private Builder(SandboxOptions options) {
+            this.options = Objects.requireNonNull(options, "options");
+        }
+
+        /**
+         * Keep {@code size} sandboxes started and idle, refilled in the background, so a start costs
+         * only the hand-over; never more than {@code max} pooled plus handed-out sandboxes at once.
+         */
+        public Builder warmPool(int size, int max) {
+            if (size < 0 || max < 1) {
+                throw new IllegalArgumentException("pool size must be at least 0 and the maximum at least 1");
+            }
+            this.poolSize = size;
+            this.poolMax = max;
+            return this;
+        }
+
+        /**
+         * For long-lived processes (a server): after a failed restore, rebuild the template at once in
+         * the background, not at the next start.
+         */
+        public Builder rebuildTemplatesInBackground() {
+            this.rebuildInBackground = true;
+            return this;
+        }
+
+        /**
+         * For one-shot commands: a JVM exit (a signal) abandons starts in progress at once, tearing
+         * down what they started; such a start throws a {@link SandboxException} whose
+         * {@link SandboxException#abandoned()} is true.
+         */
+        public Builder abandonStartsOnExit() {
+            this.abandonOnExit = true;
+            return this;
+        }
+
+        /**
+         * Start VMs with this launcher instead of QEMU (another VMM, or a test double). Snapshot
+         * templates are QEMU's, so they do not apply.
+         */
+        public Builder launcher(VmLauncher vms) {
+            this.launcher = vms;
+            return this;
+        }
+
+        /** Resolves (or builds) the image; throws when it cannot, saying why. */
+        public Sandboxes build() throws SandboxException {
+            return new Sandboxes(this);
+        }
+    }
+
+    public SandboxOptions options() {
+        return options;
+    }
+
+    /** Starts a sandbox named {@code sbx-<random>}. */
+    public Sandbox start() throws SandboxException {
+        return start("sbx-" + HexFormat.of().formatHex(randomBytes(5)));
+    }
+
+    /**
+     * Starts a sandbox (restored from the template, cold-booted, or taken from the pool: the
+     * caller does not care) and returns it ready for commands.
+     *
+     * @param id a name for its logs and runtime directory: 1-64 of {@code [A-Za-z0-9._-]},
+     *           unique among the running sandboxes of this runtime directory
+     */
+    public Sandbox start(String id) throws SandboxException {
+        return adopt(launch(id, phase -> { }), () -> { });
+    }
+
+    /** {@link #start(String)}, telling {@code progress} of each start-up phase as it completes. */
+    public Sandbox start(String id, Consumer<Sandbox.Phase> progress) throws SandboxException {
+        return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), () -> { });
+    }
+
+    /** A sandbox that closes this engine with it ({@link Sandbox#start(SandboxOptions)}). */
+    Sandbox startOwned() throws SandboxException {
+        return adopt(launch("sbx-" + HexFormat.of().formatHex(randomBytes(5)), p -> { }), this::close);
+    }
+
+    Sandbox adopt(Vm vm, Runnable onClose) {
+        return new VmSandbox(vm, onClose);
+    }
+
+    private Vm launch(String id, Consumer<Vm.Phase> progress) throws SandboxException {
+        VmLauncher l = pool != null ? pool : launcher;
+        if (abandonOnExit) {
+            l = new AbortOnExit(l);
+        }
+        try {
+            return l.launch(id, progress);
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e, AbortOnExit.exiting());
+        } catch (IllegalArgumentException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Builds the snapshot template now, if these sandboxes use one and it is missing (it is also
+     * built on first need); returns its state file, or empty without snapshot restores.
+     */
+    public Optional<Path> prepare() throws SandboxException {
+        if (snapshots == null) {
+            return Optional.empty();
+        }
+        try {
+            return Optional.of(snapshots.ensureTemplate());
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /** Whether sandboxes are restored from a snapshot template. */
+    public boolean restoresFromTemplate() {
+        return snapshots != null;
+    }
+
+    /** Sandboxes idle in the warm pool now (0 without a pool). */
+    public int idle() {
+        return pool == null ? 0 : pool.idle();
+    }
+
+    /**
+     * For benchmarks and debugging: the exact QEMU command line a sandbox with runtime directory
+     * {@code dir} gets; with {@code restore}, the one that restores the template (its state arrives on stdin).
+     */
+    public List<String> qemuCommandLine(Path dir, boolean restore) throws SandboxException {
+        if (config == null) {
+            throw new IllegalStateException("these sandboxes are not started by QEMU");
+        }
+        try {
+            QemuCommand cmd = QemuCommand.of(config, new RuntimeDir(dir), "bench");
+            return (restore ? cmd.withIncoming("fd:0") : cmd).argv();
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /** Stops the warm pool (its idle sandboxes are destroyed); sandboxes handed out are not affected. */
+    @Override
+    public void close() {
+        if (pool != null) {
+            pool.close();
+        }
+    }
+
+    // --- from options to a VM configuration (shared with EarlyStart)
+
+    /** The VM configuration for {@code options} with this image. */
+    static VmConfig vmConfig(SandboxOptions o, Image image) throws SandboxException {
+        Accel accel = switch (o.accelerator()) {
+            case AUTO -> Accel.detect();
+            case KVM -> Accel.KVM;
+            case TCG -> Accel.TCG;
+        };
+        VmConfig c = VmConfig.defaults(image).withCpus(o.cpus()).withMemoryMib(o.memoryMib()).withAccel(accel)
+                .withBootTimeout(o.bootTimeout())
+                .withRuntimeRoot(o.runtimeDirectory() != null ? o.runtimeDirectory() : VmConfig.defaultRuntimeRoot());
+        if (o.writableMib().isPresent()) {
+            c = c.withRwsizeMib(o.writableMib().getAsInt());
+        }
+        if (o.maxProcs().isPresent()) {
+            c = c.withMaxProcs(o.maxProcs().getAsInt());
+        }
+        return c;
+    }
+
+    static ImageStore imageStore(SandboxOptions o) {
+        return new ImageStore(cacheRoot(o));
+    }
+
+    static Path cacheRoot(SandboxOptions o) {
+        return o.cacheDirectory() != null ? o.cacheDirectory() : ImageStore.defaultRoot();
+    }
+
+    private static Image resolveImage(SandboxOptions o) throws SandboxException {
+        try {
+            return o.image() != null ? Image.load(o.image()) : imageStore(o).defaultImage();
+        } catch (ImageException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    static Snapshots snapshots(VmConfig c, SandboxOptions o, boolean rebuildInBackground) {
+        return new Snapshots(c, cacheRoot(o).resolve("templates"), rebuildInBackground);
+    }
+
+    /** Restores from {@code snapshots} when given, else cold boots; making it reaps what crashed runs left. */
+    static VmLauncher qemuLauncher(VmConfig c, Snapshots snapshots) {
+        VmLauncher cold = QemuVm.launcher(c);
+        return snapshots != null ? snapshots : cold;
+    }
+
+    /** The configuration sandboxes are started with (null with a custom launcher). */
+    VmConfig config() {
+        return config;
+    }
+
+    private static byte[] randomBytes(int n) {
+        byte[] b = new byte[n];
+        RANDOM.nextBytes(b);
+        return b;
+    }
+}
