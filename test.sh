@@ -15,3 +15,9 @@ echo "== build, and record the JVM start-up cache (as ./vmgate does on first use
 ./vmgate --version >/dev/null
 echo "== Java: unit tests (with 20 s of Jazzer fuzzing) and end-to-end tests (mvn verify)" >&2
 JAZZER_FUZZ=1 mvn -B verify "$@"
+echo "== examples: the library from a project of its own (./examples/run.sh hello-sandbox)" >&2
+example=$(./examples/run.sh hello-sandbox)
+printf '%s\n' "$example"
+for want in "-cloud-amd64 (exit status 0)" "rev said: desserts" "hello over ssh from vmgate" "ssh exit status: 0"; do
+    grep -qF "$want" <<<"$example" || die "examples/hello-sandbox: no '$want' in its output"
+done

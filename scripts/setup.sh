@@ -96,6 +96,18 @@ build_jar() {
     fi
 }
 
+# The library (io.vmgate:vmgate-core and its parent POM) in the local Maven repository, for projects
+# that depend on it (examples/): installed when missing or older than its sources.
+install_library() {
+    local installed="$HOME/.m2/repository/io/vmgate/vmgate-core/0.1.0-SNAPSHOT/vmgate-core-0.1.0-SNAPSHOT.jar"
+    if [ ! -f "$installed" ] || [ -n "$(find "$VMGATE_HOME/pom.xml" "$VMGATE_HOME/core/pom.xml" "$VMGATE_HOME/core/src/main" \
+            "$VMGATE_HOME/guest" -path "$VMGATE_HOME/guest/agent/build" -prune -o -type f -newer "$installed" -print -quit 2>/dev/null)" ]; then
+        echo "vmgate: installing the library (mvn install -pl core)..." >&2
+        (cd "$VMGATE_HOME" && mvn -q -B -Dstyle.color=never install -pl core -am -Dmaven.test.skip=true >&2) \
+            || die "installing the library failed (see the Maven output above)"
+    fi
+}
+
 # JVM flags for running vmgate. The start-up cache holds vmgate's classes already parsed and
 # linked (JDK 25+: AOT cache; JDK 21-24: AppCDS archive): about 0.1 s less before QEMU starts,
 # which `vmgate run` would otherwise add to every VM. It is recorded once per build from a
