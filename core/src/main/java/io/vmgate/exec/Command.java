@@ -18,6 +18,7 @@ import java.util.Objects;
  * Command.login().pty(Pty.of("xterm-256color", 24, 80))
  * }</pre>
  *
+ * @param kind how the guest finds the program
  * @param argv the program and its arguments ({@link Kind#ARGV}); empty for the other kinds
  * @param line the shell line ({@link Kind#SHELL}); empty for the other kinds
  * @param env  variables added to (or replacing) the guest's login environment

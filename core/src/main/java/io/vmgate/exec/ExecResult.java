@@ -2,7 +2,13 @@ package io.vmgate.exec;
 
 import java.nio.charset.StandardCharsets;
 
-/** A finished command: how it exited and everything it wrote. A non-zero exit is a result, not an error. */
+/**
+ * A finished command: how it exited and everything it wrote. A non-zero exit is a result, not an error.
+ *
+ * @param status how the process ended
+ * @param stdout everything it wrote to stdout
+ * @param stderr everything it wrote to stderr (empty with a terminal)
+ */
 public record ExecResult(ExitStatus status, byte[] stdout, byte[] stderr) {
 
     /** The shell's exit code: the process's code, or 128 + the signal that killed it. */

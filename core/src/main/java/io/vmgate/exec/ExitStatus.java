@@ -3,6 +3,11 @@ package io.vmgate.exec;
 /**
  * How a guest process ended: an exit code, or a signal (code -1) with its name without {@code SIG}
  * ({@code KILL}, {@code RTMIN+2}) and whether it dumped core.
+ *
+ * @param code       the exit code, or -1 when a signal ended the process
+ * @param signal     the signal's number, or 0
+ * @param signalName the signal's name without {@code SIG}, or empty
+ * @param coreDumped whether the process dumped core
  */
 public record ExitStatus(int code, int signal, String signalName, boolean coreDumped) {
 

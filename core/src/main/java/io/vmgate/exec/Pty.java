@@ -7,6 +7,11 @@ import java.util.TreeMap;
  * A terminal for a guest process: {@code TERM}, its size in rows and columns (0 means the guest's
  * default, 24 x 80) and terminal modes as RFC 4254 §8 encodes them (opcode to value, e.g.
  * {@code 53 -> 0} turns ECHO off); modes the guest does not know are ignored.
+ *
+ * @param term  the terminal type for {@code TERM} (empty: {@code xterm})
+ * @param rows  lines, 0 for the guest's default
+ * @param cols  columns, 0 for the guest's default
+ * @param modes RFC 4254 terminal modes, opcode to value
  */
 public record Pty(String term, int rows, int cols, Map<Integer, Integer> modes) {
 
