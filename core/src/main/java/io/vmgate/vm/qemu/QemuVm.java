@@ -321,7 +321,7 @@ public final class QemuVm implements Vm {
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
-                    throw new BootFailure("QEMU did not connect to its sockets within " + seconds(config.bootTimeout()), null);
+                    throw new BootFailure("QEMU did not connect to its sockets within the boot timeout (" + seconds(config.bootTimeout()) + ")", null);
                 }
                 sel.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
                 if (Thread.currentThread().isInterrupted()) { // select() returns at once from now on
