@@ -57,7 +57,7 @@ class ImageStoreTest {
         Files.writeString(dir.resolve("modules.builtin"), "kernel/drivers/block/loop.ko\n");
         for (String ko : List.of("kernel/fs/overlayfs/overlay.ko", "kernel/drivers/virtio/virtio.ko",
                 "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_mmio.ko",
-                "kernel/drivers/char/virtio_console.ko")) {
+                "kernel/drivers/char/virtio_console.ko", "kernel/drivers/block/virtio_blk.ko")) {
             Files.createDirectories(dir.resolve(ko).getParent());
             Files.writeString(dir.resolve(ko), "module " + ko);
         }
