@@ -86,7 +86,11 @@ public final class ImageUsers {
     }
 
     private static String self() {
-        long pid = ProcessHandle.current().pid();
+        return marker(ProcessHandle.current().pid());
+    }
+
+    /** The marker's name for a process: its pid and start time. */
+    static String marker(long pid) {
         return pid + "-" + startMillis(pid).orElse(0L);
     }
 

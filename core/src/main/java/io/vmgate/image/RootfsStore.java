@@ -85,7 +85,7 @@ public final class RootfsStore {
      * {@code prune} removes it once no process uses it.
      */
     public RootfsImage forDirectory(Path dir, Consumer<String> progress) throws ImageException {
-        return buildUnnamed(dir.toString(), new RootfsSource.Directory(dir), progress);
+        return buildUnnamed(null, new RootfsSource.Directory(dir), progress);
     }
 
     /** The image a name means. */
@@ -206,9 +206,10 @@ public final class RootfsStore {
         return out;
     }
 
-    private RootfsImage buildUnnamed(String label, RootfsSource source, Consumer<String> progress) throws ImageException {
+    /** @param name for messages: the name it will get, or null (a --rootfs DIR image, named by its source) */
+    private RootfsImage buildUnnamed(String name, RootfsSource source, Consumer<String> progress) throws ImageException {
         long t0 = System.nanoTime();
-        String what = source instanceof RootfsSource.Directory ? source.describe() : "image " + label;
+        String what = name != null ? "image " + name : source.describe();
         RootfsBuilder.Scan scan = null;
         if (source instanceof RootfsSource.Directory d) {
             progress.accept("reading " + d.dir());
@@ -217,7 +218,6 @@ public final class RootfsStore {
             if (Files.isRegularFile(existing.resolve(RootfsImage.PROPERTIES_FILE))) {
                 RootfsImage img = RootfsImage.load(existing);
                 log.debug("rootfs_cache_hit source={} id={} scan_ms={}", source.describe(), img.shortId(), ms(t0));
-                ImageUsers.hold(img.directory());
                 return img;
             }
         }
@@ -254,10 +254,10 @@ public final class RootfsStore {
             }
             log.info("rootfs_built source=\"{}\" id={} used_bytes={} files={} ms={}", source.describe(), img.shortId(), img.usedBytes(),
                     img.files(), ms(t0));
-            ImageUsers.hold(img.directory());
             return RootfsImage.load(img.directory());
         } catch (ImageException e) {
-            throw new ImageException(what + ": " + e.getMessage(), e);
+            throw new ImageException(what + ": " + e.getMessage() + (e.getMessage().contains("No space left") ? " (the disk of "
+                    + imagesDir() + " is full)" : ""), e);
         } catch (IOException e) {
             throw new ImageException(what + ": " + e.getMessage() + (String.valueOf(e.getMessage()).contains("No space") ? " (the disk of "
                     + imagesDir() + " is full)" : ""), e);
