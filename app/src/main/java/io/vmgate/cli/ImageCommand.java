@@ -189,14 +189,32 @@ final class ImageCommand {
         @picocli.CommandLine.Option(names = "--template", description = "Print the snapshot template's state file path on the first line, then the restore command line.")
         boolean template;
 
+        @Option(names = "--rootfs-image", paramLabel = "NAME", description = "With this named root filesystem image.")
+        String rootfs;
+
+        @Option(names = "--scratch-disk", paramLabel = "MIB", description = "With a scratch disk of this size.")
+        Integer scratchMib;
+
         @Override
         public Integer call() throws Exception {
             Logging.configure(Logging.Format.text, "WARN");
             io.vmgate.vm.VmConfig c = vmOptions.config();
+            if (rootfs != null) {
+                c = c.withRootfs(RootfsStore.atDefaultLocation().get(rootfs));
+            }
+            if (scratchMib != null) {
+                c = c.withScratchMib(scratchMib);
+            }
             var cmd = io.vmgate.vm.qemu.QemuCommand.of(c, new io.vmgate.vm.qemu.RuntimeDir(dir), "bench");
             if (template) {
-                System.out.println(VmOptions.snapshots(c, false).ensureTemplate());
+                Path state = VmOptions.snapshots(c, false).ensureTemplate();
+                System.out.println(state);
                 cmd = cmd.withIncoming("fd:0");
+                if (scratchMib != null) {
+                    cmd = cmd.withScratchTemplate(state.resolveSibling(io.vmgate.image.ScratchDisk.FILE));
+                }
+            } else if (scratchMib != null) {
+                io.vmgate.image.ScratchDisk.create(cmd.scratchFile(), scratchMib); // a cold boot's own disk, as QemuVm makes it
             }
             cmd.argv().forEach(System.out::println);
             return 0;

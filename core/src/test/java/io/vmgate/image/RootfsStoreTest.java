@@ -65,6 +65,21 @@ class RootfsStoreTest {
     }
 
     @Test
+    void imagesAreSelectedByNameOrDirectory() throws Exception {
+        RootfsImage a = store.build("a", new RootfsSource.Directory(tree), l -> { });
+        assertThat(ImageSelection.image("a", store).rootfs()).contains(a);
+        assertThat(ImageSelection.image(a.directory().toString(), store).rootfs()).contains(a);
+        assertThat(ImageSelection.rootfs(tree, store, l -> { }).rootfs()).contains(a);
+        Path boot = Files.createDirectories(tmp.resolve("boot"));
+        Files.writeString(boot.resolve(Image.KERNEL_FILE), "k");
+        Files.writeString(boot.resolve(Image.INITRD_FILE), "i");
+        assertThat(ImageSelection.image(boot.toString(), store).boot().orElseThrow().directory()).isEqualTo(boot);
+        assertThatThrownBy(() -> ImageSelection.image("nope", store)).hasMessageContaining("no image named 'nope'");
+        assertThatThrownBy(() -> ImageSelection.image(tree.toString(), store)).hasMessageContaining("use --rootfs " + tree);
+        assertThatThrownBy(() -> ImageSelection.image("/no/such", store)).hasMessageContaining("neither an image name nor a directory");
+    }
+
+    @Test
     void namesAreWordsNotPaths() {
         for (String bad : List.of("../x", "Upper", "", "a/b", "-x", ".hidden")) {
             assertThatThrownBy(() -> store.build(bad, new RootfsSource.Directory(tree), l -> { })).hasMessageContaining("is not an image name");

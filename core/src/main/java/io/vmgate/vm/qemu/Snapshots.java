@@ -59,9 +59,10 @@ public final class Snapshots implements VmLauncher {
     private final AtomicBoolean rebuilding = new AtomicBoolean();
 
     /**
-     * @param rebuildInBackground after a failed restore, rebuild the template at once in the
-     *        background (a server); otherwise the next launch rebuilds it (a one-shot command,
-     *        whose process would not live long enough)
+     * @param rebuildInBackground a missing or failed template is (re)built in the background
+     *        while the session cold-boots (a server); otherwise a launch builds a missing template
+     *        first and the next launch rebuilds a failed one (a one-shot command, whose process
+     *        would not live long enough for a background build)
      */
     public Snapshots(VmConfig config, Path root, boolean rebuildInBackground) {
         this.config = config;
@@ -77,6 +78,12 @@ public final class Snapshots implements VmLauncher {
     @Override
     public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
         Path state;
+        if (rebuildInBackground && !Files.isRegularFile(statePath())) {
+            // A server's first session of a new image: boot it now, make the template meanwhile.
+            log.info("snapshot_template_missing vm={} fallback=cold_boot template=building_in_background", vmId);
+            rebuildInBackground();
+            return QemuVm.boot(config, vmId, progress);
+        }
         try {
             state = ensureTemplate();
         } catch (VmException e) {
