@@ -211,6 +211,11 @@ public final class RootfsBuilder {
             public void remove(String path) throws IOException {
                 staging.remove(path);
             }
+
+            @Override
+            public void clearDirectory(String path) throws IOException {
+                staging.clearDirectory(path);
+            }
         });
         Manifest manifest = staging.manifest();
         requireRootfs(manifest, "the archive");

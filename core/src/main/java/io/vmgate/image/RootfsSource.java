@@ -53,7 +53,11 @@ public sealed interface RootfsSource {
     interface TreeSink {
         void add(FsEntry entry, java.io.InputStream content) throws IOException, ImageException;
 
+        /** Removes a path and everything below it (a whiteout {@code .wh.NAME}); absent paths are ignored. */
         void remove(String path) throws IOException;
+
+        /** Empties a directory, keeping it (an opaque whiteout {@code .wh..wh..opq}). */
+        void clearDirectory(String path) throws IOException;
 
         /** Applies a whole tar stream, entry by entry. */
         default void addTar(java.io.InputStream tar) throws IOException, ImageException {

@@ -221,6 +221,14 @@ public final class RootfsStore {
                 return img;
             }
         }
+        for (Path debris : abandonedBuilds()) { // what a killed build left (its lock is free): never an image, gone now
+            try {
+                ImageStore.deleteTree(debris);
+                log.info("rootfs_debris_removed dir={}", debris);
+            } catch (IOException e) {
+                log.warn("rootfs_debris_not_removed dir={} error=\"{}\"", debris, e.getMessage());
+            }
+        }
         Path work = imagesDir().resolve(TMP_PREFIX + UUID.randomUUID());
         try {
             Files.createDirectories(work);

@@ -125,6 +125,17 @@ final class Staging {
         }
     }
 
+    /** Removes everything below a directory, keeping the directory (an OCI opaque whiteout). */
+    void clearDirectory(String path) throws IOException {
+        String p = FsEntry.normalize(path);
+        String prefix = p.isEmpty() ? "" : p + "/";
+        for (String child : List.copyOf(p.isEmpty() ? tree.tailMap("", false).keySet() : tree.subMap(prefix, true, p + "0", false).keySet())) {
+            if (tree.containsKey(child) && child.indexOf('/', prefix.length()) < 0) {
+                remove(child);
+            }
+        }
+    }
+
     private void put(String path, Node n) {
         n.names++;
         tree.put(path, n);

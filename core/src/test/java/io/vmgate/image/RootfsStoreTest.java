@@ -97,9 +97,12 @@ class RootfsStoreTest {
             sink.add(FsEntry.file("bin/sh", 0755, 0, 0, 2, 0), new java.io.ByteArrayInputStream("#!".getBytes()));
             throw new IOException("the network went away");
         }), l -> { })).hasMessage("image y: the network went away");
+        // a build killed mid-way (its lock released, its directory left) is swept by the next build
+        Path killed = Files.createDirectories(store.imagesDir().resolve(RootfsStore.TMP_PREFIX + "killed/content"));
         assertThatThrownBy(() -> store.build("z", new RootfsSource.Entries("truncated", sink ->
                 sink.addTar(new java.io.ByteArrayInputStream(new TestTar().file("bin/sh", "x").unterminated()))), l -> { }))
                 .hasMessageContaining("image z: truncated archive");
+        assertThat(killed).doesNotExist();
         assertEmptyStore();
     }
 

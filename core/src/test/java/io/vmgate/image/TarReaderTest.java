@@ -135,6 +135,9 @@ class TarReaderTest {
         try (Stream<Path> s = Files.list(st.dir())) {
             assertThat(s.count()).isEqualTo(2);
         }
+        Staging o = stage(new TestTar().dir("d").file("d/a", "a").dir("d/sub").file("d/sub/b", "b").file("e", "e").end());
+        o.clearDirectory("d");
+        assertThat(o.tree()).containsKeys("", "d", "e").doesNotContainKeys("d/a", "d/sub", "d/sub/b");
         // a hard link survives the removal of its other name
         Staging h = stage(new TestTar().file("a", "data").hardlink("b", "a").end());
         h.remove("a");
