@@ -28,9 +28,10 @@ import picocli.CommandLine.Parameters;
 final class ImageCommand {
     private static final DateTimeFormatter WHEN = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm").withZone(ZoneId.systemDefault());
 
-    /** Progress on stderr, one line per step, prefixed with what is being built. */
+    /** Progress on stderr, one line per step, prefixed with what is being built and the seconds since the start. */
     static Consumer<String> progress(String what) {
-        return line -> System.err.println("vmgate: " + what + ": " + line);
+        long t0 = System.nanoTime();
+        return line -> System.err.printf("vmgate: %s: [%4ds] %s%n", what, (System.nanoTime() - t0) / 1_000_000_000L, line);
     }
 
     @Command(name = "build", description = "Build an image: the built-in one (default), Debian, or a host directory.",
