@@ -94,7 +94,9 @@ final class ImageCommand {
             Path cache = ImageStore.defaultRoot();
             RootfsStore store = new RootfsStore(cache);
             List<CachePruner.Template> templates = new CachePruner(cache).templates();
-            String fmt = "%-16s %-44s %9s  %-16s %9s  %s%n";
+            Map<String, String> names = store.names();
+            int width = Math.max(12, names.keySet().stream().mapToInt(String::length).max().orElse(0));
+            String fmt = "%-" + width + "s %-44s %9s  %-16s %9s  %s%n";
             System.out.printf(fmt, "NAME", "SOURCE", "SIZE", "CREATED", "TEMPLATES", "IN USE");
             ImageStore.atDefaultLocation().lastResolved().ifPresent(img -> {
                 long n = templates.stream().filter(t -> t.rootfsId().isEmpty() && t.imageKey().map(img.contentHash()::equals).orElse(false)).count();
@@ -102,7 +104,6 @@ final class ImageCommand {
                 System.out.printf(fmt, "(built-in)", "busybox, kernel " + img.kernelRelease(), mib(size), created(img.directory()), n,
                         users(img.directory()));
             });
-            Map<String, String> names = store.names();
             for (RootfsImage img : store.images()) {
                 List<String> its = names.entrySet().stream().filter(e -> e.getValue().equals(img.id())).map(Map.Entry::getKey).toList();
                 long n = templates.stream().filter(t -> t.rootfsId().map(img.id()::equals).orElse(false)).count();

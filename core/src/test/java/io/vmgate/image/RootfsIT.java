@@ -47,7 +47,8 @@ import org.junit.jupiter.api.Test;
  */
 class RootfsIT {
     static Image image;
-    static RootfsStore store;
+    static RootfsStore store;   // this run's: host trees' images, removed at the end
+    static RootfsStore kept;    // the Debian image's, kept between runs
     static Path templates;
     Path root;
 
@@ -60,7 +61,8 @@ class RootfsIT {
         AgentBinary agent = AgentBinary.class.getResource(AgentBinary.RESOURCE) != null ? AgentBinary.classpath()
                 : AgentBinary.file(home.resolve("guest/agent/build/vmgate-agent"));
         image = new ImageStore(home.resolve("target/it-image-cache")).image(ImageSources.debian().withAgent(agent));
-        store = new RootfsStore(ImageStore.defaultRoot().resolve("it"));
+        kept = new RootfsStore(ImageStore.defaultRoot().resolve("it"));
+        store = new RootfsStore(Files.createTempDirectory("vmgate-it-store-"));
         templates = Files.createTempDirectory("vmgate-it-templates-");
     }
 
@@ -68,6 +70,7 @@ class RootfsIT {
     static void dropTemplates() throws IOException {
         if (templates != null) {
             ImageStore.deleteTree(templates);
+            ImageStore.deleteTree(store.imagesDir().getParent());
         }
     }
 
@@ -92,7 +95,7 @@ class RootfsIT {
     void aHostDirectoryKeepsOwnersHardLinksAndUsersInTheGuest() throws Exception {
         Path tree = busyboxTree(Files.createTempDirectory("vmgate-it-tree-"));
         try {
-            RootfsImage img = store.forDirectory(tree, line -> { });
+            RootfsImage img = store.build("it-dir", new RootfsSource.Directory(tree), line -> { });
             assertThat(store.forDirectory(tree, line -> { }).id()).as("unchanged tree, same image").isEqualTo(img.id());
             VmConfig cfg = config(img);
             GuestLogin rootLogin = GuestLogin.resolve(cfg);
@@ -106,6 +109,8 @@ class RootfsIT {
                     .startsWith(Image.TOOLS_DIR + "/lib64/ld-linux");
 
             try (QemuVm vm = QemuVm.boot(cfg, "it-rootfs-dir")) {
+                assertThatThrownBy(() -> store.remove("it-dir")).as("image rm while this process runs a VM of it")
+                        .hasMessageContaining("image it-dir is in use by pid " + ProcessHandle.current().pid());
                 String[] st = run(vm, rootLogin.command("stat -c '%u %g %h %i' /data/owned /data/link", null, Map.of())).out().split("\n");
                 assertThat(st[0]).startsWith("1234 5678 2 ");
                 assertThat(st[1]).isEqualTo(st[0]);
@@ -231,16 +236,26 @@ class RootfsIT {
      * under a name that changes with what goes into it.
      */
     static RootfsImage debian() throws Exception {
-        String key = ImageKey.sha256Hex(("format=" + RootfsBuilder.FORMAT_VERSION + " packages=" + DebianBootstrap.PACKAGES)
-                .getBytes(StandardCharsets.UTF_8)).substring(0, 12);
+        String key = ImageKey.sha256Hex(("format=" + RootfsBuilder.FORMAT_VERSION + " " + DebianBootstrap.command(
+                new RootfsSource.Debian("bookworm", List.of()))).getBytes(StandardCharsets.UTF_8)).substring(0, 12);
         String name = "it-debian-" + key;
-        Files.createDirectories(store.namesDir());
-        try (FileChannel ch = FileChannel.open(store.namesDir().resolve(".it-debian.lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        Files.createDirectories(kept.namesDir());
+        try (FileChannel ch = FileChannel.open(kept.namesDir().resolve(".it-debian.lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
                 FileLock ignored = ch.lock()) {
-            if (store.idOf(name).isPresent()) {
-                return store.get(name);
+            if (kept.idOf(name).isPresent()) {
+                return kept.get(name);
             }
-            return store.build(name, new RootfsSource.Debian("bookworm", List.of()), line -> System.err.println("it-debian: " + line));
+            RootfsImage img = kept.build(name, new RootfsSource.Debian("bookworm", List.of()), line -> System.err.println("it-debian: " + line));
+            for (String old : kept.names().keySet()) { // images of keys gone by
+                if (old.startsWith("it-debian-") && !old.equals(name)) {
+                    try {
+                        kept.remove(old);
+                    } catch (ImageException e) {
+                        System.err.println("it-debian: keeping " + old + ": " + e.getMessage()); // another test run uses it
+                    }
+                }
+            }
+            return img;
         }
     }
 
