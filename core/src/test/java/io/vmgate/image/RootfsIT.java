@@ -206,6 +206,19 @@ class RootfsIT {
         }
     }
 
+    @Test
+    void aFailingMmdebstrapNamesTheImageAndTheCauseAndLeavesNothing() throws Exception {
+        assertThatThrownBy(() -> store.build("broken", new RootfsSource.Debian("bookworm", List.of("no-such-package-vmgate")), line -> { }))
+                .hasMessageStartingWith("image broken: mmdebstrap failed (exit ")
+                .hasMessageContaining("no-such-package-vmgate");
+        try (Stream<Path> s = Files.list(store.imagesDir())) {
+            assertThat(s.filter(p -> p.getFileName().toString().startsWith(RootfsStore.TMP_PREFIX)).toList()).isEmpty();
+        }
+        assertThat(store.idOf("broken")).isEmpty();
+        assertThatThrownBy(() -> store.build("bad", new RootfsSource.Debian("bookworm", List.of("--mode=root")), line -> { }))
+                .hasMessageContaining("is not a Debian package name");
+    }
+
     /** A small root filesystem: static busybox, root and alice, a file owned by 1234:5678 with a hard link. */
     static Path busyboxTree(Path t) throws Exception {
         for (String d : List.of("bin", "etc", "data", "root", "home/alice", "tmp", "proc", "sys", "dev", "run", "var/mail")) {
