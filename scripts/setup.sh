@@ -57,6 +57,9 @@ missing_packages() {
             tmux) command -v tmux >/dev/null || missing+=("$p") ;;
             clang) command -v clang >/dev/null || missing+=("$p") ;;
             python3) command -v python3 >/dev/null || missing+=("$p") ;;
+            e2fsprogs) [ -x /usr/sbin/mke2fs ] && [ -x /usr/sbin/debugfs ] || missing+=("$p") ;;
+            mmdebstrap) command -v mmdebstrap >/dev/null || missing+=("$p") ;;
+            libcap2-bin) [ -x /usr/sbin/setcap ] || missing+=("$p") ;;
             *) dpkg-query -W "$p" >/dev/null 2>&1 || missing+=("$p") ;;
         esac
     done
@@ -77,7 +80,9 @@ ensure_packages() {
     fi
 }
 
-RUNTIME_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static gcc make maven openssh-client openssh-sftp-server util-linux)
+# e2fsprogs makes root filesystem images (mke2fs, debugfs, e2fsck); mmdebstrap builds the Debian one.
+RUNTIME_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static gcc make maven openssh-client openssh-sftp-server util-linux
+    e2fsprogs mmdebstrap)
 
 JAR="$VMGATE_HOME/app/target/vmgate.jar"
 

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/random.h>
 #include <net/if.h>
 #include <poll.h>
@@ -397,6 +398,21 @@ static void setenv_in(char **envp, size_t *n, char *kv) {
     *n += i == *n;
 }
 
+/* Takes on the START's credentials as sshd does: the terminal first (the user owns it), then
+ * groups, gid, uid. Not root (the --stdio test mode): only our own uid and gid work. */
+static int become(const struct proto_start *s, int tty) {
+    gid_t groups[PROTO_MAX_GROUPS];
+    for (unsigned i = 0; i < s->ngroups; i++)
+        groups[i] = (gid_t)s->groups[i];
+    if (geteuid() != 0 && s->uid == getuid() && s->gid == getgid())
+        return 0;
+    if (tty >= 0 && fchown(tty, (uid_t)s->uid, (gid_t)-1) < 0)
+        return say("chown of the terminal to uid %u: %s", s->uid, strerror(errno)), -1;
+    if (setgroups(s->ngroups, groups) < 0 || setgid((gid_t)s->gid) < 0 || setuid((uid_t)s->uid) < 0)
+        return say("cannot run as uid %u gid %u: %s", s->uid, s->gid, strerror(errno)), -1;
+    return 0;
+}
+
 /* The forked child: never returns. fds[] become its 0, 1, 2 (all the PTY slave). */
 static _Noreturn void child(const struct proto_start *s, const int fds[3]) {
     static char *base[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -414,7 +430,11 @@ static _Noreturn void child(const struct proto_start *s, const int fds[3]) {
         dup2(fds[s->pty ? 0 : i], i); /* fds[] are >= 3: main keeps 0..2 open */
     syscall(SYS_close_range, 3, ~0u, 0); /* O_CLOEXEC already; belt and braces */
 
-    size_t n = 0, nbase = sizeof base / sizeof base[0];
+    if (become(s, s->pty ? 0 : -1) < 0) /* 0: the slave, since the dup2 above */
+        _exit(126);
+
+    /* Only PATH for another user: the host sends that user's HOME, USER, LOGNAME and SHELL. */
+    size_t n = 0, nbase = s->uid == 0 ? sizeof base / sizeof base[0] : 1;
     char **envp = malloc((nbase + 2 + s->envc) * sizeof *envp), *term;
     if (!envp)
         _exit(126);
@@ -431,9 +451,9 @@ static _Noreturn void child(const struct proto_start *s, const int fds[3]) {
         say("%s: %s", *s->cwd ? s->cwd : "/", strerror(errno));
         _exit(126);
     }
-    execvp(s->argv[0], s->argv);
+    execvp(s->path, s->argv);
     int e = errno;
-    say("%s: %s", s->argv[0], strerror(e));
+    say("%s: %s", s->path, strerror(e));
     _exit(e == ENOENT ? 127 : 126);
 }
 
@@ -737,11 +757,11 @@ static void mount_tmpfs(const char *dir, const char *mode, unsigned long mib) {
     mount_at("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts);
 }
 
-static void load_modules(void) {
-    FILE *f = fopen("/etc/vmgate/modules", "re");
+static void load_modules(const char *list) {
+    FILE *f = fopen(list, "re");
     char line[512];
     if (!f && errno != ENOENT)
-        say("/etc/vmgate/modules: %s", strerror(errno));
+        say("%s: %s", list, strerror(errno));
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
         int fd = line[0] == '/' ? open(line, O_RDONLY | O_CLOEXEC) : -2;
@@ -779,8 +799,35 @@ static int open_port(const char *name) {
     return -1;
 }
 
+/* The /dev node of the virtio disk whose serial is `serial` (see docs/protocol.md), waiting
+ * as open_port does for a device the module has announced but not yet registered. */
+static void find_disk(const char *serial, char *dev, size_t size) {
+    struct timespec start, now, nap = {0, 20 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        DIR *d = opendir("/sys/block");
+        int found = 0;
+        for (struct dirent *e; d && !found && (e = readdir(d));) {
+            char path[320], buf[64];
+            snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
+            slurp(path, buf, sizeof buf);
+            buf[strcspn(buf, "\n")] = 0;
+            if (e->d_name[0] != '.' && strcmp(buf, serial) == 0)
+                found = snprintf(dev, size, "/dev/%s", e->d_name) > 0;
+        }
+        if (d)
+            closedir(d);
+        if (found)
+            return;
+        nanosleep(&nap, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - start.tv_sec < 10);
+    fatal("no disk with serial '%s' in /sys/block after 10 s", serial);
+}
+
 static void setup_vm(void) {
-    char cmdline[4096], port[128] = "org.vmgate.agent";
+    char cmdline[4096], port[128] = "org.vmgate.agent", root[32] = "", fstype[32] = "ext4", scratch[32] = "";
+    char dev[300];
     unsigned long rwsize = 0, maxprocs = 0;
 
     mount_at("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -792,7 +839,7 @@ static void setup_vm(void) {
         closefd(&fd);
     mount_at("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_at("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    load_modules();
+    load_modules("/etc/vmgate/modules");
 
     slurp("/proc/cmdline", cmdline, sizeof cmdline);
     for (char *save, *t = strtok_r(cmdline, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) {
@@ -802,6 +849,12 @@ static void setup_vm(void) {
             maxprocs = strtoul(t + 16, NULL, 10);
         else if (strncmp(t, "vmgate.port=", 12) == 0)
             snprintf(port, sizeof port, "%s", t + 12);
+        else if (strncmp(t, "vmgate.root=", 12) == 0)
+            snprintf(root, sizeof root, "%s", t + 12);
+        else if (strncmp(t, "vmgate.rootfstype=", 18) == 0)
+            snprintf(fstype, sizeof fstype, "%s", t + 18);
+        else if (strncmp(t, "vmgate.scratch=", 15) == 0)
+            snprintf(scratch, sizeof scratch, "%s", t + 15);
     }
     if (maxprocs) { /* root ignores RLIMIT_NPROC; threads-max binds all (kernel threads too) */
         FILE *f = fopen("/proc/sys/kernel/threads-max", "we");
@@ -809,18 +862,39 @@ static void setup_vm(void) {
             say("vmgate.maxprocs=%lu: threads-max: %s", maxprocs, strerror(errno));
     }
 
-    /* Overlay root: the image's tree read-only below, a size-limited tmpfs above. */
-    mount_tmpfs("/run-rw", "0755", rwsize);
+    /* Overlay root: the image's tree read-only below (the initramfs's /rootfs, or the image's
+     * shared read-only disk), a size-limited tmpfs or the VM's own scratch disk above. */
+    if (*root || *scratch)
+        load_modules("/etc/vmgate/modules.disk");
+    if (*root) {
+        find_disk(root, dev, sizeof dev);
+        mount_at(dev, "/lower", fstype, MS_RDONLY | MS_NOATIME, NULL);
+    }
+    if (*scratch) {
+        find_disk(scratch, dev, sizeof dev);
+        /* made by the host with uninitialised inode tables over zeroes: nothing to zero here */
+        mount_at(dev, "/run-rw", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable");
+    } else {
+        mount_tmpfs("/run-rw", "0755", rwsize);
+    }
     mkdir("/run-rw/upper", 0755);
     mkdir("/run-rw/work", 0755);
-    mount_at("overlay", "/newroot", "overlay", 0, "lowerdir=/rootfs,upperdir=/run-rw/upper,workdir=/run-rw/work");
+    mount_at("overlay", "/newroot", "overlay", 0,
+             *root ? "lowerdir=/lower,upperdir=/run-rw/upper,workdir=/run-rw/work"
+                   : "lowerdir=/rootfs,upperdir=/run-rw/upper,workdir=/run-rw/work");
     mount_at("/dev", "/newroot/dev", NULL, MS_MOVE, NULL);
     mount_at("/proc", "/newroot/proc", NULL, MS_MOVE, NULL);
     mount_at("/sys", "/newroot/sys", NULL, MS_MOVE, NULL);
     mount_at("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620");
-    mount_tmpfs("/newroot/tmp", "1777", rwsize);
+    if (!*scratch) /* with a scratch disk, /tmp is the overlay's: as large as the disk */
+        mount_tmpfs("/newroot/tmp", "1777", rwsize);
     mount_tmpfs("/newroot/dev/shm", "1777", rwsize);
     mount_tmpfs("/newroot/run", "0755", rwsize);
+    /* vmgate's own tools (sftp-server, busybox) in every image, without writing into it */
+    mkdir("/newroot/run/vmgate", 0755);
+    mount_at("/rootfs", "/newroot/run/vmgate/tools", NULL, MS_BIND, NULL);
+    if (mount(NULL, "/newroot/run/vmgate/tools", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fatal("remount /run/vmgate/tools read-only: %s", strerror(errno));
     /* devtmpfs has a ptmx node that finds the devpts beside it; if not, use the devpts one */
     if ((fd = open("/newroot/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0
         && (unlink("/newroot/dev/ptmx"), symlink("pts/ptmx", "/newroot/dev/ptmx") < 0))

@@ -115,6 +115,14 @@ static uint8_t fd(struct rd *r) {
     return v;
 }
 
+/* A uid or gid: (uid_t)-1 tells setuid and friends "leave it", so it is never a user. */
+static uint32_t id32(struct rd *r, const char *what) {
+    uint32_t v = u32(r, what);
+    if (!r->failed && v == 0xffffffffu)
+        bad(r, "%s 4294967295 is not an id", what);
+    return v;
+}
+
 /* Copies a checked string into the START block, NUL-terminated. */
 static char *keep(char **arena, struct proto_str s) {
     char *p = *arena;
@@ -139,6 +147,12 @@ static struct proto_start *decode_start(struct rd *r, size_t len) {
     if (flags & ~1u)
         bad(r, "unknown START flags 0x%x", flags);
     s->pty = flags & 1;
+    s->uid = id32(r, "uid");
+    s->gid = id32(r, "gid");
+    s->ngroups = count(r, "ngroups", 0, PROTO_MAX_GROUPS);
+    for (unsigned i = 0; i < s->ngroups && !r->failed; i++)
+        s->groups[i] = id32(r, "group");
+    struct proto_str path = str(r, "path");
     s->argc = count(r, "argc", 1, PROTO_MAX_ARGS);
     s->argv = ptrs;
     for (unsigned i = 0; i < s->argc && !r->failed; i++) {
@@ -147,6 +161,8 @@ static struct proto_start *decode_start(struct rd *r, size_t len) {
             *ptrs++ = keep(&arena, a);
     }
     *ptrs++ = NULL;
+    if (!r->failed)
+        s->path = path.n ? keep(&arena, path) : s->argv[0];
     s->envc = count(r, "envc", 0, PROTO_MAX_ENV);
     s->env = ptrs;
     for (unsigned i = 0; i < s->envc && !r->failed; i++) {

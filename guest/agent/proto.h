@@ -1,4 +1,4 @@
-/* Frame and message codec of docs/protocol.md (version 1). Pure: no I/O, no globals,
+/* Frame and message codec of docs/protocol.md (version 2). Pure: no I/O, no globals,
  * safe on arbitrary bytes, so it can be fuzzed on its own (fuzz/fuzz_proto.c). */
 #ifndef VMGATE_PROTO_H
 #define VMGATE_PROTO_H
@@ -6,13 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 #define PROTO_HEADER 9 /* u32 length + u8 type + u32 id */
 #define PROTO_MAX_PAYLOAD 262144u
 #define PROTO_INITIAL_WINDOW 262144u
 #define PROTO_MAX_PROCS 256
 #define PROTO_MAX_ARGS 4096
 #define PROTO_MAX_ENV 4096
+#define PROTO_MAX_GROUPS 256
 #define PROTO_MAX_MODES 256
 #define PROTO_MAX_ENTROPY 512
 
@@ -40,6 +41,10 @@ struct proto_mode { uint8_t op; uint32_t val; }; /* RFC 4254 §8 opcode and valu
 /* A decoded START: one heap block (free with proto_msg_free), strings NUL-terminated. */
 struct proto_start {
     int pty;
+    uint32_t uid, gid;           /* never 0xFFFFFFFF (that means "unchanged" to setuid) */
+    unsigned ngroups;
+    uint32_t groups[PROTO_MAX_GROUPS];
+    char *path;  /* the program to execute: argv[0] when the host sent "" */
     unsigned argc, envc, nmodes;
     char **argv; /* NULL-terminated */
     char **env;  /* NULL-terminated, each "NAME=value" with a non-empty NAME */

@@ -22,10 +22,23 @@ static struct proto_out out = {buf, sizeof buf, 0, 0};
 
 static void s(const char *str) { proto_bytes(&out, str, strlen(str)); }
 
-/* A START like the host builds: pty flag, argv, env, cwd, term, size, modes. */
+/* Credentials and path, as the host sends them after the flags. */
+static void creds(uint32_t uid, uint32_t gid, int ngroups, const uint32_t *groups, const char *path) {
+    proto_u32(&out, uid);
+    proto_u32(&out, gid);
+    proto_u16(&out, (uint16_t)ngroups);
+    for (int i = 0; i < ngroups; i++)
+        proto_u32(&out, groups[i % 3]);
+    s(path);
+}
+
+static const uint32_t three_groups[] = {27, 100, 1234567};
+
+/* A START like the host builds: pty flag, credentials, path, argv, env, cwd, term, size, modes. */
 static size_t enc_start(uint32_t id, int pty, int argc, const char **argv, int envc, const char **env) {
     proto_begin(&out, MSG_START, id);
     proto_u8(&out, (uint8_t)pty);
+    creds(1000, 1001, 3, three_groups, "/bin/bash");
     proto_u16(&out, (uint16_t)argc);
     for (int i = 0; i < argc; i++)
         s(argv[i]);
@@ -47,7 +60,7 @@ static size_t enc_start(uint32_t id, int pty, int argc, const char **argv, int e
 
 /* One valid frame of each type, in buf; returns its length. */
 static size_t enc_type(int type) {
-    static const char *argv[] = {"sh", "-c", "echo hi"}, *env[] = {"LANG=C.UTF-8", "X="};
+    static const char *argv[] = {"-bash", "-c", "echo hi"}, *env[] = {"LANG=C.UTF-8", "X="};
     switch (type) {
     case MSG_HELLO:
         proto_begin(&out, MSG_HELLO, 0), proto_u16(&out, 1), proto_u64(&out, 123456789), s("6.1.0-56-cloud-amd64");
@@ -137,7 +150,9 @@ static void test_round_trip(void) {
     CHECK(decode_buf(buf, out.len, &m) == 0);
     struct proto_start *st = m.start;
     CHECK(st && st->pty == 1 && st->argc == 3 && st->envc == 2);
-    CHECK(!strcmp(st->argv[0], "sh") && !strcmp(st->argv[2], "echo hi") && st->argv[3] == NULL);
+    CHECK(st->uid == 1000 && st->gid == 1001 && st->ngroups == 3 && st->groups[0] == 27 && st->groups[2] == 1234567);
+    CHECK(!strcmp(st->path, "/bin/bash"));
+    CHECK(!strcmp(st->argv[0], "-bash") && !strcmp(st->argv[2], "echo hi") && st->argv[3] == NULL);
     CHECK(!strcmp(st->env[0], "LANG=C.UTF-8") && !strcmp(st->env[1], "X=") && st->env[2] == NULL);
     CHECK(!strcmp(st->cwd, "/tmp") && !strcmp(st->term, "xterm-256color"));
     CHECK(st->rows == 40 && st->cols == 120 && st->nmodes == 2);
@@ -148,9 +163,10 @@ static void test_round_trip(void) {
     proto_begin(&out, MSG_DATA, 1), proto_u8(&out, 0), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.len == 0);
     const char *one[] = {"true"};
-    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), proto_u16(&out, 1), s(one[0]), proto_u16(&out, 0), s(""), s(""),
-        proto_u16(&out, 0), proto_u16(&out, 0), proto_u16(&out, 0), proto_end(&out);
+    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), creds(0, 0, 0, NULL, ""), proto_u16(&out, 1), s(one[0]),
+        proto_u16(&out, 0), s(""), s(""), proto_u16(&out, 0), proto_u16(&out, 0), proto_u16(&out, 0), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.start->cwd[0] == 0 && m.start->term[0] == 0 && m.start->envc == 0);
+    CHECK(m.start->uid == 0 && m.start->gid == 0 && m.start->ngroups == 0 && m.start->path == m.start->argv[0]);
     proto_msg_free(&m);
 }
 
@@ -228,10 +244,14 @@ static void test_frames(void) {
     CHECK(proto_end(&tiny) == -1 && tiny.overflow);
 }
 
+static uint32_t start_uid = 0, start_gid = 0;
+static int start_ngroups = 0;
+
 static int start_rc(int flags, int argc, const char **argv, int envc, const char **env, int nmodes) {
     struct proto_msg m;
     proto_begin(&out, MSG_START, 1);
     proto_u8(&out, (uint8_t)flags);
+    creds(start_uid, start_gid, start_ngroups, three_groups, "");
     proto_u16(&out, (uint16_t)argc);
     for (int i = 0; i < argc; i++)
         s(argv[i % 2]);
@@ -262,11 +282,32 @@ static void test_limits(void) {
     CHECK(start_rc(2, 1, a, 0, e, 0) == E_MALFORMED);
     CHECK(start_rc(0, 1, a, 1, bad_env1, 0) == E_MALFORMED);
     CHECK(start_rc(0, 1, a, 1, bad_env2, 0) == E_MALFORMED);
-    const char *nul[] = {"a\0b"};
+    /* credentials: (uid_t)-1 means "unchanged" to setuid, so it is never accepted */
+    start_ngroups = PROTO_MAX_GROUPS;
+    CHECK(start_rc(0, 1, a, 0, e, 0) == 0);
+    start_ngroups = PROTO_MAX_GROUPS + 1;
+    CHECK(start_rc(0, 1, a, 0, e, 0) == E_MALFORMED);
+    start_ngroups = 0, start_uid = 0xffffffffu;
+    CHECK(start_rc(0, 1, a, 0, e, 0) == E_MALFORMED);
+    start_uid = 0xfffffffeu, start_gid = 0xffffffffu;
+    CHECK(start_rc(0, 1, a, 0, e, 0) == E_MALFORMED);
+    start_gid = 0;
+    CHECK(start_rc(0, 1, a, 0, e, 0) == 0);
+    start_uid = 0;
+    const uint32_t bad_group[] = {5, 0xffffffffu};
     struct proto_msg m;
-    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), proto_u16(&out, 1), proto_bytes(&out, nul[0], 3);
+    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), proto_u32(&out, 0), proto_u32(&out, 0), proto_u16(&out, 2),
+        proto_u32(&out, bad_group[0]), proto_u32(&out, bad_group[1]), s(""), proto_u16(&out, 1), s("x"), proto_u16(&out, 0),
+        s(""), s(""), proto_u16(&out, 0), proto_u16(&out, 0), proto_u16(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    const char *nul[] = {"a\0b"};
+    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), creds(0, 0, 0, NULL, ""), proto_u16(&out, 1), proto_bytes(&out, nul[0], 3);
     proto_u16(&out, 0), s(""), s(""), proto_u16(&out, 0), proto_u16(&out, 0), proto_u16(&out, 0), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_START, 1), proto_u8(&out, 0), proto_u32(&out, 0), proto_u32(&out, 0), proto_u16(&out, 0);
+    proto_bytes(&out, "/bin/x\0y", 8), proto_u16(&out, 1), s("x");
+    proto_u16(&out, 0), s(""), s(""), proto_u16(&out, 0), proto_u16(&out, 0), proto_u16(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* NUL in path */
     /* a string length far past the payload */
     proto_begin(&out, MSG_SIGNAL, 1), proto_u32(&out, 0xffffffffu), proto_raw(&out, "TERM", 4), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);

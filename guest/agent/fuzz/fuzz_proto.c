@@ -15,6 +15,13 @@ static void recheck_start(const struct proto_msg *m)
     struct proto_out o = {buf, sizeof buf, 0, 0};
     proto_begin(&o, MSG_START, m->id);
     proto_u8(&o, (uint8_t)s->pty);
+    proto_u32(&o, s->uid);
+    proto_u32(&o, s->gid);
+    proto_u16(&o, (uint16_t)s->ngroups);
+    for (unsigned i = 0; i < s->ngroups; i++)
+        proto_u32(&o, s->groups[i]);
+    /* path == argv[0] (same pointer) when the sender left it empty */
+    proto_bytes(&o, s->path == s->argv[0] ? "" : s->path, s->path == s->argv[0] ? 0 : strlen(s->path));
     proto_u16(&o, (uint16_t)s->argc);
     for (unsigned i = 0; i < s->argc; i++)
         proto_bytes(&o, s->argv[i], strlen(s->argv[i]));
@@ -40,7 +47,10 @@ static void recheck_start(const struct proto_msg *m)
         abort();
     const struct proto_start *t = m2.start;
     if (t->argc != s->argc || t->envc != s->envc || t->nmodes != s->nmodes || strcmp(t->cwd, s->cwd)
-        || strcmp(t->term, s->term) || t->argv[t->argc] || t->env[t->envc])
+        || strcmp(t->term, s->term) || t->argv[t->argc] || t->env[t->envc] || strcmp(t->path, s->path)
+        || t->uid != s->uid || t->gid != s->gid || t->ngroups != s->ngroups
+        || memcmp(t->groups, s->groups, s->ngroups * sizeof s->groups[0]) || s->uid == 0xffffffffu
+        || s->gid == 0xffffffffu)
         abort();
     for (unsigned i = 0; i < s->argc; i++)
         if (strcmp(t->argv[i], s->argv[i]))

@@ -27,8 +27,12 @@ def frame(t, i, payload=b""):
     return struct.pack(">IBI", 5 + len(payload), t, i) + payload
 
 
-def start_payload(argv, env=(), cwd="", pty=None, modes=()):
-    p = struct.pack(">BH", 1 if pty else 0, len(argv)) + b"".join(s(a) for a in argv)
+def start_payload(argv, env=(), cwd="", pty=None, modes=(), uid=None, gid=None, groups=(), path=""):
+    """A version 2 START; credentials default to the agent's own (it runs as this test's user)."""
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    p = struct.pack(">BIIH", 1 if pty else 0, uid, gid, len(groups)) + b"".join(struct.pack(">I", g) for g in groups)
+    p += s(path) + struct.pack(">H", len(argv)) + b"".join(s(a) for a in argv)
     p += struct.pack(">H", len(env)) + b"".join(s(e) for e in env) + s(cwd)
     term, rows, cols = pty or ("", 0, 0)
     p += s(term) + struct.pack(">HHH", rows, cols, len(modes))
@@ -170,7 +174,7 @@ class Agent:
 
 def test_hello():
     a = Agent()
-    assert a.hello[0] == 1 and a.hello[1] > 0 and a.hello[2] == os.uname().release, a.hello
+    assert a.hello[0] == 2 and a.hello[1] > 0 and a.hello[2] == os.uname().release, a.hello
     assert a.close()[0] == 0
 
 
@@ -230,6 +234,51 @@ def test_env_and_cwd():
     assert bytes(p.out[1]).strip() in (b"/root", b"/"), p.out
     p = a.run(["sh", "-c", "env | wc -l"], i=3)
     assert int(p.out[1]) == 5 + 1, p.out  # base environment plus PWD set by sh
+    a.close()
+
+
+def test_path_apart_from_argv0():
+    a = Agent()
+    p = a.run(["-sh", "-c", 'echo "$0"'], path="/bin/sh")  # a login shell's argv[0]
+    assert bytes(p.out[1]) == b"-sh\n" and p.exit[0] == 0, vars(p)
+    p = a.run(["whatever", "-c", 'echo "$0"'], i=2, path="sh")  # looked up in PATH
+    assert bytes(p.out[1]) == b"whatever\n" and p.exit[0] == 0, vars(p)
+    p = a.run(["-sh"], i=3, path="/no/such/shell")
+    assert p.exit[0] == 127 and b"/no/such/shell: No such file or directory" in p.out[2], vars(p)
+    a.close()
+
+
+def test_credentials():
+    a = Agent()
+    if os.geteuid() != 0:  # not root: only the agent's own credentials work
+        p = a.run(["id"], uid=os.getuid() + 1)
+        assert p.exit[0] == 126 and b"cannot run as uid" in p.out[2], vars(p)
+        a.close()
+        return
+    p = a.run(["sh", "-c", 'id -u; id -g; id -G; echo "$HOME|$USER|$PATH"; pwd'], uid=1234, gid=2345,
+              groups=(5, 100, 2345))
+    out = bytes(p.out[1]).decode().splitlines()
+    assert p.exit[0] == 0 and out[:3] == ["1234", "2345", "2345 5 100"], (out, vars(p))
+    assert out[3] == "||/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", out  # root's names only for root
+    assert out[4] == "/", out  # /root cannot be entered by uid 1234
+    # cwd is entered as the user, after the switch
+    d = tempfile.mkdtemp()
+    os.chmod(d, 0o700)
+    p = a.run(["pwd"], i=2, uid=1234, gid=1234, cwd=d)
+    assert p.exit[0] == 126 and b"Permission denied" in p.out[2], vars(p)
+    os.chown(d, 1234, 1234)
+    p = a.run(["pwd"], i=3, uid=1234, gid=1234, cwd=d)
+    assert p.exit[0] == 0 and bytes(p.out[1]).decode().strip() == d, vars(p)
+    os.rmdir(d)
+    # a PTY is handed to the user, as sshd does
+    p = a.run(["sh", "-c", 'stat -c %u "$(tty)"; id -u'], i=4, uid=1234, gid=1234, pty=("vt100", 0, 0))
+    assert bytes(p.out[1]).split() == [b"1234", b"1234"], vars(p)
+    # refused on the wire: (uid_t)-1 means "unchanged" to setuid
+    a.procs[5] = Proc()
+    a.send(frame(START, 5, start_payload(["id"], uid=0xffffffff)))
+    while not a.procs[5].errors:
+        a.step()
+    assert a.procs[5].errors[0][0] == 1 and a.procs[5].pid is None, vars(a.procs[5])
     a.close()
 
 
@@ -371,7 +420,7 @@ def test_errors():
     assert a.step()[0] == ERROR and a.procs[99].errors == [(3, "DATA: no process with id 99")]
     a.start(1, ["sleep", "1"])
     a.send(frame(START, 1, start_payload(["true"])))
-    a.send(frame(START, 2, struct.pack(">BH", 0, 0)))  # argc 0
+    a.send(frame(START, 2, struct.pack(">BIIH", 0, 0, 0, 0) + s("") + struct.pack(">H", 0)))  # argc 0
     a.procs[2] = Proc()
     a.send(frame(0x0E, 3))
     a.send(frame(HELLO, 0, struct.pack(">HQ", 1, 0) + s("x")))

@@ -7,7 +7,9 @@ needs qemu-system-x86_64, a Debian cloud kernel and busybox-static, so it is not
 `make test`: run `make vm-test`.
 
 usage: vm_smoke.py path/to/vmgate-agent [--kernel /boot/vmlinuz-...]"""
+import glob
 import json
+import re
 import os
 import socket
 import struct
@@ -163,15 +165,15 @@ def check(cond, what):
 
 def main():
     agent = os.path.abspath(sys.argv[1])
-    kernel = sys.argv[sys.argv.index("--kernel") + 1] if "--kernel" in sys.argv else \
-        "/boot/vmlinuz-6.1.0-56-cloud-amd64"
+    cloud = sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"), key=lambda k: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", k)])
+    kernel = sys.argv[sys.argv.index("--kernel") + 1] if "--kernel" in sys.argv else (cloud[-1] if cloud else "/boot/vmlinuz")
     fails = 0
     with tempfile.TemporaryDirectory() as tmp:
         vm = Vm(agent, kernel, "vmgate.rwsize=16", tmp)
         try:
             conn = vm.connect()
             a = Agent(conn, hello_timeout=90)
-            fails += check(a.hello[0] == 1 and a.hello[2] == os.path.basename(kernel)[8:],
+            fails += check(a.hello[0] == 2 and a.hello[2] == os.path.basename(kernel)[8:],
                            f"HELLO after {time.monotonic() - vm.t0:.1f}s: {a.hello}")
             out, err, ex = sh(a, 1, "uname -r; hostname; id -u; pwd; cat /proc/loadavg /proc/sys/kernel/threads-max")
             print("      " + out.replace("\n", " | "))

@@ -86,7 +86,8 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
         }
 
         Sandbox sandbox;
-        try (Sandboxes engine = Sandboxes.builder(vmOptions.options()).abandonStartsOnExit().build()) {
+        try (Sandboxes engine = Sandboxes.builder(vmOptions.options()).abandonStartsOnExit()
+                .buildProgress(ImageCommand.progress("rootfs")).build()) {
             EarlyVm.Taken early = EarlyVm.take(engine, vmId());
             if (early != null) {
                 startup.add(new Sandbox.Phase("image_ready", early.imageReadyNanos()));

@@ -102,7 +102,8 @@ final class ServeCommand implements Callable<Integer> {
         String host = m.group(1) != null ? m.group(1) : m.group(3) != null ? m.group(3) : m.group(5);
         String portText = m.group(2) != null ? m.group(2) : m.group(4);
         int port = portText != null ? Integer.parseInt(portText) : ServerConfig.DEFAULT_PORT;
-        Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground();
+        Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground()
+                .buildProgress(line -> log.info("rootfs_build_progress step=\"{}\"", line.replace("\"", "'")));
         if (pool > 0) {
             sandboxes.warmPool(pool, maxSessions);
         }

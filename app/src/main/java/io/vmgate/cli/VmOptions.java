@@ -14,8 +14,24 @@ final class VmOptions {
     @Option(names = "--memory", paramLabel = "MIB", description = "Guest memory in MiB (default: ${DEFAULT-VALUE}).", defaultValue = "256")
     int memoryMib;
 
-    @Option(names = "--image", paramLabel = "DIR", description = "Image directory with vmlinuz and initrd.img (default: the built-in image).")
-    Path image;
+    @Option(names = "--image", paramLabel = "NAME|DIR",
+            description = "An image by name (`vmgate image ls`; `vmgate image build debian` makes `debian`) or directory (default: the built-in busybox image).")
+    String image;
+
+    @Option(names = "--rootfs", paramLabel = "DIR",
+            description = "A root filesystem tree on this host as the guest's root (read-only, never modified; made into an image on first use).")
+    Path rootfs;
+
+    @Option(names = "--guest-user", paramLabel = "NAME", defaultValue = "root",
+            description = "The guest user commands run as, from the image's /etc/passwd (default: ${DEFAULT-VALUE}).")
+    String guestUser;
+
+    @Option(names = "--workdir", paramLabel = "DIR", description = "Where commands start in the guest (default: the guest user's home).")
+    String workdir;
+
+    @Option(names = "--scratch-disk", paramLabel = "SIZE",
+            description = "Give each VM its own sparse disk of SIZE (e.g. 4G, 512M) for its writable layer instead of guest RAM; deleted with the VM.")
+    String scratchDisk;
 
     @Option(names = "--accel", paramLabel = "auto|kvm|tcg", defaultValue = "auto",
             description = "Accelerator; auto uses KVM only when the CPU shows vmx/svm and /dev/kvm is usable (default: ${DEFAULT-VALUE}).")
@@ -35,6 +51,24 @@ final class VmOptions {
     @Option(names = "--no-snapshot", description = "Cold-boot every VM instead of restoring the image's snapshot template.")
     boolean noSnapshot;
 
+    /** A size in MiB from {@code 512M}, {@code 4G}, {@code 1T} or a plain number of MiB. */
+    static int mib(String size, String option) {
+        var m = java.util.regex.Pattern.compile("(\\d+)\\s*([MmGgTt]?)(i?[Bb])?").matcher(size.strip());
+        if (!m.matches()) {
+            throw new IllegalArgumentException(option + " wants a size like 512M, 4G or 1T, not '" + size + "'");
+        }
+        long n = Long.parseLong(m.group(1));
+        long mib = switch (m.group(2).toUpperCase(Locale.ROOT)) {
+            case "G" -> n << 10;
+            case "T" -> n << 20;
+            default -> n;
+        };
+        if (mib > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException(option + " " + size + " is too large");
+        }
+        return (int) mib;
+    }
+
     /**
      * The options as the Sandbox API takes them.
      *
@@ -50,13 +84,17 @@ final class VmOptions {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("--accel must be auto, kvm or tcg, not '" + accel + "'");
         }
-        SandboxOptions.Builder b = SandboxOptions.builder().image(image).cpus(cpus).memoryMib(memoryMib).accelerator(a)
+        SandboxOptions.Builder b = SandboxOptions.builder().image(image).rootfs(rootfs).guestUser(guestUser).workdir(workdir)
+                .cpus(cpus).memoryMib(memoryMib).accelerator(a)
                 .bootTimeout(Duration.ofMillis(Math.round(bootTimeoutSeconds * 1000))).snapshot(!noSnapshot);
         if (writableMib != null) {
             b.writableMib(writableMib);
         }
         if (maxProcs != null) {
             b.maxProcs(maxProcs);
+        }
+        if (scratchDisk != null) {
+            b.scratchDiskMib(mib(scratchDisk, "--scratch-disk"));
         }
         return b.build();
     }

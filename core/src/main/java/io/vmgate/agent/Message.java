@@ -22,7 +22,10 @@ public sealed interface Message {
 
     record Start(int id, ProcessSpec spec) implements Message {
         public Frame encode() {
-            var w = new Payload.Writer().u8(spec.pty() != null ? 1 : 0).u16(spec.argv().size());
+            Credentials c = spec.credentials();
+            var w = new Payload.Writer().u8(spec.pty() != null ? 1 : 0).i32(c.uid()).i32(c.gid()).u16(c.groups().size());
+            c.groups().forEach(w::i32);
+            w.str(spec.executable() == null ? "" : spec.executable()).u16(spec.argv().size());
             spec.argv().forEach(w::str);
             w.u16(spec.env().size());
             spec.env().forEach((k, v) -> w.str(k + "=" + v));
@@ -156,6 +159,22 @@ public sealed interface Message {
         if ((flags & ~1) != 0) {
             throw ProtocolException.message("unknown START flags " + flags);
         }
+        int uid = r.i32("uid"), gid = r.i32("gid");
+        int ngroups = r.u16("ngroups");
+        if (ngroups > Protocol.MAX_GROUPS) {
+            throw ProtocolException.message("ngroups " + ngroups + " out of range");
+        }
+        var groups = new java.util.ArrayList<Integer>(ngroups);
+        for (int i = 0; i < ngroups; i++) {
+            groups.add(r.i32("group"));
+        }
+        Credentials credentials;
+        try {
+            credentials = new Credentials(uid, gid, groups);
+        } catch (IllegalArgumentException e) {
+            throw ProtocolException.message(e.getMessage());
+        }
+        String path = r.str("path");
         int argc = r.u16("argc");
         if (argc < 1 || argc > Protocol.MAX_ARGS) {
             throw ProtocolException.message("argc " + argc + " out of range");
@@ -189,6 +208,7 @@ public sealed interface Message {
             modes.add(new TermMode(r.u8("mode opcode"), r.i32("mode value")));
         }
         PtySpec pty = (flags & 1) != 0 ? new PtySpec(term, rows, cols, List.copyOf(modes)) : null;
-        return new Start(id, new ProcessSpec(List.copyOf(argv), env, cwd.isEmpty() ? null : cwd, pty));
+        return new Start(id, new ProcessSpec(path.isEmpty() ? null : path, List.copyOf(argv), env, cwd.isEmpty() ? null : cwd,
+                pty, credentials));
     }
 }

@@ -4,13 +4,14 @@ package io.vmgate.agent;
 public final class Protocol {
     private Protocol() {}
 
-    public static final int VERSION = 1;
+    public static final int VERSION = 2;
     public static final int HEADER = 9;               // u32 length + u8 type + u32 id
     public static final int MAX_PAYLOAD = 256 * 1024;
     public static final int INITIAL_WINDOW = 256 * 1024;
     public static final int DATA_CHUNK = 32 * 1024;   // what the host puts in one DATA frame
     public static final int MAX_ARGS = 4096;
     public static final int MAX_ENV = 4096;
+    public static final int MAX_GROUPS = 256;
     public static final int MAX_MODES = 256;
     public static final int MAX_ENTROPY = 512;
 

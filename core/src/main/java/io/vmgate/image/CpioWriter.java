@@ -27,12 +27,19 @@ public final class CpioWriter implements Closeable {
 
     private final OutputStream out;
     private final Set<String> paths = new HashSet<>();
+    private java.util.function.Consumer<FsEntry> listener = e -> { };
     private long offset;
     private int nextIno = 1;
     private boolean finished;
 
     public CpioWriter(OutputStream out) {
         this.out = out;
+    }
+
+    /** Tells {@code l} of every entry written (all owned by 0:0, mtime 0), e.g. to keep a {@link Manifest}. */
+    public CpioWriter onEntry(java.util.function.Consumer<FsEntry> l) {
+        this.listener = l;
+        return this;
     }
 
     /** Adds a directory; adding one that exists already is a no-op. */
@@ -43,12 +50,14 @@ public final class CpioWriter implements Closeable {
         }
         parents(name);
         header(name, S_IFDIR | (mode & 07777), 2, 0, 0, 0);
+        listener.accept(FsEntry.directory(name, mode & 07777, 0, 0, 0));
         return this;
     }
 
     public CpioWriter file(String path, int mode, byte[] data) throws IOException {
         String name = entry(path);
         header(name, S_IFREG | (mode & 07777), 1, data.length, 0, 0);
+        listener.accept(FsEntry.file(name, mode & 07777, 0, 0, data.length, 0));
         out.write(data);
         offset += data.length;
         pad();
@@ -63,6 +72,7 @@ public final class CpioWriter implements Closeable {
             throw new IOException(source + " is too large for a cpio newc archive (" + size + " bytes)");
         }
         header(name, S_IFREG | (mode & 07777), 1, size, 0, 0);
+        listener.accept(FsEntry.file(name, mode & 07777, 0, 0, size, 0));
         long copied;
         try (InputStream in = Files.newInputStream(source)) {
             copied = copy(in, size);
@@ -83,6 +93,7 @@ public final class CpioWriter implements Closeable {
             throw new IllegalArgumentException("bad symlink target: " + target);
         }
         header(name, S_IFLNK | 0777, 1, t.length, 0, 0);
+        listener.accept(FsEntry.symlink(name, target, 0, 0, 0));
         out.write(t);
         offset += t.length;
         pad();
@@ -93,6 +104,7 @@ public final class CpioWriter implements Closeable {
     public CpioWriter charDevice(String path, int mode, int major, int minor) throws IOException {
         String name = entry(path);
         header(name, S_IFCHR | (mode & 07777), 1, 0, major, minor);
+        listener.accept(new FsEntry(name, FsEntry.Type.CHAR_DEVICE, mode & 07777, 0, 0, 0, 0, null, major, minor, java.util.Map.of()));
         return this;
     }
 

@@ -11,12 +11,27 @@ import java.util.Properties;
 
 /**
  * A bootable image: a kernel, an initramfs whose /init is the agent, and the kernel command line
- * that goes with them.
+ * that goes with them. Its busybox userland is the guest's root unless the VM also has a
+ * {@link RootfsImage}; either way it is mounted at {@link #TOOLS_DIR} in the guest.
  *
- * @param contentHash identifies the image's content (the cache key for built images); snapshots
- *                    taken from one image must never be restored into another
+ * @param contentHash     identifies the image's content (the cache key for built images); snapshots
+ *                        taken from one image must never be restored into another
+ * @param toolsSftpServer the argv that runs the initramfs's own sftp-server in any guest root
+ *                        (empty for a hand-made image that does not say)
  */
-public record Image(Path directory, Path kernel, Path initrd, String kernelRelease, String cmdline, String contentHash) {
+public record Image(Path directory, Path kernel, Path initrd, String kernelRelease, String cmdline, String contentHash,
+        List<String> toolsSftpServer) {
+
+    /** Where the agent mounts the initramfs's userland (busybox, sftp-server) in every guest, read-only. */
+    public static final String TOOLS_DIR = "/run/vmgate/tools";
+
+    public Image {
+        toolsSftpServer = List.copyOf(toolsSftpServer);
+    }
+
+    public Image(Path directory, Path kernel, Path initrd, String kernelRelease, String cmdline, String contentHash) {
+        this(directory, kernel, initrd, kernelRelease, cmdline, contentHash, List.of());
+    }
 
     public static final String KERNEL_FILE = "vmlinuz";
     /** The uncompressed kernel extracted from vmlinuz, booted via PVH (faster under TCG). */
@@ -65,8 +80,20 @@ public record Image(Path directory, Path kernel, Path initrd, String kernelRelea
             // A hand-made image: identify it the way the cache identifies host inputs, not by hashing 20+ MB.
             hash = ImageKey.compute("loaded", List.of(kernel, initrd));
         }
+        String tools = props.getProperty("tools_sftp_server", "");
         return new Image(dir, kernel, initrd, props.getProperty("kernel_release", "unknown"),
-                props.getProperty("cmdline", DEFAULT_CMDLINE).strip(), hash);
+                props.getProperty("cmdline", DEFAULT_CMDLINE).strip(), hash, tools.isEmpty() ? List.of() : List.of(tools.split("\t")));
+    }
+
+    /**
+     * What the built-in busybox userland holds (files, users), as saved with a built image; empty
+     * for a hand-made image directory that has no manifest.
+     */
+    public java.util.Optional<GuestRoot> root() throws ImageException {
+        if (!Files.isRegularFile(directory.resolve(Manifest.FILE))) {
+            return java.util.Optional.empty();
+        }
+        return java.util.Optional.of(GuestRoot.load(directory, "the built-in image"));
     }
 
     static Properties readProperties(Path file) throws ImageException {

@@ -17,23 +17,37 @@ import java.util.zip.GZIPOutputStream;
  * <pre>
  * /init                          the agent (PID 1)
  * /etc/vmgate/modules            absolute .ko paths, one per line, in load order
+ * /etc/vmgate/modules.disk       the same for what only a VM with disks loads (virtio_blk)
  * /lib/modules/&lt;release&gt;/...     those .ko files
- * /rootfs/...                    the read-only root the user sees (overlay lower layer)
+ * /rootfs/...                    the busybox userland: the root the user sees (overlay lower layer)
+ *                                unless the VM has a root filesystem disk, and vmgate's own tools
+ *                                (/run/vmgate/tools in the guest) in every VM
  * </pre>
  *
  * No root privileges are needed: ownership, modes and device nodes exist only as cpio headers.
  */
 public final class ImageBuilder {
     /** Bumped whenever the layout or the content rules change, so cached images are rebuilt. */
-    public static final int FORMAT_VERSION = 1;
+    public static final int FORMAT_VERSION = 2;
     /** Where the guest has OpenSSH's sftp-server, wherever it came from on the host (the SSH layer runs this). */
     public static final String SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 
     private static final List<String> ROOT_DIRS = List.of("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys",
             "dev", "run", "home", "mnt", "var");
 
+    /** The busybox userland's users: root, and nobody for what should not be root. */
+    public static final String PASSWD = """
+            root:x:0:0:root:/root:/bin/sh
+            nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+            """;
+    public static final String GROUP = """
+            root:x:0:
+            nogroup:x:65534:
+            """;
+
     private final ImagePlan plan;
     private final byte[] agent;
+    private Manifest rootManifest;
 
     public ImageBuilder(ImagePlan plan, byte[] agent) {
         this.plan = plan;
@@ -59,9 +73,25 @@ public final class ImageBuilder {
         }
     }
 
+    /** What the busybox userland holds (/rootfs of the initramfs), once an initramfs has been written. */
+    public Manifest rootManifest() {
+        if (rootManifest == null) {
+            throw new IllegalStateException("no initramfs written yet");
+        }
+        return rootManifest;
+    }
+
     /** Writes the uncompressed cpio archive; returns its size. The stream is left open. */
     public long writeInitramfs(OutputStream out) throws IOException, ImageException {
         CpioWriter cpio = new CpioWriter(out);
+        Manifest.Builder root = new Manifest.Builder().add("", FsEntry.directory("", 0755, 0, 0, 0));
+        cpio.onEntry(e -> {
+            if (e.path().startsWith("rootfs/")) {
+                String p = e.path().substring("rootfs/".length());
+                root.add(p, new FsEntry(p, e.type(), e.mode(), e.uid(), e.gid(), e.size(), e.mtime(), e.linkTarget(), e.devMajor(),
+                        e.devMinor(), e.xattrs()));
+            }
+        });
         cpio.file("init", 0755, agent);
 
         // The kernel opens /dev/console for PID 1 before anything is mounted.
@@ -76,9 +106,17 @@ public final class ImageBuilder {
             cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
         }
         cpio.file("etc/vmgate/modules", 0644, bytes(list.toString()));
+        StringBuilder disk = new StringBuilder();
+        for (String m : plan.diskModules()) {
+            String inImage = "/lib/modules/" + release + "/" + m;
+            disk.append(inImage).append('\n');
+            cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
+        }
+        cpio.file("etc/vmgate/modules.disk", 0644, bytes(disk.toString()));
 
         writeRootfs(cpio, "rootfs/");
         cpio.finish();
+        rootManifest = root.build();
         return cpio.size();
     }
 
@@ -103,14 +141,8 @@ public final class ImageBuilder {
             cpio.file(r + relative(lib), 0755, lib); // same path as on the host: that is where ld.so looks
         }
 
-        cpio.file(r + "etc/passwd", 0644, bytes("""
-                root:x:0:0:root:/root:/bin/sh
-                nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-                """));
-        cpio.file(r + "etc/group", 0644, bytes("""
-                root:x:0:
-                nogroup:x:65534:
-                """));
+        cpio.file(r + "etc/passwd", 0644, bytes(PASSWD));
+        cpio.file(r + "etc/group", 0644, bytes(GROUP));
         cpio.file(r + "etc/shadow", 0600, bytes("root:*:0:0:99999:7:::\nnobody:*:0:0:99999:7:::\n"));
         cpio.file(r + "etc/nsswitch.conf", 0644, bytes("passwd: files\ngroup: files\nshadow: files\nhosts: files\n"));
         cpio.file(r + "etc/shells", 0644, bytes("/bin/sh\n/bin/ash\n"));

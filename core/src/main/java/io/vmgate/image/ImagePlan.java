@@ -10,17 +10,22 @@ import java.util.List;
  * files in which order, which binaries and libraries. Resolving runs ldd and reads modules.dep,
  * so the store only does it when its fast up-to-date check fails.
  *
- * @param modules paths relative to {@code modulesDir}, in load order
- * @param libraries what sftp-server loads, named as the loader names them (same path in the image)
+ * @param modules     paths relative to {@code modulesDir}, in load order
+ * @param diskModules loaded after {@code modules} only by a VM with disks (a root filesystem image
+ *                    or a scratch disk), so the busybox default does not pay for them
+ * @param libraries   what sftp-server loads, named as the loader names them (same path in the image)
  */
-public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, Path busybox,
-        Path sftpServer, List<Path> libraries) {
+public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, List<String> diskModules,
+        Path busybox, Path sftpServer, List<Path> libraries) {
 
     /** What the agent needs: virtio-mmio transport, the virtio-serial port, and overlayfs for the root. */
     public static final List<String> MODULES = List.of("virtio_mmio", "virtio_console", "overlay");
+    /** What disks need beyond that: the virtio block driver (ext4 is built into the cloud kernel). */
+    public static final List<String> DISK_MODULES = List.of("virtio_blk");
 
     public ImagePlan {
         modules = List.copyOf(modules);
+        diskModules = List.copyOf(diskModules);
         libraries = List.copyOf(libraries);
     }
 
@@ -33,8 +38,13 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         }
         Path modulesDir = src.modulesRoot().resolve(kernel.release());
         List<String> modules = KernelModules.resolve(modulesDir, MODULES);
-        for (String m : modules) {
-            requireReadable(modulesDir.resolve(m), "linux-image-cloud-amd64");
+        List<String> diskModules = new ArrayList<>(KernelModules.resolve(modulesDir,
+                java.util.stream.Stream.concat(MODULES.stream(), DISK_MODULES.stream()).toList()));
+        diskModules.removeAll(modules);
+        for (List<String> list : List.of(modules, diskModules)) {
+            for (String m : list) {
+                requireReadable(modulesDir.resolve(m), "linux-image-cloud-amd64");
+            }
         }
         requireReadable(src.busybox(), "busybox-static");
         if (!SharedLibraries.of(src.busybox()).isEmpty()) {
@@ -47,7 +57,23 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         for (Path lib : libs) {
             requireReadable(lib, "libc6");
         }
-        return new ImagePlan(kernel, modulesDir, modules, src.busybox(), src.sftpServer(), libs);
+        return new ImagePlan(kernel, modulesDir, modules, diskModules, src.busybox(), src.sftpServer(), libs);
+    }
+
+    /**
+     * How to run the image's own sftp-server from {@code /run/vmgate/tools} in any guest root (see
+     * docs/protocol.md): through the tools' own dynamic loader, with only the tools' libraries, so
+     * it works whatever C library the user's image has (or none). Empty when sftp-server is static.
+     */
+    public List<String> toolsSftpServer() {
+        Path loader = libraries.stream().filter(l -> l.getFileName().toString().startsWith("ld-linux")).findFirst().orElse(null);
+        String tools = Image.TOOLS_DIR;
+        if (loader == null) {
+            return List.of(tools + ImageBuilder.SFTP_SERVER);
+        }
+        String dirs = libraries.stream().filter(l -> !l.equals(loader)).map(l -> tools + l.getParent())
+                .distinct().collect(java.util.stream.Collectors.joining(":"));
+        return List.of(tools + loader, "--inhibit-cache", "--library-path", dirs, tools + ImageBuilder.SFTP_SERVER);
     }
 
     /** The host files whose (path, size, mtime) decide whether a cached image is still current. */
@@ -57,6 +83,7 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         in.add(modulesDir.resolve("modules.dep"));
         in.add(modulesDir.resolve("modules.builtin"));
         modules.forEach(m -> in.add(modulesDir.resolve(m)));
+        diskModules.forEach(m -> in.add(modulesDir.resolve(m)));
         in.add(busybox);
         in.add(sftpServer);
         in.addAll(libraries);

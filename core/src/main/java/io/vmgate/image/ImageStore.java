@@ -199,7 +199,10 @@ public final class ImageStore {
                     kernelFile = Image.KERNEL_FILE;
                     Files.copy(plan.kernel().path(), tmp.resolve(Image.KERNEL_FILE), StandardCopyOption.REPLACE_EXISTING);
                 }
-                ImageBuilder.InitrdSizes sizes = new ImageBuilder(plan, agent).writeInitrd(tmp.resolve(Image.INITRD_FILE), gzip);
+                ImageBuilder builder = new ImageBuilder(plan, agent);
+                ImageBuilder.InitrdSizes sizes = builder.writeInitrd(tmp.resolve(Image.INITRD_FILE), gzip);
+                GuestRoot.save(tmp, builder.rootManifest(), java.util.Optional.of(ImageBuilder.PASSWD.getBytes(StandardCharsets.UTF_8)),
+                        java.util.Optional.of(ImageBuilder.GROUP.getBytes(StandardCharsets.UTF_8)));
                 writeProperties(tmp, kernelFile, plan, agent, agentOrigin, description, key, sizes);
                 try {
                     Files.move(tmp, dir, StandardCopyOption.ATOMIC_MOVE);
@@ -235,6 +238,8 @@ public final class ImageStore {
         p.setProperty("agent", agentOrigin);
         p.setProperty("agent_sha256", ImageKey.sha256Hex(agent));
         p.setProperty("modules", String.join(" ", plan.modules()));
+        p.setProperty("disk_modules", String.join(" ", plan.diskModules()));
+        p.setProperty("tools_sftp_server", String.join("\t", plan.toolsSftpServer()));
         List<Path> inputs = plan.inputs();
         for (int i = 0; i < inputs.size(); i++) {
             p.setProperty("input." + i, inputs.get(i) + "\t" + ImageKey.stat(inputs.get(i)));

@@ -1,6 +1,5 @@
 package io.vmgate.sandbox;
 
-import io.vmgate.image.Image;
 import io.vmgate.image.ImageStore;
 import io.vmgate.vm.AbortOnExit;
 import io.vmgate.vm.Vm;
@@ -66,10 +65,12 @@ public final class EarlyStart {
 
     private void launch() {
         try {
+            if (options.image() != null || options.rootfs() != null) {
+                throw new IllegalArgumentException("an early start guesses the built-in image only");
+            }
             ImageStore store = Sandboxes.imageStore(options);
-            Image image = options.image() != null ? Image.load(options.image())
-                    : store.lastResolved().orElse(null);
-            VmConfig c = Sandboxes.vmConfig(options, image != null ? image : store.defaultImage());
+            VmConfig c = Sandboxes.vmConfig(options, store.lastResolved().orElse(null) != null
+                    ? store.lastResolved().get() : store.defaultImage());
             imageReadyNanos = System.nanoTime();
             config.complete(c);
             var launcher = new AbortOnExit(Sandboxes.qemuLauncher(c,

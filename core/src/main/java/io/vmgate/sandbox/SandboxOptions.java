@@ -9,7 +9,15 @@ import java.util.OptionalInt;
  * What a sandbox is: one immutable value that {@code vmgate run}, {@code vmgate serve} and a library
  * user all fill the same way. Build one with {@link #builder()}; every field has a default.
  *
- * @param image            an image directory (a kernel and an initramfs), or null for the built-in image
+ * @param image            an image: a name from {@code vmgate image build} ({@code debian}), an image's
+ *                         directory, or a kernel + initramfs directory; null for the built-in busybox image
+ * @param rootfs           a Linux root filesystem tree on this host, used (read-only, never modified) as
+ *                         the guest's root: made into an image on first use and reused while unchanged;
+ *                         null for none (then {@code image} decides)
+ * @param guestUser        the user commands run as, from the image's /etc/passwd
+ * @param workdir          where commands start (an absolute path in the guest), or null for the user's home
+ * @param scratchDiskMib   give each sandbox its own sparse disk of this size for the writable layer
+ *                         (deleted with it) instead of guest RAM; empty: the writable layer is in RAM
  * @param cpus             virtual CPUs (1-255)
  * @param memoryMib        guest memory in MiB (at least 64)
  * @param writableMib      size of the guest's writable layer in MiB; empty: half the guest memory
@@ -24,12 +32,14 @@ import java.util.OptionalInt;
  *                         for {@code $VMGATE_RUNTIME_DIR}, {@code $XDG_RUNTIME_DIR/vmgate},
  *                         {@code /run/vmgate} (root) or {@code /tmp/vmgate-UID}
  */
-public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt writableMib, OptionalInt maxProcs,
-        boolean snapshot, Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
+public record SandboxOptions(String image, Path rootfs, String guestUser, String workdir, int cpus, int memoryMib,
+        OptionalInt writableMib, OptionalInt scratchDiskMib, OptionalInt maxProcs, boolean snapshot, Duration bootTimeout,
+        Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
     public static final Duration DEFAULT_BOOT_TIMEOUT = Duration.ofSeconds(30);
+    public static final String DEFAULT_GUEST_USER = "root";
 
     /** How QEMU runs guests. */
     public enum Accelerator {
@@ -43,6 +53,12 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
     public SandboxOptions {
         Objects.requireNonNull(writableMib, "writableMib");
         Objects.requireNonNull(maxProcs, "maxProcs");
+        Objects.requireNonNull(scratchDiskMib, "scratchDiskMib");
+        guestUser = guestUser == null || guestUser.isEmpty() ? DEFAULT_GUEST_USER : guestUser;
+        require(image == null || rootfs == null, "give an image or a root filesystem directory, not both");
+        require(workdir == null || workdir.startsWith("/"), "the working directory must be an absolute path, not '" + workdir + "'");
+        require(guestUser.matches("[A-Za-z0-9_][A-Za-z0-9_.-]*[$]?") && guestUser.length() <= 64,
+                "'" + guestUser + "' is not a user name");
         Objects.requireNonNull(bootTimeout, "bootTimeout");
         Objects.requireNonNull(accelerator, "accelerator");
         require(cpus >= 1 && cpus <= 255, "cpus must be between 1 and 255, not " + cpus);
@@ -51,6 +67,7 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
         require(!bootTimeout.isNegative() && !bootTimeout.isZero(), "the boot timeout must be positive");
         require(writableMib.isEmpty() || writableMib.getAsInt() >= 1, "the writable layer must be at least 1 MiB");
         require(maxProcs.isEmpty() || maxProcs.getAsInt() >= 1, "the process limit must be at least 1");
+        require(scratchDiskMib.isEmpty() || scratchDiskMib.getAsInt() >= 64, "a scratch disk must be at least 64 MiB");
     }
 
     private static void require(boolean ok, String message) {
@@ -59,7 +76,7 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
         }
     }
 
-    /** The built-in image, 1 CPU, 256 MiB, snapshot restores, 30 s boot timeout, accelerator chosen for this host. */
+    /** The built-in image as root, 1 CPU, 256 MiB, snapshot restores, 30 s boot timeout, accelerator chosen for this host. */
     public static SandboxOptions defaults() {
         return builder().build();
     }
@@ -71,6 +88,10 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
     public Builder toBuilder() {
         Builder b = new Builder();
         b.image = image;
+        b.rootfs = rootfs;
+        b.guestUser = guestUser;
+        b.workdir = workdir;
+        b.scratchDiskMib = scratchDiskMib;
         b.cpus = cpus;
         b.memoryMib = memoryMib;
         b.writableMib = writableMib;
@@ -85,7 +106,11 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
 
     /** Mutable builder with the defaults above; {@link #build()} checks every value. */
     public static final class Builder {
-        private Path image;
+        private String image;
+        private Path rootfs;
+        private String guestUser = DEFAULT_GUEST_USER;
+        private String workdir;
+        private OptionalInt scratchDiskMib = OptionalInt.empty();
         private int cpus = DEFAULT_CPUS;
         private int memoryMib = DEFAULT_MEMORY_MIB;
         private OptionalInt writableMib = OptionalInt.empty();
@@ -98,7 +123,13 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
 
         private Builder() {}
 
-        public Builder image(Path dir) { image = dir; return this; }
+        /** An image by name ({@code debian}) or directory; null for the built-in one. */
+        public Builder image(String nameOrDirectory) { image = nameOrDirectory; return this; }
+        public Builder image(Path directory) { image = directory == null ? null : directory.toString(); return this; }
+        public Builder rootfs(Path directory) { rootfs = directory; return this; }
+        public Builder guestUser(String name) { guestUser = name; return this; }
+        public Builder workdir(String guestDirectory) { workdir = guestDirectory; return this; }
+        public Builder scratchDiskMib(int mib) { scratchDiskMib = OptionalInt.of(mib); return this; }
         public Builder cpus(int n) { cpus = n; return this; }
         public Builder memoryMib(int mib) { memoryMib = mib; return this; }
         public Builder writableMib(int mib) { writableMib = OptionalInt.of(mib); return this; }
@@ -111,8 +142,8 @@ public record SandboxOptions(Path image, int cpus, int memoryMib, OptionalInt wr
 
         /** @throws IllegalArgumentException naming the first value out of range */
         public SandboxOptions build() {
-            return new SandboxOptions(image, cpus, memoryMib, writableMib, maxProcs, snapshot, bootTimeout, accelerator,
-                    cacheDirectory, runtimeDirectory);
+            return new SandboxOptions(image, rootfs, guestUser, workdir, cpus, memoryMib, writableMib, scratchDiskMib, maxProcs,
+                    snapshot, bootTimeout, accelerator, cacheDirectory, runtimeDirectory);
         }
     }
 }

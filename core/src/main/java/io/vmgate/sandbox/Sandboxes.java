@@ -2,9 +2,14 @@ package io.vmgate.sandbox;
 
 import io.vmgate.image.Image;
 import io.vmgate.image.ImageException;
+import io.vmgate.image.GuestUser;
+import io.vmgate.image.ImageSelection;
 import io.vmgate.image.ImageStore;
+import io.vmgate.image.RootfsStore;
+import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.AbortOnExit;
 import io.vmgate.vm.Accel;
+import io.vmgate.vm.GuestLogin;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
@@ -40,6 +45,7 @@ public final class Sandboxes implements AutoCloseable {
 
     private final SandboxOptions options;
     private final VmConfig config;
+    private final GuestLogin login;
     private final Snapshots snapshots; // null without snapshot restores
     private final VmLauncher launcher;
     private final WarmPool pool;       // null without a pool
@@ -50,10 +56,13 @@ public final class Sandboxes implements AutoCloseable {
         this.abandonOnExit = b.abandonOnExit;
         if (b.launcher != null) {
             this.config = null;
+            // Nothing to look users up in: root, as sshd would run a command for root.
+            this.login = new GuestLogin(GuestUser.ROOT, "/root", List.of("/usr/lib/openssh/sftp-server"));
             this.snapshots = null;
             this.launcher = b.launcher;
         } else {
-            this.config = vmConfig(options, resolveImage(options));
+            this.config = resolve(options, b.progress);
+            this.login = login(config);
             this.snapshots = options.snapshot() ? snapshots(config, options, b.rebuildInBackground) : null;
             this.launcher = qemuLauncher(config, snapshots);
         }
@@ -77,6 +86,7 @@ public final class Sandboxes implements AutoCloseable {
         private boolean rebuildInBackground;
         private boolean abandonOnExit;
         private VmLauncher launcher;
+        private Consumer<String> progress = line -> { };
 
         private Builder(SandboxOptions options) {
             this.options = Objects.requireNonNull(options, "options");
@@ -123,7 +133,16 @@ public final class Sandboxes implements AutoCloseable {
             return this;
         }
 
-        /** Resolves (or builds) the image; throws when it cannot, saying why. */
+        /** Told what happens while a root filesystem tree is made into an image (the first time only: minutes for a large tree). */
+        public Builder buildProgress(Consumer<String> lines) {
+            this.progress = Objects.requireNonNull(lines, "lines");
+            return this;
+        }
+
+        /**
+         * Resolves (or builds) the image and checks that the guest user, its shell and the working
+         * directory exist in it; throws when anything is missing, saying what.
+         */
         public Sandboxes build() throws SandboxException {
             return new Sandboxes(this);
         }
@@ -160,7 +179,7 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     Sandbox adopt(Vm vm, Runnable onClose) {
-        return new VmSandbox(vm, onClose);
+        return new VmSandbox(vm, login, onClose);
     }
 
     private Vm launch(String id, Consumer<Vm.Phase> progress) throws SandboxException {
@@ -204,7 +223,8 @@ public final class Sandboxes implements AutoCloseable {
 
     /**
      * For benchmarks and debugging: the exact QEMU command line a sandbox with runtime directory
-     * {@code dir} gets; with {@code restore}, the one that restores the template (its state arrives on stdin).
+     * {@code dir} gets; with {@code restore}, the one that restores the template (its state arrives on
+     * stdin; the template is built first if missing). A scratch disk a cold boot needs is made in {@code dir}.
      */
     public List<String> qemuCommandLine(Path dir, boolean restore) throws SandboxException {
         if (config == null) {
@@ -212,8 +232,17 @@ public final class Sandboxes implements AutoCloseable {
         }
         try {
             QemuCommand cmd = QemuCommand.of(config, new RuntimeDir(dir), "bench");
-            return (restore ? cmd.withIncoming("fd:0") : cmd).argv();
-        } catch (VmException e) {
+            if (restore) {
+                Path state = prepare().orElseThrow(() -> new IllegalStateException("these sandboxes are not restored from a template"));
+                cmd = cmd.withIncoming("fd:0");
+                if (config.scratchMib().isPresent()) {
+                    cmd = cmd.withScratchTemplate(state.resolveSibling(ScratchDisk.FILE));
+                }
+            } else if (config.scratchMib().isPresent()) {
+                ScratchDisk.create(cmd.scratchFile(), config.scratchMib().getAsInt()); // a cold boot's own disk, as QemuVm makes it
+            }
+            return cmd.argv();
+        } catch (VmException | ImageException e) {
             throw new SandboxException(e.getMessage(), e);
         }
     }
@@ -229,15 +258,21 @@ public final class Sandboxes implements AutoCloseable {
     // --- from options to a VM configuration (shared with EarlyStart)
 
     /** The VM configuration for {@code options} with this image. */
-    static VmConfig vmConfig(SandboxOptions o, Image image) throws SandboxException {
+    static VmConfig vmConfig(SandboxOptions o, Image image) {
         Accel accel = switch (o.accelerator()) {
             case AUTO -> Accel.detect();
             case KVM -> Accel.KVM;
             case TCG -> Accel.TCG;
         };
         VmConfig c = VmConfig.defaults(image).withCpus(o.cpus()).withMemoryMib(o.memoryMib()).withAccel(accel)
-                .withBootTimeout(o.bootTimeout())
+                .withBootTimeout(o.bootTimeout()).withGuestUser(o.guestUser())
                 .withRuntimeRoot(o.runtimeDirectory() != null ? o.runtimeDirectory() : VmConfig.defaultRuntimeRoot());
+        if (o.workdir() != null) {
+            c = c.withWorkdir(o.workdir());
+        }
+        if (o.scratchDiskMib().isPresent()) {
+            c = c.withScratchMib(o.scratchDiskMib().getAsInt());
+        }
         if (o.writableMib().isPresent()) {
             c = c.withRwsizeMib(o.writableMib().getAsInt());
         }
@@ -255,10 +290,29 @@ public final class Sandboxes implements AutoCloseable {
         return o.cacheDirectory() != null ? o.cacheDirectory() : ImageStore.defaultRoot();
     }
 
-    private static Image resolveImage(SandboxOptions o) throws SandboxException {
+    /** The VM configuration for {@code o}: its image selected (a root filesystem built on first use), its login settings. */
+    static VmConfig resolve(SandboxOptions o, Consumer<String> progress) throws SandboxException {
         try {
-            return o.image() != null ? Image.load(o.image()) : imageStore(o).defaultImage();
+            RootfsStore store = new RootfsStore(cacheRoot(o));
+            ImageSelection sel = o.rootfs() != null ? ImageSelection.rootfs(o.rootfs(), store, progress)
+                    : o.image() != null ? ImageSelection.image(o.image(), store)
+                    : new ImageSelection(Optional.empty(), Optional.empty());
+            Image boot = sel.boot().isPresent() ? sel.boot().get() : imageStore(o).defaultImage();
+            VmConfig c = vmConfig(o, boot);
+            if (sel.rootfs().isPresent()) {
+                c = c.withRootfs(sel.rootfs().get());
+            }
+            return c;
         } catch (ImageException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /** The guest user's login, checked against the image now, not at the first command. */
+    static GuestLogin login(VmConfig c) throws SandboxException {
+        try {
+            return GuestLogin.resolve(c);
+        } catch (VmException e) {
             throw new SandboxException(e.getMessage(), e);
         }
     }

@@ -8,6 +8,7 @@ import io.vmgate.exec.Execution;
 import io.vmgate.exec.ExitStatus;
 import io.vmgate.exec.GuestGoneException;
 import io.vmgate.exec.Pump;
+import io.vmgate.vm.GuestLogin;
 import io.vmgate.vm.Vm;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -29,13 +30,15 @@ final class VmSandbox implements Sandbox {
     static final String STOPPED = "the VM stopped unexpectedly: ";
 
     private final Vm vm;
+    private final GuestLogin login;
     private final Runnable onClose;
     private final CompletableFuture<String> lost = new CompletableFuture<>();
     private final AtomicBoolean closing = new AtomicBoolean();
     private final List<SshAccess> endpoints = new CopyOnWriteArrayList<>();
 
-    VmSandbox(Vm vm, Runnable onClose) {
+    VmSandbox(Vm vm, GuestLogin login, Runnable onClose) {
         this.vm = vm;
+        this.login = login;
         this.onClose = onClose;
         vm.exited().thenRun(() -> died("the VM exited"));
         vm.agent().disconnected().thenRun(() -> died("lost the connection to the VM's agent"));
@@ -90,7 +93,7 @@ final class VmSandbox implements Sandbox {
         }
         GuestProcess p;
         try {
-            p = vm.agent().start(GuestLogin.spec(command));
+            p = vm.agent().start(Commands.spec(login, command));
         } catch (AgentGoneException e) {
             throw gone(e);
         } catch (IllegalArgumentException e) {

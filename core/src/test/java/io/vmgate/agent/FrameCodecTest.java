@@ -28,9 +28,11 @@ class FrameCodecTest {
     void everyMessageRoundTrips() throws IOException {
         var pty = new PtySpec("xterm", 40, 120, List.of(new Message.TermMode(53, 1), new Message.TermMode(1, 3)));
         List<Message> all = List.of(
-                new Message.Hello(1, 123456789L, "6.1.0-56-cloud-amd64"),
+                new Message.Hello(2, 123456789L, "6.1.0-56-cloud-amd64"),
                 new Message.Start(7, new ProcessSpec(List.of("sh", "-c", "echo hi"), Map.of("LANG", "C"), "/tmp", pty)),
                 new Message.Start(8, ProcessSpec.exec(List.of("true"))),
+                new Message.Start(9, new ProcessSpec("/bin/bash", List.of("-bash"), Map.of("HOME", "/home/u"), "/home/u", pty,
+                        new Credentials(1000, 1000, List.of(27, 100, Integer.MAX_VALUE, -2)))),
                 new Message.Started(7, 42),
                 new Message.Data(7, 1, "hello".getBytes()),
                 new Message.Eof(7, 2),
@@ -47,6 +49,42 @@ class FrameCodecTest {
             Message back = Message.decode(roundTrip(m.encode()));
             assertThat(back).usingRecursiveComparison().isEqualTo(m);
         }
+    }
+
+    /** The layout of docs/protocol.md's START (version 2), byte for byte: what the C decoder reads. */
+    @Test
+    void startCarriesCredentialsAndPathAfterTheFlags() {
+        var spec = new ProcessSpec("/bin/sh", List.of("-sh"), Map.of("A", "b"), "/w", null, new Credentials(1234, 42, List.of(5, -2)));
+        ByteBuffer expected = ByteBuffer.allocate(200)
+                .put((byte) 0).putInt(1234).putInt(42).putShort((short) 2).putInt(5).putInt(0xfffffffe)
+                .putInt(7).put("/bin/sh".getBytes())
+                .putShort((short) 1).putInt(3).put("-sh".getBytes())
+                .putShort((short) 1).putInt(3).put("A=b".getBytes())
+                .putInt(2).put("/w".getBytes())
+                .putInt(0).putShort((short) 0).putShort((short) 0).putShort((short) 0);
+        byte[] want = java.util.Arrays.copyOf(expected.array(), expected.position());
+        assertThat(new Message.Start(3, spec).encode().payload()).isEqualTo(want);
+        // an empty path means argv[0]; root by default
+        Message.Start plain = new Message.Start(4, ProcessSpec.exec(List.of("true")));
+        assertThat(java.util.Arrays.copyOfRange(plain.encode().payload(), 0, 15))
+                .isEqualTo(new byte[] {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+    }
+
+    @Test
+    void aStartWithAnIdOfAllOnesIsRefused() {
+        assertThatThrownBy(() -> new Credentials(-1, 0, List.of())).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> new Credentials(0, 0, List.of(3, -1))).isInstanceOf(IllegalArgumentException.class);
+        byte[] ok = new Message.Start(5, ProcessSpec.exec(List.of("id")).withCredentials(new Credentials(7, 7, List.of()))).encode().payload();
+        for (int field : new int[] {1, 5}) { // uid, gid
+            byte[] bad = ok.clone();
+            ByteBuffer.wrap(bad).putInt(field, -1);
+            assertThatThrownBy(() -> Message.decode(new Frame(Protocol.START, 5, bad)))
+                    .isInstanceOf(ProtocolException.class).hasMessageContaining("is not an id");
+        }
+        byte[] manyGroups = ok.clone();
+        ByteBuffer.wrap(manyGroups).putShort(9, (short) (Protocol.MAX_GROUPS + 1));
+        assertThatThrownBy(() -> Message.decode(new Frame(Protocol.START, 5, manyGroups)))
+                .isInstanceOf(ProtocolException.class).hasMessageContaining("ngroups");
     }
 
     @Test

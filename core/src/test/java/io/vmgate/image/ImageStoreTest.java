@@ -57,7 +57,7 @@ class ImageStoreTest {
         Files.writeString(dir.resolve("modules.builtin"), "kernel/drivers/block/loop.ko\n");
         for (String ko : List.of("kernel/fs/overlayfs/overlay.ko", "kernel/drivers/virtio/virtio.ko",
                 "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_mmio.ko",
-                "kernel/drivers/char/virtio_console.ko")) {
+                "kernel/drivers/char/virtio_console.ko", "kernel/drivers/block/virtio_blk.ko")) {
             Files.createDirectories(dir.resolve(ko).getParent());
             Files.writeString(dir.resolve(ko), "module " + ko);
         }
@@ -133,7 +133,18 @@ class ImageStoreTest {
         assertThat(entries.stream().filter(e -> e.name().equals("rootfs/tmp")).findFirst().orElseThrow().mode()).isEqualTo(041777);
 
         Path out = Files.createDirectory(tmp.resolve("x"));
-        CpioWriterTest.run(out, "sh", "-c", "/bin/busybox cpio -i -d etc/vmgate/modules rootfs/bin/sh < " + plain.initrd());
+        CpioWriterTest.run(out, "sh", "-c", "/bin/busybox cpio -i -d etc/vmgate/modules etc/vmgate/modules.disk rootfs/bin/sh < "
+                + plain.initrd());
+        // only a VM with disks loads virtio_blk (its dependencies are loaded by then)
+        assertThat(Files.readString(out.resolve("etc/vmgate/modules.disk")))
+                .isEqualTo("/lib/modules/%s/kernel/drivers/block/virtio_blk.ko\n".formatted(RELEASE));
+        // what the busybox userland holds, saved beside the image for logins resolved on the host
+        GuestRoot root = plain.root().orElseThrow();
+        assertThat(root.user("root")).isEqualTo(new GuestUser("root", 0, 0, List.of(0L), "/root", "/bin/sh"));
+        assertThat(root.sftpServer()).contains(ImageBuilder.SFTP_SERVER);
+        assertThat(root.manifest().lookup("/usr/bin/wc").orElseThrow().isExecutableFile()).isTrue();
+        assertThat(plain.toolsSftpServer().getFirst()).startsWith(Image.TOOLS_DIR + "/lib").contains("ld-linux");
+        assertThat(plain.toolsSftpServer()).endsWith(Image.TOOLS_DIR + ImageBuilder.SFTP_SERVER);
         assertThat(Files.readString(out.resolve("etc/vmgate/modules"))).isEqualTo("""
                 /lib/modules/%1$s/kernel/drivers/virtio/virtio_ring.ko
                 /lib/modules/%1$s/kernel/drivers/virtio/virtio.ko

@@ -1,5 +1,6 @@
 package io.vmgate.vm.qemu;
 
+import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
@@ -12,16 +13,30 @@ import java.util.OptionalLong;
 
 /**
  * The QEMU command line for one VM, in one place, because a snapshot restore must recreate
- * exactly the devices of the VM that was saved ({@link #withIncoming} adds only {@code -incoming}).
+ * exactly the devices of the VM that was saved ({@link #withIncoming} adds only {@code -incoming},
+ * {@link #withScratchTemplate} only changes where the scratch disk's bytes come from).
  *
  * <p>Every chardev is a <em>client</em> socket: the host listens first and QEMU connects while it
  * starts, so nobody polls for a socket file. There is no network device and no default device.
+ * Disks: the root filesystem image read-only (serial {@code vmgate-root}), and the scratch disk
+ * (serial {@code vmgate-scratch}); the agent finds them by serial (docs/protocol.md).
  *
- * @param tscKhz   the host TSC rate, for TCG guests (see {@link HostClock}); ignored under KVM
- * @param incoming a migration source to restore from (e.g. {@code exec:cat state}), or empty for a cold boot
+ * @param tscKhz          the host TSC rate, for TCG guests (see {@link HostClock}); ignored under KVM
+ * @param incoming        a migration source to restore from (e.g. {@code exec:cat state}), or empty for a cold boot
+ * @param scratchTemplate a template's saved scratch disk, opened with {@code snapshot=on} (writes go to a
+ *                        temporary file QEMU makes in $TMPDIR, the runtime directory, and deletes at once);
+ *                        empty: the VM's own {@link ScratchDisk#FILE} in its runtime directory
  */
 public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmId, boolean sandbox, OptionalLong tscKhz,
-        Optional<String> incoming) {
+        Optional<String> incoming, Optional<Path> scratchTemplate) {
+
+    public static final String ROOT_SERIAL = "vmgate-root";
+    public static final String SCRATCH_SERIAL = "vmgate-scratch";
+
+    public QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmId, boolean sandbox, OptionalLong tscKhz,
+            Optional<String> incoming) {
+        this(qemu, config, dir, vmId, sandbox, tscKhz, incoming, Optional.empty());
+    }
 
     /** The virtio-serial port name the agent looks for (its default for {@code vmgate.port=}). */
     public static final String AGENT_PORT = "org.vmgate.agent";
@@ -44,7 +59,16 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
     }
 
     public QemuCommand withIncoming(String source) {
-        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, Optional.of(source));
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, Optional.of(source), scratchTemplate);
+    }
+
+    public QemuCommand withScratchTemplate(Path savedScratch) {
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, incoming, Optional.of(savedScratch));
+    }
+
+    /** The VM's own scratch disk (a cold boot's), in its runtime directory. */
+    public Path scratchFile() {
+        return dir.path().resolve(ScratchDisk.FILE);
     }
 
     /** The kernel command line: the image's, plus clock hints under TCG, plus the agent's settings. */
@@ -56,6 +80,8 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         }
         config.rwsizeMib().ifPresent(v -> b.append(" vmgate.rwsize=").append(v));
         config.maxProcs().ifPresent(v -> b.append(" vmgate.maxprocs=").append(v));
+        config.rootfs().ifPresent(r -> b.append(" vmgate.root=").append(ROOT_SERIAL).append(" vmgate.rootfstype=").append(r.fsType()));
+        config.scratchMib().ifPresent(v -> b.append(" vmgate.scratch=").append(SCRATCH_SERIAL));
         return b.toString();
     }
 
@@ -81,6 +107,15 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
                 "-device", "virtserialport,chardev=agent,name=" + AGENT_PORT));
         a.addAll(List.of("-chardev", "socket,id=qmp,path=" + escape(dir.qmpSocket()) + ",server=off",
                 "-mon", "chardev=qmp,mode=control"));
+        // The root filesystem: one file shared read-only by every VM of the image, through the host's page cache.
+        config.rootfs().ifPresent(r -> a.addAll(List.of(
+                "-drive", "file=" + escape(r.disk()) + ",format=raw,if=none,id=root,readonly=on",
+                "-device", "virtio-blk-device,drive=root,serial=" + ROOT_SERIAL)));
+        if (config.scratchMib().isPresent()) {
+            String drive = scratchTemplate.map(t -> "file=" + escape(t) + ",snapshot=on").orElse("file=" + escape(scratchFile()));
+            a.addAll(List.of("-drive", drive + ",format=raw,if=none,id=scratch,discard=unmap",
+                    "-device", "virtio-blk-device,drive=scratch,serial=" + SCRATCH_SERIAL));
+        }
         if (sandbox) {
             a.addAll(List.of("-sandbox", QemuBinary.SANDBOX));
         }

@@ -7,6 +7,9 @@ import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
 
 import io.vmgate.agent.AgentClient;
+import io.vmgate.image.ImageException;
+import io.vmgate.image.ImageUsers;
+import io.vmgate.image.ScratchDisk;
 import io.vmgate.agent.Message;
 import java.io.File;
 import java.io.IOException;
@@ -89,6 +92,7 @@ public final class QemuVm implements Vm {
      * capability probe early.
      */
     public static VmLauncher launcher(VmConfig config) {
+        holdImages(config);
         QemuBinary.find(config.qemuBinary()).ifPresent(QemuBinary::sandboxSupported);
         if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
             RuntimeDirs.reapStale(config.runtimeRoot());
@@ -115,10 +119,20 @@ public final class QemuVm implements Vm {
         return start(config, vmId, state, progress);
     }
 
+    /**
+     * Tells the image store that this process uses the config's images (until it exits), so
+     * {@code image rm} and {@code image prune} leave them alone while it runs. Idempotent.
+     */
+    static void holdImages(VmConfig config) {
+        ImageUsers.hold(config.image().directory());
+        config.rootfs().ifPresent(r -> ImageUsers.hold(r.directory()));
+    }
+
     private static QemuVm start(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
         if (!RuntimeDirs.isValidVmId(vmId)) {
             throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
         }
+        holdImages(config);
         Path qemu = QemuBinary.resolve(config.qemuBinary());
         CompletableFuture<Boolean> sandbox = QemuBinary.sandboxSupported(qemu);
         RuntimeDir dir;
@@ -172,6 +186,23 @@ public final class QemuVm implements Vm {
             // The saved state arrives on QEMU's stdin: no helper process, nothing spawned.
             command = command.withIncoming("fd:0");
         }
+        if (config.scratchMib().isPresent()) {
+            try {
+                if (restoreFrom == null) {
+                    ScratchDisk.create(command.scratchFile(), config.scratchMib().getAsInt());
+                } else {
+                    // The template's disk as it was when its memory was saved: the restored guest's
+                    // ext4 expects exactly those bytes. Read-only underneath, written through an overlay.
+                    Path saved = restoreFrom.resolveSibling(ScratchDisk.FILE);
+                    if (!Files.isRegularFile(saved)) {
+                        throw new BootFailure("the snapshot template has no saved scratch disk (" + saved + ")", null);
+                    }
+                    command = command.withScratchTemplate(saved);
+                }
+            } catch (ImageException e) {
+                throw new BootFailure(e.getMessage(), e);
+            }
+        }
         List<String> argv = new ArrayList<>();
         Optional<Path> setpriv = QemuBinary.setpriv();
         if (setpriv.isPresent()) {
@@ -184,6 +215,8 @@ public final class QemuVm implements Vm {
                 .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
                 .redirectErrorStream(true);
+        // A temporary disk overlay (snapshot=on) goes here, so it dies with the VM's directory.
+        pb.environment().put("TMPDIR", dir.path().toString());
         try {
             process = Spawner.start(pb);
         } catch (IOException e) {
@@ -191,8 +224,9 @@ public final class QemuVm implements Vm {
         }
         phase("qemu_started");
         // Logged once QEMU runs, not before: while logback still starts, a call costs milliseconds.
-        log.info("vm_starting vm={} pid={} accel={} cpus={} memory_mib={} sandbox={} image={}", id, process.pid(),
-                config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash());
+        log.info("vm_starting vm={} pid={} accel={} cpus={} memory_mib={} sandbox={} image={} rootfs={} scratch_mib={}", id, process.pid(),
+                config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash(),
+                config.rootfs().map(r -> r.shortId()).orElse("none"), config.scratchMib().isPresent() ? config.scratchMib().getAsInt() : 0);
         log.debug("vm_command vm={} argv={}", id, argv);
         process.onExit().thenRun(this::onQemuExit);
         try {

@@ -1,5 +1,7 @@
 package io.vmgate.vm.qemu;
 
+import io.vmgate.image.ImageUsers;
+import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
@@ -36,13 +38,19 @@ import org.slf4j.LoggerFactory;
  * (logged with the reason) and the template is rebuilt; a session a cold boot would serve is
  * never failed by the snapshot path.
  *
- * <p>Templates live in {@code <root>/<key>/state}; the key covers everything that must match
- * between save and restore: the image, CPUs, memory, accelerator, agent settings, the TSC rate
- * given to the guest, and the QEMU binary itself.
+ * <p>Templates live in {@code <root>/<key>/state} (with {@code scratch.ext4}, the scratch disk as
+ * it was saved, when the VM has one, and {@code template.properties} saying what it was made
+ * from); the key covers everything that must match between save and restore: the image, the root
+ * filesystem image's id (a rebuilt image has a new id, so it never meets an old template), the
+ * scratch disk's size, CPUs, memory, accelerator, agent settings, the TSC rate given to the
+ * guest, and the QEMU binary itself. The guest user and working directory are not in it: they
+ * only shape what START sends.
  */
 public final class Snapshots implements VmLauncher {
     private static final Logger log = LoggerFactory.getLogger(Snapshots.class);
-    static final int FORMAT_VERSION = 2;
+    static final int FORMAT_VERSION = 3;
+    /** What a template was made from, for {@code image ls} and {@code image prune}. */
+    public static final String PROPERTIES_FILE = "template.properties";
     private static final ReentrantLock JVM_LOCK = new ReentrantLock();
 
     private final VmConfig config;
@@ -51,9 +59,10 @@ public final class Snapshots implements VmLauncher {
     private final AtomicBoolean rebuilding = new AtomicBoolean();
 
     /**
-     * @param rebuildInBackground after a failed restore, rebuild the template at once in the
-     *        background (a server); otherwise the next launch rebuilds it (a one-shot command,
-     *        whose process would not live long enough)
+     * @param rebuildInBackground a missing or failed template is (re)built in the background
+     *        while the session cold-boots (a server); otherwise a launch builds a missing template
+     *        first and the next launch rebuilds a failed one (a one-shot command, whose process
+     *        would not live long enough for a background build)
      */
     public Snapshots(VmConfig config, Path root, boolean rebuildInBackground) {
         this.config = config;
@@ -69,6 +78,12 @@ public final class Snapshots implements VmLauncher {
     @Override
     public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
         Path state;
+        if (rebuildInBackground && !Files.isRegularFile(statePath())) {
+            // A server's first session of a new image: boot it now, make the template meanwhile.
+            log.info("snapshot_template_missing vm={} fallback=cold_boot template=building_in_background", vmId);
+            rebuildInBackground();
+            return QemuVm.boot(config, vmId, progress);
+        }
         try {
             state = ensureTemplate();
         } catch (VmException e) {
@@ -95,7 +110,7 @@ public final class Snapshots implements VmLauncher {
     public Path ensureTemplate() throws VmException {
         Path state = statePath();
         if (Files.isRegularFile(state)) {
-            return state;
+            return state; // written last: its presence means the template is complete
         }
         Path dir = state.getParent();
         JVM_LOCK.lock();
@@ -107,6 +122,7 @@ public final class Snapshots implements VmLauncher {
                     build(state);
                 }
             }
+            ImageUsers.hold(dir);
         } catch (IOException e) {
             throw new VmException("cannot write the snapshot template under " + dir + ": " + e.getMessage(), e);
         } finally {
@@ -142,11 +158,18 @@ public final class Snapshots implements VmLauncher {
                 if (!"completed".equals(status.get("status"))) {
                     throw new VmException("saving the template failed: migration status " + status);
                 }
+                if (config.scratchMib().isPresent()) {
+                    // Migration has flushed the disk and stopped the guest: its scratch disk now
+                    // matches the saved memory, and every clone starts from a copy-on-write view of it.
+                    copySparse(vm.command().scratchFile(), state.resolveSibling(ScratchDisk.FILE));
+                }
+                writeProperties(state.resolveSibling(PROPERTIES_FILE));
             } catch (TimeoutException e) {
                 throw new VmException("saving the template timed out: " + e.getMessage(), e);
             }
         } catch (VmException | IOException e) {
             Files.deleteIfExists(tmp);
+            Files.deleteIfExists(state.resolveSibling(ScratchDisk.FILE));
             throw e;
         }
         try {
@@ -156,6 +179,42 @@ public final class Snapshots implements VmLauncher {
         }
         log.info("snapshot_template_built key={} bytes={} ms={}", state.getParent().getFileName(), Files.size(state),
                 (System.nanoTime() - t0) / 1_000_000);
+    }
+
+    private void writeProperties(Path file) throws IOException {
+        java.util.Properties p = new java.util.Properties();
+        p.setProperty("image", config.image().contentHash());
+        p.setProperty("image_dir", config.image().directory().toAbsolutePath().toString());
+        config.rootfs().ifPresent(r -> {
+            p.setProperty("rootfs", r.id());
+            p.setProperty("rootfs_dir", r.directory().toAbsolutePath().toString());
+        });
+        config.scratchMib().ifPresent(v -> p.setProperty("scratch_mib", Integer.toString(v)));
+        p.setProperty("cpus", Integer.toString(config.cpus()));
+        p.setProperty("memory_mib", Integer.toString(config.memoryMib()));
+        p.setProperty("created", java.time.Instant.now().toString());
+        try (var w = Files.newBufferedWriter(file, java.nio.charset.StandardCharsets.UTF_8)) {
+            p.store(w, "vmgate snapshot template");
+        }
+    }
+
+    /** {@code cp --sparse=always}: the disk is mostly holes, which Java's copies would fill in. */
+    private static void copySparse(Path from, Path to) throws IOException, VmException {
+        Path tmp = to.resolveSibling(to.getFileName() + ".tmp");
+        Process p = new ProcessBuilder("cp", "--sparse=always", from.toString(), tmp.toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        try {
+            if (!p.waitFor(5, java.util.concurrent.TimeUnit.MINUTES) || p.exitValue() != 0) {
+                p.destroyForcibly();
+                Files.deleteIfExists(tmp);
+                throw new VmException("saving the template's scratch disk failed: " + out.strip());
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            Files.deleteIfExists(tmp);
+            throw new VmException("interrupted while saving the template's scratch disk", e);
+        }
+        Files.move(tmp, to, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
     }
 
     private void discard(Path state) {
@@ -191,6 +250,8 @@ public final class Snapshots implements VmLauncher {
                 .append("\naccel=").append(config.accel().qemuName())
                 .append("\nrwsize=").append(config.rwsizeMib())
                 .append("\nmaxprocs=").append(config.maxProcs())
+                .append("\nrootfs=").append(config.rootfs().map(r -> r.id() + " " + r.fsType()).orElse("none"))
+                .append("\nscratch=").append(config.scratchMib())
                 .append("\nmachine=").append(QemuCommand.MACHINE)
                 .append("\ntsc=").append(config.accel() == Accel.TCG ? HostClock.tscKhz() : "");
         try {

@@ -85,6 +85,41 @@ class QemuCommandTest {
         assertThat(warm.argv().subList(cold.argv().size(), warm.argv().size())).containsExactly("-incoming", "exec:cat /state");
     }
 
+    static final io.vmgate.image.RootfsImage ROOTFS = new io.vmgate.image.RootfsImage("e".repeat(64), Path.of("/cache/rootfs/e,e"),
+            "debian:bookworm", java.time.Instant.EPOCH, 1, 1, Optional.empty());
+
+    @Test
+    void aRootFilesystemImageIsAReadOnlyDiskTheAgentFindsBySerial() {
+        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG).withRootfs(ROOTFS), DIR, "vm1", true, OptionalLong.empty(),
+                Optional.empty());
+        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 vmgate.root=vmgate-root vmgate.rootfstype=ext4");
+        assertThat(c.argv()).containsSubsequence("-drive", "file=/cache/rootfs/e,,e/rootfs.ext4,format=raw,if=none,id=root,readonly=on",
+                "-device", "virtio-blk-device,drive=root,serial=vmgate-root");
+        assertThat(c.argv()).doesNotContain("virtio-blk-device,drive=scratch,serial=vmgate-scratch");
+    }
+
+    @Test
+    void aScratchDiskIsTheVmsOwnFileOrATemplatesThroughAnOverlay() {
+        VmConfig cfg = config(Accel.TCG).withRootfs(ROOTFS).withScratchMib(4096);
+        QemuCommand cold = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        assertThat(cold.kernelCmdline()).endsWith(" vmgate.scratch=vmgate-scratch");
+        assertThat(cold.scratchFile()).isEqualTo(Path.of("/run/vmgate/vm1/scratch.ext4"));
+        assertThat(cold.argv()).containsSubsequence("-drive", "file=/run/vmgate/vm1/scratch.ext4,format=raw,if=none,id=scratch,discard=unmap",
+                "-device", "virtio-blk-device,drive=scratch,serial=vmgate-scratch");
+        QemuCommand warm = cold.withIncoming("fd:0").withScratchTemplate(Path.of("/cache/templates/k/scratch.ext4"));
+        assertThat(warm.argv()).contains("file=/cache/templates/k/scratch.ext4,snapshot=on,format=raw,if=none,id=scratch,discard=unmap");
+        // the same devices in the same order: only where the scratch bytes come from, and -incoming, differ
+        List<String> c = new java.util.ArrayList<>(cold.argv()), w = new java.util.ArrayList<>(warm.argv());
+        w.removeAll(List.of("-incoming", "fd:0"));
+        assertThat(w.size()).isEqualTo(c.size());
+        for (int i = 0; i < c.size(); i++) {
+            if (!c.get(i).startsWith("file=/run/vmgate/vm1/scratch.ext4")) {
+                assertThat(w.get(i)).isEqualTo(c.get(i));
+            }
+        }
+        assertThatThrownBy(() -> cfg.withScratchMib(8)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("between 64 MiB");
+    }
+
     @Test
     void commasInPathsAreEscapedForQemu() {
         RuntimeDir odd = new RuntimeDir(Path.of("/tmp/a,b/vm1"));

@@ -1,0 +1,283 @@
+package io.vmgate.image;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.NavigableMap;
+import java.util.Optional;
+import java.util.TreeMap;
+
+/**
+ * A root filesystem being assembled from entries (a tar stream, later OCI layers): the tree and
+ * every inode's metadata in memory, each regular file's bytes in a numbered file under
+ * {@link #dir()}. {@link #script} then writes the whole tree into an empty ext4 image with
+ * {@code debugfs}: directories, files, hard links, symlinks, device nodes, then each inode's mode,
+ * owner, mtime and xattrs. Nothing needs root, and the entries' names never become host paths:
+ * no name is ever resolved on the host (hostile entries cannot reach outside), and the JVM's
+ * file-name encoding (ASCII under a POSIX locale) cannot garble or refuse a name.
+ *
+ * <p>A later entry replaces an earlier one at the same path, as tar and layered images expect;
+ * {@link #remove} deletes one (a whiteout). A path's parents must be directories: an entry under
+ * a symlink, a file or a device is refused.
+ */
+final class Staging {
+    /** One inode; hard links share one node. */
+    static final class Node {
+        FsEntry entry;      // type is never HARDLINK here: a hard link shares its target's node
+        final Path content; // a regular file's bytes, or null
+        int names;          // paths that lead to this node
+
+        Node(FsEntry entry, Path content) {
+            this.entry = entry;
+            this.content = content;
+        }
+    }
+
+    private final Path dir;
+    private final NavigableMap<String, Node> tree = new TreeMap<>();
+    private long nextContent;
+
+    /** Creates the content directory, which must not exist. */
+    Staging(Path dir, long rootMtime) throws IOException {
+        this.dir = dir;
+        Files.createDirectory(dir);
+        put("", new Node(FsEntry.directory("", 0755, 0, 0, rootMtime), null));
+    }
+
+    Path dir() {
+        return dir;
+    }
+
+    /** Adds one entry; {@code content} supplies exactly {@code e.size()} bytes of a FILE. */
+    void add(FsEntry e, InputStream content) throws IOException, ImageException {
+        String p = e.path();
+        if (p.isEmpty()) {
+            if (e.type() != FsEntry.Type.DIRECTORY) {
+                throw new ImageException("the root entry is a " + e.type() + ", not a directory");
+            }
+            tree.get("").entry = e;
+            return;
+        }
+        ensureParents(p, e.mtime());
+        Node existing = tree.get(p);
+        if (existing != null && existing.entry.type() == FsEntry.Type.DIRECTORY && e.type() == FsEntry.Type.DIRECTORY) {
+            existing.entry = e; // a directory again: new metadata, same children
+            return;
+        }
+        Node node;
+        switch (e.type()) {
+            case FILE -> {
+                Path f = dir.resolve(Long.toString(nextContent++));
+                long n;
+                try (var out = Files.newOutputStream(f, java.nio.file.StandardOpenOption.CREATE_NEW, java.nio.file.StandardOpenOption.WRITE)) {
+                    n = content.transferTo(out);
+                }
+                if (n != e.size()) {
+                    Files.delete(f);
+                    throw new ImageException(p + ": " + n + " bytes of content, the entry says " + e.size());
+                }
+                node = new Node(e, f);
+            }
+            case HARDLINK -> {
+                node = tree.get(e.linkTarget());
+                if (node == null) {
+                    throw new ImageException(p + ": hard link to " + e.linkTarget() + ", which is not (or no longer) in the tree");
+                }
+                if (node.entry.type() != FsEntry.Type.FILE) {
+                    throw new ImageException(p + ": hard link to the " + node.entry.type() + " " + e.linkTarget() + " is not supported");
+                }
+                if (e.linkTarget().equals(p)) {
+                    return; // a link to itself: nothing changes
+                }
+            }
+            default -> node = new Node(e, null);
+        }
+        if (existing != null) {
+            remove(p);
+        }
+        put(p, node);
+    }
+
+    /** Removes a path and, for a directory, everything below it. Absent paths are ignored. */
+    void remove(String path) throws IOException {
+        String p = FsEntry.normalize(path);
+        if (p.isEmpty()) {
+            throw new IllegalArgumentException("cannot remove the root");
+        }
+        Node n = tree.get(p);
+        if (n == null) {
+            return;
+        }
+        List<String> gone = new ArrayList<>(List.of(p));
+        if (n.entry.type() == FsEntry.Type.DIRECTORY) {
+            gone.addAll(tree.subMap(p + "/", true, p + "0", false).keySet()); // '0' sorts right after '/'
+        }
+        for (String g : gone) {
+            Node x = tree.remove(g);
+            if (--x.names == 0 && x.content != null) {
+                Files.deleteIfExists(x.content);
+            }
+        }
+    }
+
+    /** Removes everything below a directory, keeping the directory (an OCI opaque whiteout). */
+    void clearDirectory(String path) throws IOException {
+        String p = FsEntry.normalize(path);
+        String prefix = p.isEmpty() ? "" : p + "/";
+        for (String child : List.copyOf(p.isEmpty() ? tree.tailMap("", false).keySet() : tree.subMap(prefix, true, p + "0", false).keySet())) {
+            if (tree.containsKey(child) && child.indexOf('/', prefix.length()) < 0) {
+                remove(child);
+            }
+        }
+    }
+
+    private void put(String path, Node n) {
+        n.names++;
+        tree.put(path, n);
+    }
+
+    /** Missing parents are made as root-owned 0755 directories, as tar does; a parent that is not a directory is refused. */
+    private void ensureParents(String p, long mtime) throws ImageException {
+        int slash = p.lastIndexOf('/');
+        String parent = slash < 0 ? "" : p.substring(0, slash);
+        Node n = tree.get(parent);
+        if (n != null) {
+            if (n.entry.type() != FsEntry.Type.DIRECTORY) {
+                throw new ImageException(p + ": its parent " + parent + " is a " + n.entry.type() + ", not a directory");
+            }
+            return;
+        }
+        ensureParents(parent, mtime);
+        put(parent, new Node(FsEntry.directory(parent, 0755, 0, 0, mtime), null));
+    }
+
+    /** Every path and its node, parents before children. */
+    NavigableMap<String, Node> tree() {
+        return java.util.Collections.unmodifiableNavigableMap(tree);
+    }
+
+    /**
+     * debugfs commands that build the tree in an empty ext4: every name first (parents before
+     * children; debugfs makes each in its current directory, taking the argument as one name),
+     * then each inode's mode (with the type bits), owner, mtime, link count and extended
+     * attributes, once per inode. Xattr values go to files in {@code valueDir}.
+     */
+    List<String> script(Path valueDir) throws IOException {
+        List<String> cmds = new ArrayList<>();
+        Map<Node, String> firstName = new IdentityHashMap<>();
+        List<Node> inodes = new ArrayList<>(); // in tree order, for a script that is the same every time
+        String cwd = "/";
+        for (Map.Entry<String, Node> me : tree.entrySet()) {
+            String path = me.getKey();
+            Node n = me.getValue();
+            if (path.isEmpty()) {
+                firstName.put(n, "/");
+                inodes.add(n);
+                continue;
+            }
+            int slash = path.lastIndexOf('/');
+            String parent = "/" + (slash < 0 ? "" : path.substring(0, slash)), name = quote(path.substring(slash + 1));
+            if (!parent.equals(cwd)) {
+                cmds.add("cd " + quote(parent));
+                cwd = parent;
+            }
+            String first = firstName.putIfAbsent(n, "/" + path);
+            if (first != null) {
+                cmds.add("ln " + quote(first) + " " + name); // another name of a file already written
+                continue;
+            }
+            inodes.add(n);
+            FsEntry e = n.entry;
+            cmds.add(switch (e.type()) {
+                case DIRECTORY -> "mkdir " + name;
+                case FILE -> "write " + quote(n.content.toString()) + " " + name;
+                case SYMLINK -> "symlink " + name + " " + quote(e.linkTarget());
+                case FIFO -> "mknod " + name + " p";
+                case CHAR_DEVICE, BLOCK_DEVICE -> "mknod " + name + (e.type() == FsEntry.Type.CHAR_DEVICE ? " c " : " b ")
+                        + e.devMajor() + " " + e.devMinor();
+                case HARDLINK -> throw new IllegalStateException("a hard link has no node of its own");
+            });
+        }
+        cmds.add("cd /");
+        int values = 0;
+        for (Node n : inodes) {
+            FsEntry e = n.entry;
+            String name = firstName.get(n), q = quote(name);
+            cmds.add("sif " + q + " mode 0" + Integer.toOctalString(e.type().typeBits | e.mode()));
+            cmds.add("sif " + q + " uid " + e.uid());
+            cmds.add("sif " + q + " gid " + e.gid());
+            cmds.add("sif " + q + " mtime @" + e.mtime());
+            if (n.names > 1 && e.type() == FsEntry.Type.FILE) {
+                cmds.add("sif " + q + " links_count " + n.names); // ln does not count
+            }
+            for (Map.Entry<String, byte[]> x : e.xattrs().entrySet()) {
+                if (!x.getKey().matches("[A-Za-z0-9._-]{1,200}")) {
+                    throw new IOException(name + ": extended attribute name '" + FsEntry.printable(x.getKey()) + "' is not supported");
+                }
+                Path value = valueDir.resolve("xattr-" + values++);
+                Files.write(value, x.getValue());
+                cmds.add("ea_set -f " + quote(value.toString()) + " " + q + " " + x.getKey());
+            }
+        }
+        return cmds;
+    }
+
+    /** debugfs (libss) quoting: inside double quotes, a doubled quote is one quote; a line break cannot be said. */
+    static String quote(String s) {
+        if (s.indexOf('\n') >= 0 || s.indexOf('\r') >= 0 || s.indexOf('\0') >= 0) {
+            throw new IllegalArgumentException("'" + FsEntry.printable(s) + "' contains a line break or NUL");
+        }
+        return '"' + s.replace("\"", "\"\"") + '"';
+    }
+
+    /** The tree as a manifest (what the image holds, for lookups without mounting it). */
+    Manifest manifest() {
+        Manifest.Builder b = new Manifest.Builder();
+        for (Map.Entry<String, Node> me : tree.entrySet()) {
+            b.add(me.getKey(), me.getValue().entry, me.getValue());
+        }
+        return b.build();
+    }
+
+    /** A regular file's bytes by guest path (symlinks resolved in the tree), e.g. /etc/passwd; empty if it is not one. */
+    Optional<byte[]> read(Manifest m, String guestPath) throws IOException {
+        Optional<String> real = m.resolve(guestPath);
+        Node n = real.map(tree::get).orElse(null);
+        if (n == null || n.content == null) {
+            return Optional.empty();
+        }
+        if (Files.size(n.content) > (16 << 20)) {
+            throw new IOException(guestPath + " is larger than 16 MiB");
+        }
+        return Optional.of(Files.readAllBytes(n.content));
+    }
+
+    /** What mke2fs must make room for: data blocks (4 KiB) and inodes. */
+    Ext4.Sizing sizing() {
+        Map<Node, Boolean> seen = new IdentityHashMap<>();
+        Map<String, Long> dirBytes = new java.util.HashMap<>();
+        long blocks = 0, inodes = 0;
+        for (Map.Entry<String, Node> me : tree.entrySet()) {
+            String p = me.getKey();
+            if (!p.isEmpty()) {
+                String parent = p.lastIndexOf('/') < 0 ? "" : p.substring(0, p.lastIndexOf('/'));
+                int name = p.length() - parent.length();
+                dirBytes.merge(parent, 8L + ((name + 3) & ~3), Long::sum);
+            }
+            if (seen.put(me.getValue(), Boolean.TRUE) != null) {
+                continue;
+            }
+            inodes++;
+            blocks += Ext4.blocksFor(me.getValue().entry);
+        }
+        for (long bytes : dirBytes.values()) {
+            blocks += (bytes + Ext4.BLOCK - 1) / Ext4.BLOCK;
+        }
+        return new Ext4.Sizing(blocks, inodes);
+    }
+}
