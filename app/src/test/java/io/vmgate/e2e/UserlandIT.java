@@ -91,9 +91,9 @@ class UserlandIT {
         try (ServeProcess server = ServeProcess.builder(dir).name("UserlandIT-scratch")
                 .args("--image", debian.directory().toString(), "--memory", "256", "--scratch-disk", "1G").start()) {
             SshClientHelper ssh = server.ssh().withTimeout(Duration.ofSeconds(300));
-            SshClientHelper.Result r = ssh.ssh("dd if=/dev/zero of=/var/big bs=1M count=512 status=none && sync && du -m /var/big | cut -f1");
+            SshClientHelper.Result r = ssh.ssh("dd if=/dev/zero of=/var/big bs=1M count=512 status=none && sync && stat -c %s /var/big");
             assertThat(r.exitCode()).as(r.toString()).isZero();
-            assertThat(r.out().strip()).isEqualTo("512");
+            assertThat(r.out().strip()).isEqualTo(Long.toString(512L << 20));
             Host.assertNothingLeft(server.runtimeRoot(), 10);
         }
     }
