@@ -49,6 +49,7 @@ public final class Snapshots implements VmLauncher {
     private final Path root;
     private final boolean rebuildInBackground;
     private final AtomicBoolean rebuilding = new AtomicBoolean();
+    private final java.util.function.Consumer<Duration> onBuilt;
 
     /**
      * @param rebuildInBackground after a failed restore, rebuild the template at once in the
@@ -56,9 +57,15 @@ public final class Snapshots implements VmLauncher {
      *        whose process would not live long enough)
      */
     public Snapshots(VmConfig config, Path root, boolean rebuildInBackground) {
+        this(config, root, rebuildInBackground, took -> { });
+    }
+
+    /** As above; {@code onBuilt} hears how long each template build took (for metrics), on the building thread. */
+    public Snapshots(VmConfig config, Path root, boolean rebuildInBackground, java.util.function.Consumer<Duration> onBuilt) {
         this.config = config;
         this.root = root;
         this.rebuildInBackground = rebuildInBackground;
+        this.onBuilt = onBuilt;
     }
 
     /** The template's state file (which may not exist yet). */
@@ -156,6 +163,7 @@ public final class Snapshots implements VmLauncher {
         }
         log.info("snapshot_template_built key={} bytes={} ms={}", state.getParent().getFileName(), Files.size(state),
                 (System.nanoTime() - t0) / 1_000_000);
+        onBuilt.accept(Duration.ofNanos(System.nanoTime() - t0));
     }
 
     private void discard(Path state) {
