@@ -33,9 +33,13 @@ class LogEncodersTest {
     }
 
     private LoggingEvent event(Level level, String message, Object... args) {
+        return event(Map.of("sid", "3fa2c1d0"), level, message, args);
+    }
+
+    private LoggingEvent event(Map<String, String> mdc, Level level, String message, Object... args) {
         LoggingEvent e = new LoggingEvent("x", logger, level, message, null, args);
         e.setTimeStamp(1_764_606_938_123L); // 2025-12-01T16:35:38.123Z
-        e.setMDCPropertyMap(Map.of("sid", "3fa2c1d0"));
+        e.setMDCPropertyMap(mdc);
         return e;
     }
 
@@ -95,8 +99,7 @@ class LogEncodersTest {
         assertThat(j).containsEntry("event", "pool_fill_failed").containsEntry("message", "attempt=2 reason=\"boot \"timed\" out\"");
         Map<String, Object> free = asJson(event(Level.WARN, "Session closed: Connection reset"));
         assertThat(free).containsEntry("event", "log").containsEntry("message", "Session closed: Connection reset");
-        LoggingEvent noSid = event(Level.INFO, "server_stopped");
-        noSid.setMDCPropertyMap(Map.of());
+        LoggingEvent noSid = event(Map.of(), Level.INFO, "server_stopped");
         assertThat(asJson(noSid)).doesNotContainKey("sid").containsEntry("event", "server_stopped");
         assertThat(new String(text.encode(noSid), StandardCharsets.UTF_8)).contains(" [-] server_stopped\n");
     }

@@ -141,13 +141,14 @@ class ObservabilityIT {
     }
 
     /** Waits for the writer to have closed the file (the exit marker is its last event). */
-    private static List<List<?>> events(Path cast, String lastMarkerPrefix) throws Exception {
+    @SuppressWarnings("unchecked")
+    private static List<List<Object>> events(Path cast, String lastMarkerPrefix) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (true) {
             List<String> lines = Files.readAllLines(cast, StandardCharsets.UTF_8);
-            List<List<?>> ev = new ArrayList<>();
+            List<List<Object>> ev = new ArrayList<>();
             for (String l : lines.subList(1, lines.size())) {
-                ev.add((List<?>) Json.parse(l));
+                ev.add((List<Object>) Json.parse(l));
             }
             if (ev.stream().anyMatch(e -> e.get(1).equals("m") && ((String) e.get(2)).startsWith(lastMarkerPrefix))
                     || System.nanoTime() > deadline) {
@@ -183,8 +184,10 @@ class ObservabilityIT {
         Map<String, Object> header = Json.parseObject(Files.readAllLines(cast, StandardCharsets.UTF_8).getFirst());
         assertThat(header).containsEntry("version", 2L).containsEntry("width", 100L).containsEntry("height", 30L)
                 .containsKey("timestamp");
-        assertThat((Map<?, ?>) header.get("env")).containsEntry("SHELL", "/bin/sh").containsKey("TERM");
-        List<List<?>> ev = events(cast, "exit-status");
+        @SuppressWarnings("unchecked")
+        Map<String, Object> env = (Map<String, Object>) header.get("env");
+        assertThat(env).containsEntry("SHELL", "/bin/sh").containsKey("TERM");
+        List<List<Object>> ev = events(cast, "exit-status");
         assertThat(ev).filteredOn(e -> e.get(1).equals("r")).extracting(e -> e.get(2)).contains("120x40");
         assertThat(ev).filteredOn(e -> e.get(1).equals("m")).extracting(e -> e.get(2)).containsExactly("exit-status 3");
         assertThat(ev).filteredOn(e -> e.get(1).equals("i")).as("no input without --record-input").isEmpty();
@@ -210,7 +213,7 @@ class ObservabilityIT {
         Path cast = castWithCommand(command);
         Map<String, Object> header = Json.parseObject(Files.readAllLines(cast, StandardCharsets.UTF_8).getFirst());
         assertThat(header).containsEntry("width", 80L).containsEntry("height", 24L);
-        List<List<?>> ev = events(cast, "exit-status");
+        List<List<Object>> ev = events(cast, "exit-status");
         String output = ev.stream().filter(e -> e.get(1).equals("o")).map(e -> (String) e.get(2)).collect(Collectors.joining());
         assertThat(output).contains("to-out\n", "to-err\n");
         assertThat(ev.getLast()).element(1).isEqualTo("m");
