@@ -38,7 +38,7 @@ import org.junit.jupiter.api.io.TempDir;
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class ObservabilityIT {
     @TempDir
-    Path dir;
+    static Path dir;
 
     ServeProcess server;
     int metricsPort;
@@ -85,7 +85,7 @@ class ObservabilityIT {
         Map<String, Object> accepted = Json.parseObject(server.logLines("\"event\":\"connection_accepted\"").getFirst());
         assertThat(accepted).containsKeys("sid", "conn", "remote");
         Map<String, Object> killed = Json.parseObject(server.logLines("\"event\":\"session_killed\"").getFirst());
-        assertThat(killed).containsEntry("processes", 1L).containsKeys("sid", "conn", "user", "message");
+        assertThat(killed).containsEntry("processes", 1L).containsKeys("sid", "conn", "user", "told");
     }
 
     private HttpResponse<String> get(String url) throws Exception {

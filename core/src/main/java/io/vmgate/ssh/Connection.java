@@ -498,7 +498,7 @@ final class Connection implements SessionClock.Listener {
         observer.refused(why.reason().tag());
         Events.log.atWarn().setMessage(why.reason().event).addKeyValue("conn", id).addKeyValue("user", user)
                 .addKeyValue("remote", remote).addKeyValue("processes", hasGuest ? processes.size() : 0)
-                .addKeyValue("message", why.message()).log();
+                .addKeyValue("told", why.message()).log();
         if (hasGuest) {
             startTerminating(processes, why, Duration.ZERO);
         } else {
