@@ -4,12 +4,8 @@ import io.vmgate.text.Json;
 import java.io.BufferedOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
-import java.nio.ByteBuffer;
-import java.nio.CharBuffer;
 import java.nio.channels.Channels;
 import java.nio.channels.FileChannel;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -28,8 +24,9 @@ import java.util.concurrent.CompletableFuture;
  * {@code "COLSxROWS"}) and {@code m} (marker) events.
  *
  * <p>The session's threads only copy bytes into a bounded queue; one virtual thread of the
- * recording decodes them (UTF-8, a sequence split across chunks is joined, invalid bytes become
- * U+FFFD), escapes them as JSON and writes, flushing whenever the queue runs dry. A session slows
+ * recording escapes them as JSON in one pass over the bytes ({@link Utf8Escaper}: valid UTF-8 is
+ * kept, a sequence split across chunks is joined, ill-formed bytes become U+FFFD) and writes,
+ * flushing whenever the queue runs dry. A session slows
  * down only if the disk cannot keep up for long enough to fill the queue ({@value #QUEUE_EVENTS}
  * chunks). With a size cap, the event that would take the file past it is replaced by a final
  * marker saying so, and nothing more is written; the session goes on. A write error (disk full)
@@ -121,8 +118,8 @@ public final class Asciicast implements AutoCloseable {
 
     // owned by the writer thread
     private final OutputStream out;
-    private final CharsetDecoder[] decoders = new CharsetDecoder[Source.values().length];
-    private final byte[][] pending = new byte[Source.values().length][];
+    private final Utf8Escaper[] escapers = new Utf8Escaper[Source.values().length];
+    private final Utf8Escaper.Bytes line = new Utf8Escaper.Bytes();
     private long written;
 
     private Asciicast(Path file, OutputStream out, long cap, long startNanos, Listener listener) {
@@ -149,7 +146,8 @@ public final class Asciicast implements AutoCloseable {
         OutputStream out = new BufferedOutputStream(Channels.newOutputStream(ch), 64 * 1024);
         Asciicast a = new Asciicast(file, out, cap, start, listener == null ? Listener.NONE : listener);
         try {
-            a.writeLine((header.toJson() + "\n").getBytes(StandardCharsets.UTF_8));
+            byte[] h = (header.toJson() + "\n").getBytes(StandardCharsets.UTF_8);
+            a.writeLine(h, h.length);
             out.flush();
         } catch (IOException | RuntimeException e) {
             out.close();
@@ -291,78 +289,75 @@ public final class Asciicast implements AutoCloseable {
     }
 
     private void write(Event e) throws IOException {
-        String data = e.text != null ? e.text : decode(e.source, e.bytes);
-        if (data.isEmpty()) {
-            return;
+        line.clear();
+        startLine(e.nanos, e.type);
+        int contentStart = line.length();
+        if (e.text != null) {
+            byte[] q = Json.quote(e.text).getBytes(StandardCharsets.UTF_8);
+            line.put(q, 1, q.length - 2);
+        } else {
+            escaper(e.source).escape(e.bytes, 0, e.bytes.length, line);
         }
-        byte[] line = eventLine(e.nanos, e.type, data);
-        if (cap > 0 && written + line.length > cap - MARKER_ROOM) {
+        if (line.length() == contentStart) {
+            return; // nothing to show yet (the start of a character whose rest comes next)
+        }
+        line.put('"').put(']').put('\n');
+        writeOrStop(e.nanos);
+    }
+
+    private Utf8Escaper escaper(Source s) {
+        Utf8Escaper x = escapers[s.ordinal()];
+        if (x == null) {
+            x = escapers[s.ordinal()] = new Utf8Escaper();
+        }
+        return x;
+    }
+
+    /** {@code [seconds, "type", "} into the line buffer; seconds since the start, with microseconds. */
+    private void startLine(long nanos, String type) {
+        long micros = Math.max(0, (nanos - startNanos) / 1_000);
+        String frac = Long.toString(micros % 1_000_000);
+        line.put('[').put(Long.toString(micros / 1_000_000)).put('.').put("000000".substring(frac.length())).put(frac)
+                .put(", \"").put(type).put("\", \"");
+    }
+
+    /** Writes the line buffer, or, if it would take the file past the cap, the final marker and stops. */
+    private void writeOrStop(long nanos) throws IOException {
+        if (cap > 0 && written + line.length() > cap - MARKER_ROOM) {
             stopped = true;
-            String why = "vmgate: recording stopped: size limit of " + cap + " bytes reached";
-            byte[] marker = eventLine(e.nanos, "m", why);
-            if (written + marker.length <= cap) {
-                writeLine(marker);
+            line.clear();
+            startLine(nanos, "m");
+            line.put("vmgate: recording stopped: size limit of " + cap + " bytes reached").put('"').put(']').put('\n');
+            if (written + line.length() <= cap) {
+                writeLine(line.array(), line.length());
             }
             out.flush();
             listener.capReached(cap);
             return;
         }
-        writeLine(line);
+        writeLine(line.array(), line.length());
     }
 
     /** A sequence still incomplete at the end was never going to be completed: it is written as U+FFFD. */
     private void flushPending() throws IOException {
         for (Source s : Source.values()) {
-            if (pending[s.ordinal()] != null) {
-                pending[s.ordinal()] = null;
-                write(new Event(System.nanoTime(), null, s.type, null, "\ufffd"));
+            Utf8Escaper x = escapers[s.ordinal()];
+            if (x != null && x.hasPending()) {
+                long now = System.nanoTime();
+                line.clear();
+                startLine(now, s.type);
+                x.finish(line);
+                line.put('"').put(']').put('\n');
+                writeOrStop(now);
             }
         }
     }
 
-    private void writeLine(byte[] line) throws IOException {
-        out.write(line);
+    private void writeLine(byte[] b, int length) throws IOException {
+        out.write(b, 0, length);
         synchronized (this) {
-            written += line.length;
+            written += length;
         }
     }
 
-    private byte[] eventLine(long nanos, String type, String data) {
-        StringBuilder b = new StringBuilder(data.length() + 32).append('[');
-        long micros = Math.max(0, (nanos - startNanos) / 1_000);
-        b.append(micros / 1_000_000).append('.');
-        String frac = Long.toString(micros % 1_000_000);
-        b.append("000000", 0, 6 - frac.length()).append(frac);
-        b.append(", \"").append(type).append("\", ");
-        Json.quote(b, data);
-        return b.append("]\n").toString().getBytes(StandardCharsets.UTF_8);
-    }
-
-    /**
-     * Decodes a chunk as UTF-8, keeping an incomplete sequence at its end for the source's next
-     * chunk; invalid bytes become U+FFFD.
-     */
-    private String decode(Source s, byte[] bytes) {
-        int i = s.ordinal();
-        CharsetDecoder d = decoders[i];
-        if (d == null) {
-            d = decoders[i] = StandardCharsets.UTF_8.newDecoder()
-                    .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
-        }
-        ByteBuffer in;
-        if (pending[i] != null) {
-            in = ByteBuffer.allocate(pending[i].length + bytes.length).put(pending[i]).put(bytes).flip();
-            pending[i] = null;
-        } else {
-            in = ByteBuffer.wrap(bytes);
-        }
-        CharBuffer chars = CharBuffer.allocate(in.remaining() + 1);
-        d.decode(in, chars, false);
-        if (in.hasRemaining()) {
-            byte[] rest = new byte[in.remaining()]; // at most 3 bytes: the start of a sequence
-            in.get(rest);
-            pending[i] = rest;
-        }
-        return chars.flip().toString();
-    }
 }
