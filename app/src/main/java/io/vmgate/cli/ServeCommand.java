@@ -162,7 +162,8 @@ final class ServeCommand implements Callable<Integer> {
         ControlServer control = null;
         MetricsServer metricsServer = null;
         try {
-            // The control socket first: a second server on the same state directory stops here, before anything else.
+            server.start();
+            // After the SSH checks (a refused configuration leaves nothing); a second server on this state directory stops here.
             control = ControlServer.start(socket, new ControlServer.Operations() {
                 @Override
                 public List<SessionInfo> sessions() {
@@ -174,7 +175,6 @@ final class ServeCommand implements Callable<Integer> {
                     return server.kill(id, reason);
                 }
             });
-            server.start();
             if (metrics != null) {
                 metrics.watch(server, engine);
                 Health health = new Health(server, engine, metrics);

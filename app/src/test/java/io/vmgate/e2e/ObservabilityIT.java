@@ -249,6 +249,15 @@ class ObservabilityIT {
         }
         awaitTrue(() -> vmgate("sessions", "--control-socket", socket.toString()).out().lines().count() == 1, 30,
                 "no session listed after the kill");
+        // A second server on the same state directory (the same host key, so the same control socket) refuses clearly.
+        try (ServeProcess second = ServeProcess.builder(dir).name("ObservabilityIT-second").runtimeRoot(dir.resolve("rt2"))
+                .startNoWait()) {
+            assertThat(second.awaitExit(Duration.ofSeconds(180))).isNotZero();
+            assertThat(second.logs()).contains("another vmgate serve is using the control socket " + socket)
+                    .doesNotContain(ServeProcess.LISTENING);
+            Host.assertNothingLeft(second.runtimeRoot(), 5);
+        }
+        assertThat(vmgate("sessions", "--control-socket", socket.toString()).exit()).as("the first server still answers").isZero();
         Host.Result none = vmgate("sessions", "--control-socket", dir.resolve("nope.sock").toString());
         assertThat(none.exit()).isEqualTo(125);
         assertThat(none.stderr()).contains("no control socket at");
