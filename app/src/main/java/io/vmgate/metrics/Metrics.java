@@ -46,7 +46,8 @@ public final class Metrics {
     private final Counter templateBuilds;
     private final SshObserver ssh;
     private final SandboxObserver sandboxes;
-    private volatile boolean lastStartFailed;
+    /** System.nanoTime of the last start, if it failed; 0 after a success (or before any start). */
+    private volatile long lastStartFailedAt;
 
     /** The vmgate metrics, without JVM and process metrics (see {@link #withJvmMetrics()}). */
     public Metrics() {
@@ -115,9 +116,13 @@ public final class Metrics {
         return sandboxes;
     }
 
-    /** Whether the most recent VM start failed (none yet: false). */
-    public boolean lastStartFailed() {
-        return lastStartFailed;
+    /**
+     * Whether the most recent VM start failed, less than {@code within} ago (none yet: false). Bounded
+     * in time so that a server taken out of rotation for one failure gets traffic again to show it recovered.
+     */
+    public boolean lastStartFailed(java.time.Duration within) {
+        long at = lastStartFailedAt;
+        return at != 0 && System.nanoTime() - at < within.toNanos();
     }
 
     /** Adds the gauges read from the running server and engine at each scrape. */
@@ -180,13 +185,13 @@ public final class Metrics {
     private final class SandboxCounters implements SandboxObserver {
         @Override
         public void started(StartPath path, Duration took) {
-            lastStartFailed = false;
+            lastStartFailedAt = 0;
             vmStart.labelValues(path.label()).observe(took.toNanos() / 1e9);
         }
 
         @Override
         public void startFailed() {
-            lastStartFailed = true;
+            lastStartFailedAt = System.nanoTime() | 1; // never 0
             vmStartFailures.inc();
         }
 
