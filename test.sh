@@ -6,7 +6,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/setup.sh"
 # libclang-rt-dev: the fuzzer and sanitizer runtimes, which clang only recommends.
 # libcap2-bin: setcap, for the root filesystem image tests' fixture.
-ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang libclang-rt-dev python3 libcap2-bin
+# prometheus (with promtool) and asciinema: real neighbours of ObservabilityIT (a scrape, a replay).
+ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang libclang-rt-dev python3 libcap2-bin prometheus asciinema
 find_java
 cd "$VMGATE_HOME"
 echo "== guest agent: C tests and bounded fuzzing" >&2

@@ -25,17 +25,19 @@ import org.junit.jupiter.api.Test;
  *
  * <pre>
  *   cli ─────────┐                     the vmgate command (app module)
+ *   metrics  control                   Prometheus metrics and health; the control socket (app module)
  *   sandbox      │  public API         options, engine, sandboxes, enableSsh
  *   ssh ◄────────┘                     the SSH front door, over any Guest
  *   vm.qemu                            QEMU driver, QMP, runtime dirs, snapshot templates
  *   vm                                 the launcher contract, warm pool
- *   agent    image                     agent protocol client and wire; images
- *   exec                               commands, executions, the stream bridge (JDK only)
+ *   agent    image    record           agent protocol client and wire; images; session recordings
+ *   exec     text                      commands, executions, the stream bridge; JSON and key=value (JDK only)
  * </pre>
  */
 class LayeringTest {
-    private static final List<String> PACKAGES = List.of("io.vmgate.cli", "io.vmgate.sandbox", "io.vmgate.ssh",
-            "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image", "io.vmgate.exec");
+    private static final List<String> PACKAGES = List.of("io.vmgate.cli", "io.vmgate.metrics", "io.vmgate.control",
+            "io.vmgate.sandbox", "io.vmgate.ssh", "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image",
+            "io.vmgate.record", "io.vmgate.exec", "io.vmgate.text");
 
     private static JavaClasses classes;
 
@@ -52,21 +54,29 @@ class LayeringTest {
     void dependenciesPointOnlyDown() {
         layeredArchitecture().consideringOnlyDependenciesInLayers()
                 .layer("cli").definedBy("io.vmgate.cli..")
+                .layer("metrics").definedBy("io.vmgate.metrics..")
+                .layer("control").definedBy("io.vmgate.control..")
                 .layer("sandbox").definedBy("io.vmgate.sandbox..")
                 .layer("ssh").definedBy("io.vmgate.ssh..")
                 .layer("qemu").definedBy("io.vmgate.vm.qemu..")
                 .layer("vm").definedBy("io.vmgate.vm")
                 .layer("agent").definedBy("io.vmgate.agent..")
                 .layer("image").definedBy("io.vmgate.image..")
+                .layer("record").definedBy("io.vmgate.record..")
                 .layer("exec").definedBy("io.vmgate.exec..")
+                .layer("text").definedBy("io.vmgate.text..")
                 .whereLayer("cli").mayNotBeAccessedByAnyLayer()
-                .whereLayer("sandbox").mayOnlyBeAccessedByLayers("cli")
-                .whereLayer("ssh").mayOnlyBeAccessedByLayers("sandbox", "cli")
+                .whereLayer("metrics").mayOnlyBeAccessedByLayers("cli")
+                .whereLayer("control").mayOnlyBeAccessedByLayers("cli")
+                .whereLayer("sandbox").mayOnlyBeAccessedByLayers("cli", "metrics")
+                .whereLayer("ssh").mayOnlyBeAccessedByLayers("sandbox", "cli", "metrics", "control")
                 .whereLayer("qemu").mayOnlyBeAccessedByLayers("sandbox")
                 .whereLayer("vm").mayOnlyBeAccessedByLayers("qemu", "sandbox")
                 .whereLayer("agent").mayOnlyBeAccessedByLayers("vm", "qemu", "sandbox")
                 .whereLayer("image").mayOnlyBeAccessedByLayers("vm", "qemu", "sandbox", "cli")
+                .whereLayer("record").mayOnlyBeAccessedByLayers("ssh", "sandbox", "cli")
                 .whereLayer("exec").mayOnlyBeAccessedByLayers("agent", "vm", "qemu", "ssh", "sandbox", "cli")
+                .whereLayer("text").mayOnlyBeAccessedByLayers("record", "ssh", "sandbox", "control", "cli")
                 .because("front ends stand on the Sandbox API; only the engine knows QEMU and the agent's wire")
                 .check(classes);
     }
@@ -98,6 +108,14 @@ class LayeringTest {
         noClasses().that().resideOutsideOfPackage("io.vmgate.cli")
                 .should().dependOnClassesThat().resideInAnyPackage("ch.qos.logback..", "picocli..")
                 .because("vmgate-core is embedded in other programs: their logging is theirs to configure")
+                .check(classes);
+    }
+
+    @Test
+    void theLibraryKnowsNothingOfPrometheus() {
+        noClasses().that().resideOutsideOfPackages("io.vmgate.metrics")
+                .should().dependOnClassesThat().resideInAnyPackage("io.prometheus..")
+                .because("the library reports to observer interfaces (SshObserver, SandboxObserver); the app counts")
                 .check(classes);
     }
 

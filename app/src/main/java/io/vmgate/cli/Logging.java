@@ -2,8 +2,6 @@ package io.vmgate.cli;
 
 import ch.qos.logback.classic.Level;
 import ch.qos.logback.classic.LoggerContext;
-import ch.qos.logback.classic.encoder.JsonEncoder;
-import ch.qos.logback.classic.encoder.PatternLayoutEncoder;
 import ch.qos.logback.classic.spi.ILoggingEvent;
 import ch.qos.logback.core.ConsoleAppender;
 import ch.qos.logback.core.encoder.Encoder;
@@ -11,8 +9,9 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Log set-up: events go to stderr as text ({@code time level [sid] event key=value...})
- * or as one JSON object per line. The session id travels in the MDC key {@code sid}.
+ * Log set-up: events go to stderr as text ({@code time level [sid] event key=value...},
+ * {@link TextEventEncoder}) or as one JSON object per line with the event's fields at the top level
+ * ({@link JsonEventEncoder}). The session id travels in the MDC key {@code sid}.
  */
 public final class Logging {
     private Logging() {}
@@ -68,18 +67,7 @@ public final class Logging {
 
     static void configure(LoggerContext ctx, Format format, String level) {
         configured = format;
-        Encoder<ILoggingEvent> encoder;
-        if (format == Format.json) {
-            JsonEncoder json = new JsonEncoder();
-            json.setWithSequenceNumber(false);
-            json.setWithNanoseconds(false);
-            json.setWithContext(false);
-            encoder = json;
-        } else {
-            PatternLayoutEncoder text = new PatternLayoutEncoder();
-            text.setPattern("%d{yyyy-MM-dd'T'HH:mm:ss.SSSXXX} %-5level [%X{sid:--}] %msg%n%ex{short}");
-            encoder = text;
-        }
+        Encoder<ILoggingEvent> encoder = format == Format.json ? new JsonEventEncoder() : new TextEventEncoder();
         encoder.setContext(ctx);
         encoder.start();
         ConsoleAppender<ILoggingEvent> out = new ConsoleAppender<>();

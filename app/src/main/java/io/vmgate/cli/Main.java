@@ -20,6 +20,7 @@ public final class Main {
         SUBCOMMANDS.put("serve", ServeCommand::new);
         SUBCOMMANDS.put("run", RunCommand::new);
         SUBCOMMANDS.put("image", ImageCommand::new);
+        SUBCOMMANDS.put("sessions", SessionsCommand::new);
     }
 
     public static void main(String[] args) {

@@ -1,6 +1,12 @@
 package io.vmgate.cli;
 
+import io.vmgate.control.ControlServer;
+import io.vmgate.metrics.Health;
+import io.vmgate.metrics.Metrics;
+import io.vmgate.metrics.MetricsServer;
+import io.vmgate.record.Recordings;
 import io.vmgate.ssh.Durations;
+import io.vmgate.ssh.SessionInfo;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
 import io.vmgate.sandbox.SandboxException;
@@ -85,6 +91,28 @@ final class ServeCommand implements Callable<Integer> {
             description = "Keep N VMs started and idle so a connection only waits for the hand-over (default: ${DEFAULT-VALUE}).")
     int pool;
 
+    @Option(names = "--metrics-listen", paramLabel = "HOST:PORT",
+            description = "Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP here (default: off). Loopback only, unless --metrics-public.")
+    String metricsListen;
+
+    @Option(names = "--metrics-public", description = "Allow --metrics-listen on a non-loopback address (anyone who reaches it can read the metrics).")
+    boolean metricsPublic;
+
+    @Option(names = "--record", paramLabel = "DIR",
+            description = "Record every channel (shell, exec, sftp) as an asciicast v2 file in DIR (mode 0600; DIR made 0700 if missing).")
+    Path record;
+
+    @Option(names = "--record-input", description = "With --record: record what users type too (it includes passwords typed at prompts).")
+    boolean recordInput;
+
+    @Option(names = "--record-max-size", paramLabel = "SIZE", defaultValue = "0", converter = SizeConverter.class,
+            description = "With --record: stop a recording (not the session) at SIZE bytes, e.g. 10M; 0 for no limit (default: ${DEFAULT-VALUE}).")
+    long recordMaxSize;
+
+    @Option(names = "--control-socket", paramLabel = "PATH",
+            description = "Unix socket for `vmgate sessions` (default: control.sock beside the host key).")
+    Path controlSocket;
+
     @Option(names = "--log-format", paramLabel = "text|json", defaultValue = "text", description = "Log format (default: ${DEFAULT-VALUE}).")
     Logging.Format logFormat;
 
@@ -94,18 +122,20 @@ final class ServeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Logging.configure(logFormat, logLevel);
-        // HOST, HOST:PORT, [V6]:PORT (a bare IPv6 address has several colons and no port).
-        var m = java.util.regex.Pattern.compile("\\[(.+)]:(\\d+)|([^:]+):(\\d+)|\\[?([^\\]]+)]?").matcher(listen.strip());
-        if (!m.matches()) {
-            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), "--listen wants HOST[:PORT], not '" + listen + "'");
-        }
-        String host = m.group(1) != null ? m.group(1) : m.group(3) != null ? m.group(3) : m.group(5);
-        String portText = m.group(2) != null ? m.group(2) : m.group(4);
-        int port = portText != null ? Integer.parseInt(portText) : ServerConfig.DEFAULT_PORT;
+        HostPort ssh = HostPort.parse(listen, ServerConfig.DEFAULT_PORT)
+                .orElseThrow(() -> usage("--listen wants HOST[:PORT], not '" + listen + "'"));
+        String host = ssh.host();
+        int port = ssh.port();
+        HostPort metricsAt = metricsAddress();
+        Recordings recordings = record == null ? null : Recordings.open(record, recordInput, recordMaxSize);
+        Metrics metrics = metricsAt == null ? null : new Metrics().withJvmMetrics();
         Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground()
                 .buildProgress(line -> log.info("rootfs_build_progress step=\"{}\"", line.replace("\"", "'")));
         if (pool > 0) {
             sandboxes.warmPool(pool, maxSessions);
+        }
+        if (metrics != null) {
+            sandboxes.observer(metrics.sandboxes());
         }
         Sandboxes engine = sandboxes.build();
         if (engine.restoresFromTemplate() && pool == 0) {
@@ -125,13 +155,45 @@ final class ServeCommand implements Callable<Integer> {
                 .allowPasswordless(allowPasswordless)
                 .envAllowlist(envAllow).maxSessions(maxSessions).maxChannelsPerConnection(maxChannels)
                 .apply(this::sessionLimits)
+                .recordings(recordings)
+                .observer(metrics != null ? metrics.ssh() : null)
                 .build();
         VmgateSshServer server = new VmgateSshServer(cfg);
+        Path socket = controlSocket != null ? controlSocket : cfg.hostKeyPath().toAbsolutePath().resolveSibling("control.sock");
+        ControlServer control = null;
+        MetricsServer metricsServer = null;
         try {
             server.start();
+            // After the SSH checks (a refused configuration leaves nothing); a second server on this state directory stops here.
+            control = ControlServer.start(socket, new ControlServer.Operations() {
+                @Override
+                public List<SessionInfo> sessions() {
+                    return server.sessions();
+                }
+
+                @Override
+                public boolean kill(String id, String reason) {
+                    return server.kill(id, reason);
+                }
+            });
+            if (metrics != null) {
+                metrics.watch(server, engine);
+                Health health = new Health(server, engine, metrics);
+                metricsServer = MetricsServer.start(metricsAt.host(), metricsAt.port(), metrics, health::notReady);
+                log.atInfo().setMessage("metrics_listening").addKeyValue("addr", metricsAt.host())
+                        .addKeyValue("port", metricsServer.port()).addKeyValue("public", metricsPublic).log();
+            }
         } catch (IllegalArgumentException | java.io.IOException e) {
+            server.stop();
+            if (control != null) {
+                control.close();
+            }
             engine.close();
             throw e;
+        }
+        if (recordings != null) {
+            log.atInfo().setMessage("recording_enabled").addKeyValue("dir", recordings.directory().toString())
+                    .addKeyValue("input", recordings.input()).addKeyValue("max_bytes", recordings.cap()).log();
         }
         // SIGTERM/SIGINT drain: clients get a message, every VM is destroyed, then exit 0.
         CountDownLatch stopSignal = new CountDownLatch(1);
@@ -143,9 +205,31 @@ final class ServeCommand implements Callable<Integer> {
                 cfg.hostKeyPath(), server.hostKeyFingerprint(), pool, engine.restoresFromTemplate());
         stopSignal.await();
         server.stop();
+        control.close();
+        if (metricsServer != null) {
+            metricsServer.close();
+        }
         engine.close();
         log.info("server_stopped");
         return 0;
+    }
+
+    /** The metrics address, or null when off; refuses a non-loopback one without --metrics-public. */
+    HostPort metricsAddress() {
+        if (metricsListen == null || metricsListen.isBlank()) {
+            return null;
+        }
+        HostPort a = HostPort.parse(metricsListen, -1).filter(h -> h.port() >= 0)
+                .orElseThrow(() -> usage("--metrics-listen wants HOST:PORT, not '" + metricsListen + "'"));
+        if (!metricsPublic && !a.isLoopback()) {
+            throw usage("refusing to serve metrics on " + a.host() + ": anyone who can reach it could read them."
+                    + " Use a loopback address (127.0.0.1:9100), or add --metrics-public to serve it on purpose");
+        }
+        return a;
+    }
+
+    private picocli.CommandLine.ParameterException usage(String message) {
+        return new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), message);
     }
 
     /** Per-user limit and session timeouts, from the options (flag, env, config file or default). */
@@ -162,6 +246,32 @@ final class ServeCommand implements Callable<Integer> {
                 return Durations.parse(value);
             } catch (IllegalArgumentException e) {
                 throw new picocli.CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
+    }
+
+    /** 512, 64K, 10M, 1G (powers of 1024). */
+    static final class SizeConverter implements ITypeConverter<Long> {
+        @Override
+        public Long convert(String value) {
+            var m = java.util.regex.Pattern.compile("(\\d+)([KkMmGg]?)[Bb]?").matcher(value.strip());
+            if (!m.matches()) {
+                throw new picocli.CommandLine.TypeConversionException("'" + value + "' is not a size: write 4096, 512K, 10M or 1G");
+            }
+            int shift = switch (m.group(2).toUpperCase(java.util.Locale.ROOT)) {
+                case "K" -> 10;
+                case "M" -> 20;
+                case "G" -> 30;
+                default -> 0;
+            };
+            try {
+                long n = Long.parseLong(m.group(1));
+                if (n > (Long.MAX_VALUE >> shift)) {
+                    throw new NumberFormatException();
+                }
+                return n << shift;
+            } catch (NumberFormatException e) {
+                throw new picocli.CommandLine.TypeConversionException("'" + value + "' is too large");
             }
         }
     }

@@ -18,9 +18,11 @@ import io.vmgate.vm.WarmPool;
 import io.vmgate.vm.qemu.QemuCommand;
 import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
+import io.vmgate.vm.qemu.RuntimeDirs;
 import io.vmgate.vm.qemu.Snapshots;
 import java.nio.file.Path;
 import java.security.SecureRandom;
+import java.time.Duration;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Objects;
@@ -49,11 +51,14 @@ public final class Sandboxes implements AutoCloseable {
     private final Snapshots snapshots; // null without snapshot restores
     private final VmLauncher launcher;
     private final WarmPool pool;       // null without a pool
+    private final int poolSize;
     private final boolean abandonOnExit;
+    private final SandboxObserver observer;
 
     private Sandboxes(Builder b) throws SandboxException {
         this.options = b.options;
         this.abandonOnExit = b.abandonOnExit;
+        this.observer = b.observer;
         if (b.launcher != null) {
             this.config = null;
             // Nothing to look users up in: root, as sshd would run a command for root.
@@ -63,9 +68,15 @@ public final class Sandboxes implements AutoCloseable {
         } else {
             this.config = resolve(options, b.progress);
             this.login = login(config);
-            this.snapshots = options.snapshot() ? snapshots(config, options, b.rebuildInBackground) : null;
+            this.snapshots = options.snapshot()
+                    ? new Snapshots(config, templateRoot(options), b.rebuildInBackground, observer::templateBuilt) : null;
+            if (observer != SandboxObserver.NONE) {
+                // Reaped here (the launcher would do it too, silently) so that the count can be reported.
+                observer.reaped(RuntimeDirs.reapStale(config.runtimeRoot()));
+            }
             this.launcher = qemuLauncher(config, snapshots);
         }
+        this.poolSize = b.poolSize;
         this.pool = b.poolSize > 0 ? new WarmPool(launcher, b.poolSize, b.poolMax, options.memoryMib()) : null;
     }
 
@@ -87,6 +98,7 @@ public final class Sandboxes implements AutoCloseable {
         private boolean abandonOnExit;
         private VmLauncher launcher;
         private Consumer<String> progress = line -> { };
+        private SandboxObserver observer = SandboxObserver.NONE;
 
         private Builder(SandboxOptions options) {
             this.options = Objects.requireNonNull(options, "options");
@@ -139,6 +151,12 @@ public final class Sandboxes implements AutoCloseable {
             return this;
         }
 
+        /** Tell {@code o} how sandboxes start (path, latency, failures) and about templates (for metrics). */
+        public Builder observer(SandboxObserver o) {
+            this.observer = Objects.requireNonNull(o, "observer");
+            return this;
+        }
+
         /**
          * Resolves (or builds) the image and checks that the guest user, its shell and the working
          * directory exist in it; throws when anything is missing, saying what.
@@ -187,12 +205,47 @@ public final class Sandboxes implements AutoCloseable {
         if (abandonOnExit) {
             l = new AbortOnExit(l);
         }
+        long t0 = System.nanoTime();
+        StartPath path = new StartPath();
         try {
-            return l.launch(id, progress);
+            Vm vm = l.launch(id, phase -> {
+                path.heard(phase.name());
+                progress.accept(phase);
+            });
+            observer.started(path.decide(pool != null), Duration.ofNanos(System.nanoTime() - t0));
+            return vm;
         } catch (VmException e) {
+            observer.startFailed();
             throw new SandboxException(e.getMessage(), e, AbortOnExit.exiting());
         } catch (IllegalArgumentException e) {
+            observer.startFailed();
             throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Which way a start went, from the phases the launcher reported on the way: the VM that served
+     * said {@code agent_restored} (restored) or {@code agent_hello} (booted); a start that reported
+     * neither was handed over from the pool (a launcher of another kind, reporting neither, counts as cold).
+     */
+    private static final class StartPath {
+        private volatile String lastAgentPhase;
+
+        void heard(String phase) {
+            if (phase.startsWith("agent_")) {
+                lastAgentPhase = phase;
+            }
+        }
+
+        SandboxObserver.StartPath decide(boolean pooled) {
+            String p = lastAgentPhase;
+            if ("agent_restored".equals(p)) {
+                return SandboxObserver.StartPath.RESTORED;
+            }
+            if (p == null && pooled) {
+                return SandboxObserver.StartPath.POOLED;
+            }
+            return SandboxObserver.StartPath.COLD;
         }
     }
 
@@ -214,6 +267,26 @@ public final class Sandboxes implements AutoCloseable {
     /** Whether sandboxes are restored from a snapshot template. */
     public boolean restoresFromTemplate() {
         return snapshots != null;
+    }
+
+    /** The warm pool's size: how many idle sandboxes it keeps ready (0 without a pool). */
+    public int poolSize() {
+        return poolSize;
+    }
+
+    /**
+     * Whether a start needs no template build first: the template exists, or these sandboxes do
+     * not restore from one.
+     */
+    public boolean templateReady() {
+        if (snapshots == null) {
+            return true;
+        }
+        try {
+            return java.nio.file.Files.isRegularFile(snapshots.statePath());
+        } catch (VmException e) {
+            return false;
+        }
     }
 
     /** Sandboxes idle in the warm pool now (0 without a pool). */
@@ -318,7 +391,11 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     static Snapshots snapshots(VmConfig c, SandboxOptions o, boolean rebuildInBackground) {
-        return new Snapshots(c, cacheRoot(o).resolve("templates"), rebuildInBackground);
+        return new Snapshots(c, templateRoot(o), rebuildInBackground);
+    }
+
+    private static Path templateRoot(SandboxOptions o) {
+        return cacheRoot(o).resolve("templates");
     }
 
     /** Restores from {@code snapshots} when given, else cold boots; making it reaps what crashed runs left. */

@@ -68,6 +68,7 @@ final class Auth implements PasswordAuthenticator, PublickeyAuthenticator {
 
     /** Records a failure; answers at once, or later (asynchronously) once the address is suspicious. */
     private boolean failed(Connection conn, String method, String username, String key) {
+        conn.observer.authentication(method, false);
         Duration delay = failures.failed(conn.remoteIp);
         Events.log.warn("auth_failed conn={} user={} remote={} method={}{} failures={} delay_ms={}", conn.id,
                 Events.v(username), Events.v(conn.remote), method, key == null ? "" : " key=" + Events.v(key),

@@ -56,6 +56,7 @@ final class Channels {
             Connection conn = Connection.of(session);
             int max = maxChannels;
             if (!conn.tryOpenChannel(max)) {
+                conn.observer.refused("too_many_channels");
                 try (var s = conn.scope()) {
                     Events.log.warn("channel_refused {} reason=too_many_channels max={}", conn.tag(), max);
                 }

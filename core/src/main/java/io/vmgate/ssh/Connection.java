@@ -8,7 +8,9 @@ import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.security.SecureRandom;
+import io.vmgate.record.Recordings;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Objects;
@@ -18,6 +20,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.LongAdder;
 import java.util.function.BooleanSupplier;
 import org.apache.sshd.common.AttributeRepository.AttributeKey;
 import org.apache.sshd.common.session.Session;
@@ -48,9 +51,18 @@ final class Connection implements SessionClock.Listener {
     final String remote;
     final String remoteIp;
     final long acceptedNanos = System.nanoTime();
+    /** When the connection was accepted (for {@code vmgate sessions}). */
+    final Instant startedAt = Instant.now();
     private final SessionSlots slots;
     private final GuestSource guests;
     private final Duration grace;
+    final SshObserver observer;
+    /** Where this connection's channels are recorded, or null. */
+    final Recordings recordings;
+    private final LongAdder bytesIn = new LongAdder();
+    private final LongAdder bytesOut = new LongAdder();
+    /** The key exchange finished (for the handshake metric). */
+    volatile boolean keysEstablished;
     private final BooleanSupplier serverStopping;
     private final SessionClock clock;
     private final AtomicInteger channels = new AtomicInteger();
@@ -73,12 +85,14 @@ final class Connection implements SessionClock.Listener {
     private boolean closed;
     private int busy; // opens and teardowns in progress
 
-    Connection(ServerSession session, SessionSlots slots, GuestSource guests, ScheduledExecutorService scheduler,
-            SessionClock.Settings clockSettings, Duration grace, BooleanSupplier serverStopping) {
+    Connection(ServerSession session, SessionSlots slots, ServerConfig config, ScheduledExecutorService scheduler,
+            SessionClock.Settings clockSettings, BooleanSupplier serverStopping) {
         this.session = session;
         this.slots = slots;
-        this.guests = guests;
-        this.grace = grace;
+        this.guests = config.guests();
+        this.grace = config.timeoutGrace();
+        this.observer = config.observer();
+        this.recordings = config.recordings();
         this.serverStopping = serverStopping;
         this.id = HexFormat.of().formatHex(randomBytes(4));
         SocketAddress a = session.getClientAddress();
@@ -167,6 +181,34 @@ final class Connection implements SessionClock.Listener {
         clock.activity();
     }
 
+    /** {@code n} bytes from the client reached the guest: activity, counted. */
+    void bytesIn(int n) {
+        clock.activity();
+        bytesIn.add(n);
+        observer.bytesIn(n);
+    }
+
+    /** {@code n} bytes from the guest are going to the client: activity, counted. */
+    void bytesOut(int n) {
+        clock.activity();
+        bytesOut.add(n);
+        observer.bytesOut(n);
+    }
+
+    /** This session as an operator sees it; null before it has authenticated. */
+    SessionInfo info() {
+        String u = user;
+        if (u == null) {
+            return null;
+        }
+        Guest g;
+        synchronized (this) {
+            g = closed ? null : guest;
+        }
+        return new SessionInfo(id, u, remote, g == null ? null : g.id(), startedAt, clock.idle(), bytesIn.sum(),
+                bytesOut.sum(), channels.get());
+    }
+
     /** The ending commands report when a timeout is ending the session, else null. */
     Ending ending() {
         return ending;
@@ -213,6 +255,7 @@ final class Connection implements SessionClock.Listener {
                 try {
                     slot = slots.acquire(u);
                 } catch (Refusal r) {
+                    observer.refused(r.ending().reason().tag());
                     if (r.ending().reason() == Ending.Reason.PER_USER_LIMIT) {
                         Events.log.warn("session_refused_per_user_limit {} max_sessions_per_user={} live={}", tag(),
                                 slots.maxPerUser(), slots.live(u));
@@ -425,23 +468,70 @@ final class Connection implements SessionClock.Listener {
      */
     @Override
     public void end(Ending why, String details) {
+        List<Execution> processes = claimEnding(why);
+        if (processes == null) {
+            return;
+        }
+        observer.refused(why.reason().tag());
+        Events.log.warn("{} {} {} processes={} grace_ms={}", why.reason().event, tag(), details, processes.size(), grace.toMillis());
+        startTerminating(processes, why, grace);
+    }
+
+    /**
+     * The operator ends this session ({@code vmgate sessions kill}): every command ends at once with
+     * the ending's message on its stderr and status 255, the guest is destroyed, the connection closed.
+     *
+     * @return false when the session is already ending or gone
+     */
+    boolean kill(String message) {
+        Ending why = Ending.killed(message);
+        List<Execution> processes = claimEnding(why);
+        boolean hasGuest = processes != null;
+        if (!hasGuest) {
+            synchronized (this) {
+                if (closed || ending != null) {
+                    return false;
+                }
+                ending = why; // no guest (yet): nothing runs in it, the connection just closes
+            }
+        }
+        observer.refused(why.reason().tag());
+        Events.log.atWarn().setMessage(why.reason().event).addKeyValue("conn", id).addKeyValue("user", user)
+                .addKeyValue("remote", remote).addKeyValue("processes", hasGuest ? processes.size() : 0)
+                .addKeyValue("told", why.message()).log();
+        if (hasGuest) {
+            startTerminating(processes, why, Duration.ZERO);
+        } else {
+            terminated.complete(why);
+            Thread.ofVirtual().name("vm-kill-" + id).start(() -> {
+                Waiting.await(commandsDone(), REPORT_TIMEOUT);
+                session.close(false);
+            });
+        }
+        return true;
+    }
+
+    /** Marks the session as ending for {@code why}; returns its running processes, or null without a guest or when already ending. */
+    private List<Execution> claimEnding(Ending why) {
         synchronized (this) {
             if (closed || ending != null || guest == null) {
-                return;
+                return null;
             }
             ending = why;
         }
-        List<Execution> processes = commands.stream().map(GuestCommand::execution)
-                .filter(p -> p != null && !p.exit().isDone()).toList();
-        Events.log.warn("{} {} {} processes={} grace_ms={}", why.reason().event, tag(), details, processes.size(), grace.toMillis());
-        Thread.ofVirtual().name("vm-timeout-" + id).start(() -> {
+        return commands.stream().map(GuestCommand::execution).filter(p -> p != null && !p.exit().isDone()).toList();
+    }
+
+    /** On a virtual thread: SIGTERM to {@code processes}, {@code grace}, the guest destroyed, commands told. */
+    private void startTerminating(List<Execution> processes, Ending why, Duration grace) {
+        Thread.ofVirtual().name("vm-end-" + id).start(() -> {
             try (var s = scope()) {
-                terminate(processes, why);
+                terminate(processes, why, grace);
             }
         });
     }
 
-    private void terminate(List<Execution> processes, Ending why) {
+    private void terminate(List<Execution> processes, Ending why, Duration grace) {
         long t0 = System.nanoTime();
         for (Execution p : processes) {
             try {

@@ -17,6 +17,7 @@ record Ending(Reason reason, String message) {
         IDLE_TIMEOUT("session_idle_timeout"),
         TIME_LIMIT("session_time_limit"),
         SHUTDOWN("server_stopping"),
+        KILLED("session_killed"),
         GUEST_LOST("vm_died"),
         START_FAILED("vm_failed"),
         CLOSING("connection_closed");
@@ -49,6 +50,15 @@ record Ending(Reason reason, String message) {
 
     static Ending timeLimit(Duration max) {
         return new Ending(Reason.TIME_LIMIT, "vmgate: session closed: maximum session time " + Durations.format(max) + " reached");
+    }
+
+    /** The operator ended the session ({@code vmgate sessions kill}), with their reason if they gave one. */
+    static Ending killed(String reason) {
+        String r = reason == null ? "" : reason.replaceAll("\\p{Cntrl}", " ").strip();
+        if (r.length() > 200) {
+            r = r.substring(0, 200) + "...";
+        }
+        return new Ending(Reason.KILLED, "vmgate: session ended by the operator" + (r.isEmpty() ? "" : ": " + r));
     }
 
     static Ending shutdown() {

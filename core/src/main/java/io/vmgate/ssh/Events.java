@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.text.KeyValue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.slf4j.MDC;
@@ -12,46 +13,12 @@ import org.slf4j.MDC;
 final class Events {
     static final Logger log = LoggerFactory.getLogger("io.vmgate.ssh");
     static final String MDC_KEY = "sid";
-    private static final int MAX_VALUE = 200;
 
     private Events() {}
 
-    /** A value safe to put after {@code key=}: bare when harmless, else quoted with escapes. */
+    /** A value safe to put after {@code key=}: bare when harmless, else quoted with escapes ({@link KeyValue#quote}). */
     static String v(Object value) {
-        if (value == null) {
-            return "-";
-        }
-        String s = value.toString();
-        boolean bare = !s.isEmpty() && s.length() <= MAX_VALUE;
-        for (int i = 0; bare && i < s.length(); i++) {
-            char c = s.charAt(i);
-            bare = c > ' ' && c < 0x7f && c != '"' && c != '\\' && c != '=';
-        }
-        if (bare) {
-            return s;
-        }
-        StringBuilder b = new StringBuilder(Math.min(s.length(), MAX_VALUE) + 8).append('"');
-        for (int i = 0; i < s.length() && i < MAX_VALUE; i++) {
-            char c = s.charAt(i);
-            switch (c) {
-                case '"' -> b.append("\\\"");
-                case '\\' -> b.append("\\\\");
-                case '\n' -> b.append("\\n");
-                case '\r' -> b.append("\\r");
-                case '\t' -> b.append("\\t");
-                default -> {
-                    if (c < ' ' || c == 0x7f) {
-                        b.append(String.format("\\x%02x", (int) c));
-                    } else {
-                        b.append(c);
-                    }
-                }
-            }
-        }
-        if (s.length() > MAX_VALUE) {
-            b.append("...");
-        }
-        return b.append('"').toString();
+        return KeyValue.quote(value);
     }
 
     static long msSince(long startNanos) {

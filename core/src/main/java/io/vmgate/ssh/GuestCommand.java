@@ -54,6 +54,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
     private ExitCallback exitCallback;
     private volatile boolean destroyed;
     private volatile Execution execution;
+    private volatile ChannelRecording recording;
     /** Serialises whole writes to stderr: the guest's, our notices and the final message. */
     private final ReentrantLock errLock = new ReentrantLock();
     /** Guards the progress line: NONE, then SHOWN (maybe), then DONE once the guest may write. */
@@ -142,6 +143,10 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
 
     private void run() {
         Connection conn = channel.conn;
+        // Before the command is registered: from then on, notices may write to err from other threads.
+        try (var s = conn.scope()) {
+            startRecording();
+        }
         CompletableFuture<Void> done = conn.commandStarted(this);
         try (var s = conn.scope()) {
             long t0 = System.nanoTime();
@@ -195,6 +200,25 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             }
         } finally {
             done.complete(null);
+            ChannelRecording rec = recording;
+            if (rec != null) {
+                channel.recording = null;
+                rec.close();
+            }
+        }
+    }
+
+    /** With recording on: everything the user sees from now on (progress, output, messages) is recorded. */
+    private void startRecording() {
+        recording = ChannelRecording.start(channel, switch (kind) {
+            case SHELL -> null;
+            case EXEC -> request;
+            case SUBSYSTEM -> request;
+        });
+        if (recording != null) {
+            out = recording.output(out);
+            err = recording.errorOutput(err);
+            channel.recording = recording;
         }
     }
 
@@ -248,12 +272,14 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
 
     private void bridge(Execution p, boolean pty, long t0) {
         Connection conn = channel.conn;
-        Pump.copy(in, p.stdin()).name(threadName("stdin")).closeTargetAtEnd().onData(n -> conn.activity()).start();
+        ChannelRecording rec = recording;
+        Pump.copy(in, rec != null ? rec.input(p.stdin()) : p.stdin()).name(threadName("stdin")).closeTargetAtEnd()
+                .onData(conn::bytesIn).start();
         CompletableFuture<Long> outDone = Pump.copy(p.stdout(), out).name(threadName("stdout"))
-                .onData(n -> conn.activity()).onTargetFailure(p::kill).start();
+                .onData(conn::bytesOut).onTargetFailure(p::kill).start();
         CompletableFuture<Long> errDone = pty ? CompletableFuture.completedFuture(0L)
                 : Pump.copy(p.stderr(), err).name(threadName("stderr")).lock(errLock)
-                        .onData(n -> conn.activity()).onTargetFailure(p::kill).start();
+                        .onData(conn::bytesOut).onTargetFailure(p::kill).start();
         CompletableFuture<?> delivered = CompletableFuture.allOf(outDone.handle((r, e) -> null), errDone.handle((r, e) -> null));
 
         // The process's end (or the guest's loss: exit() then fails), or the session's end, whichever comes first.
@@ -298,6 +324,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             String name = status.signalName().isEmpty() ? "SIG@openssh.com" : status.signalName();
             Events.log.info("exit_status {} channel={} signal={} core={} ms={}", conn.tag(), channel.number, Events.v(name),
                     status.coreDumped(), Events.msSince(t0));
+            recordExit("exit-signal " + name + (status.coreDumped() ? " (core dumped)" : ""));
             try {
                 channel.exitWithSignal(name, status.coreDumped());
             } catch (IOException e) {
@@ -305,7 +332,15 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             }
         } else {
             Events.log.info("exit_status {} channel={} code={} ms={}", conn.tag(), channel.number, status.code(), Events.msSince(t0));
+            recordExit("exit-status " + status.code());
             exitCallback.onExit(status.code());
+        }
+    }
+
+    private void recordExit(String marker) {
+        ChannelRecording rec = recording;
+        if (rec != null) {
+            rec.exit(marker);
         }
     }
 
@@ -322,6 +357,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         Events.log.info("exit_status {} channel={} code={} ms={} reason={}", conn.tag(), channel.number, FAILED,
                 Events.msSince(t0), Events.v(message));
         writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
+        recordExit("exit-status " + FAILED);
         exitCallback.onExit(FAILED, message);
     }
 }

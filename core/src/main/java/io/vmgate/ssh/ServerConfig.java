@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.record.Recordings;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -33,6 +34,8 @@ import java.util.Objects;
  * @param timeoutGrace             when a timeout ends a session: time between SIGTERM to its processes and
  *                                 destroying the VM
  * @param guests                   gives each connection its guest, at its first shell, exec or subsystem
+ * @param recordings               where every channel is recorded (asciicast v2), or null for no recording
+ * @param observer                 hears connections, authentications, refusals and bytes (for metrics)
  */
 public record ServerConfig(
         String listenHost,
@@ -54,7 +57,9 @@ public record ServerConfig(
         Duration maxSessionTime,
         Duration timeoutWarning,
         Duration timeoutGrace,
-        GuestSource guests) {
+        GuestSource guests,
+        Recordings recordings,
+        SshObserver observer) {
 
     public static final String DEFAULT_LISTEN_HOST = "127.0.0.1";
     public static final int DEFAULT_PORT = 2222;
@@ -80,6 +85,7 @@ public record ServerConfig(
         timeoutWarning = timeoutWarning == null ? DEFAULT_TIMEOUT_WARNING : timeoutWarning;
         timeoutGrace = timeoutGrace == null ? DEFAULT_TIMEOUT_GRACE : timeoutGrace;
         user = user == null || user.isEmpty() ? null : user;
+        observer = observer == null ? SshObserver.NONE : observer;
         require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
         require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
         require(maxSessionsPerUser >= 0, "max sessions per user must be at least 1 (or 0 for no limit), not " + maxSessionsPerUser);
@@ -144,6 +150,8 @@ public record ServerConfig(
         b.maxSessionTime = maxSessionTime;
         b.timeoutWarning = timeoutWarning;
         b.timeoutGrace = timeoutGrace;
+        b.recordings = recordings;
+        b.observer = observer;
         return b;
     }
 
@@ -169,6 +177,8 @@ public record ServerConfig(
         private Duration maxSessionTime = Duration.ZERO;
         private Duration timeoutWarning = DEFAULT_TIMEOUT_WARNING;
         private Duration timeoutGrace = DEFAULT_TIMEOUT_GRACE;
+        private Recordings recordings;
+        private SshObserver observer = SshObserver.NONE;
 
         private Builder(GuestSource guests, Path hostKeyPath) {
             this.guests = guests;
@@ -195,6 +205,10 @@ public record ServerConfig(
         public Builder maxSessionTime(Duration v) { maxSessionTime = v; return this; }
         public Builder timeoutWarning(Duration v) { timeoutWarning = v; return this; }
         public Builder timeoutGrace(Duration v) { timeoutGrace = v; return this; }
+        /** Record every channel into this directory (null: no recording). */
+        public Builder recordings(Recordings v) { recordings = v; return this; }
+        /** Tell this observer what happens (for metrics). */
+        public Builder observer(SshObserver v) { observer = v; return this; }
 
         /** Lets a caller set a group of options in one step of a chain. */
         public Builder apply(java.util.function.Consumer<Builder> options) {
@@ -206,7 +220,7 @@ public record ServerConfig(
             return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
                     allowPasswordless, envAllowlist, maxSessions, maxSessionsPerUser, authTimeout, maxAuthAttempts,
                     maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, idleTimeout, maxSessionTime,
-                    timeoutWarning, timeoutGrace, guests);
+                    timeoutWarning, timeoutGrace, guests, recordings, observer);
         }
     }
 }

@@ -46,6 +46,8 @@ final class SessionChannel extends ChannelSession {
     private Map<Integer, Integer> modes = Map.of();
     private Execution process;
     private boolean sizeChangedBeforeStart;
+    /** The running command's recording, if the server records: it hears resizes. */
+    volatile ChannelRecording recording;
 
     SessionChannel(Connection conn, EnvPolicy envPolicy, ScheduledExecutorService scheduler) {
         this.conn = conn;
@@ -174,6 +176,10 @@ final class SessionChannel extends ChannelSession {
             return RequestHandler.Result.ReplyFailure;
         }
         conn.activity(); // a user resizing a terminal is not idle
+        ChannelRecording rec = recording;
+        if (rec != null) {
+            rec.resize(newCols, newRows);
+        }
         Execution p;
         synchronized (this) {
             cols = newCols;
@@ -272,6 +278,13 @@ final class SessionChannel extends ChannelSession {
 
     synchronized boolean hasPty() {
         return pty;
+    }
+
+    /** The terminal as the client described it: TERM and size (empty and 0 without a pty). */
+    record Terminal(String term, int cols, int rows) {}
+
+    synchronized Terminal terminal() {
+        return pty ? new Terminal(term.isEmpty() ? "xterm" : term, cols, rows) : new Terminal(null, 0, 0);
     }
 
     /** {@code command} with the terminal and environment the client asked for. */

@@ -63,6 +63,11 @@ final class SessionClock {
         lastActivityNanos = System.nanoTime();
     }
 
+    /** Time since the last input or output. */
+    java.time.Duration idle() {
+        return java.time.Duration.ofNanos(System.nanoTime() - lastActivityNanos);
+    }
+
     /** The guest is ready: both clocks start now. */
     synchronized void start() {
         activity();

@@ -308,6 +308,35 @@ public final class VmgateSshServer implements AutoCloseable {
         return failures.failures(address);
     }
 
+    /** Whether the server is listening and not stopping (for readiness checks). */
+    public synchronized boolean accepting() {
+        return sshd != null && !stopping;
+    }
+
+    /** The authenticated connections open now, oldest first, as an operator sees them. */
+    public List<SessionInfo> sessions() {
+        return connections.stream().map(Connection::info).filter(java.util.Objects::nonNull)
+                .sorted(java.util.Comparator.comparing(SessionInfo::started)).toList();
+    }
+
+    /**
+     * Ends the session with connection id {@code id}: its commands end with a line saying the operator
+     * ended the session (and {@code reason}, if given) and exit status 255, its guest is destroyed,
+     * the connection closed. Logged as {@code session_killed}.
+     *
+     * @return false when no authenticated session has that id (or it is already ending)
+     */
+    public boolean kill(String id, String reason) {
+        for (Connection c : connections) {
+            if (c.id.equals(id) && c.user() != null) {
+                try (var s = c.scope()) {
+                    return c.kill(reason);
+                }
+            }
+        }
+        return false;
+    }
+
     /** Open SSH connections, authenticated or not. */
     public int connections() {
         return connections.size();
@@ -366,10 +395,10 @@ public final class VmgateSshServer implements AutoCloseable {
     private final class Listener implements SessionListener {
         @Override
         public void sessionCreated(Session session) {
-            Connection c = new Connection((ServerSession) session, slots, config.guests(), scheduler, clockSettings,
-                    config.timeoutGrace(), () -> stopping);
+            Connection c = new Connection((ServerSession) session, slots, config, scheduler, clockSettings, () -> stopping);
             session.setAttribute(Connection.KEY, c);
             connections.add(c);
+            config.observer().connectionOpened();
             try (var s = c.scope()) {
                 Events.log.info("connection_accepted conn={} remote={}", c.id, Events.v(c.remote));
             }
@@ -377,10 +406,18 @@ public final class VmgateSshServer implements AutoCloseable {
 
         @Override
         public void sessionEvent(Session session, Event event) {
+            if (event == Event.KeyEstablished) {
+                Connection c = session.getAttribute(Connection.KEY);
+                if (c != null && !c.keysEstablished) {
+                    c.keysEstablished = true;
+                    config.observer().handshake(true);
+                }
+            }
             if (event == Event.Authenticated) {
                 Connection c = session.getAttribute(Connection.KEY);
                 if (c != null) {
                     try (var s = c.scope()) {
+                        config.observer().authentication(c.lastAuthMethod, true);
                         failures.succeeded(c.remoteIp);
                         c.authenticated(session.getUsername(), conn -> Keepalive.start(scheduler, conn.session,
                                 config.keepaliveInterval(), config.keepaliveCountMax(), conn.id, conn::tag));
@@ -407,6 +444,10 @@ public final class VmgateSshServer implements AutoCloseable {
                 try (var s = c.scope()) {
                     c.close();
                 }
+                if (!c.keysEstablished) {
+                    config.observer().handshake(false);
+                }
+                config.observer().connectionClosed();
                 c.released().whenComplete((r, e) -> connections.remove(c));
             }
         }
@@ -431,6 +472,7 @@ public final class VmgateSshServer implements AutoCloseable {
                         return Boolean.TRUE;
                     }
                     Connection c = Connection.of(session);
+                    c.observer.authentication("none", false);
                     try (var s = c.scope()) {
                         Events.log.warn("auth_failed conn={} user={} remote={} method=none reason=user_not_allowed", c.id,
                                 Events.v(getUsername()), Events.v(c.remote));

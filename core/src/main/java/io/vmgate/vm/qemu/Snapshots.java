@@ -57,6 +57,7 @@ public final class Snapshots implements VmLauncher {
     private final Path root;
     private final boolean rebuildInBackground;
     private final AtomicBoolean rebuilding = new AtomicBoolean();
+    private final java.util.function.Consumer<Duration> onBuilt;
 
     /**
      * @param rebuildInBackground a missing or failed template is (re)built in the background
@@ -65,9 +66,15 @@ public final class Snapshots implements VmLauncher {
      *        would not live long enough for a background build)
      */
     public Snapshots(VmConfig config, Path root, boolean rebuildInBackground) {
+        this(config, root, rebuildInBackground, took -> { });
+    }
+
+    /** As above; {@code onBuilt} hears how long each template build took (for metrics), on the building thread. */
+    public Snapshots(VmConfig config, Path root, boolean rebuildInBackground, java.util.function.Consumer<Duration> onBuilt) {
         this.config = config;
         this.root = root;
         this.rebuildInBackground = rebuildInBackground;
+        this.onBuilt = onBuilt;
     }
 
     /** The template's state file (which may not exist yet). */
@@ -179,6 +186,7 @@ public final class Snapshots implements VmLauncher {
         }
         log.info("snapshot_template_built key={} bytes={} ms={}", state.getParent().getFileName(), Files.size(state),
                 (System.nanoTime() - t0) / 1_000_000);
+        onBuilt.accept(Duration.ofNanos(System.nanoTime() - t0));
     }
 
     private void writeProperties(Path file) throws IOException {

@@ -1,0 +1,124 @@
+package io.vmgate.cli;
+
+import io.vmgate.control.ControlClient;
+import io.vmgate.text.Json;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** {@code vmgate sessions [kill ID]}: the live sessions of a running server, over its control socket. */
+@Command(name = "sessions", mixinStandardHelpOptions = true, subcommands = SessionsCommand.Kill.class, description = {
+        "List the live sessions of a running vmgate serve (over its control socket): id, user, remote address,",
+        "VM, when it started, how long it has been idle, bytes in (from the client) and out (to the client)."})
+final class SessionsCommand implements Callable<Integer> {
+    /** Exit status when the server answered that it could not do it (no such session). */
+    static final int REFUSED = 1;
+
+    @Option(names = "--control-socket", paramLabel = "PATH",
+            description = "The server's control socket (default: control.sock in ~/.local/state/vmgate, beside the default host key).")
+    Path controlSocket;
+
+    @Option(names = "--json", description = "Print the server's answer as JSON (one object) instead of a table.")
+    boolean json;
+
+    Path socket() {
+        return controlSocket != null ? controlSocket : ServeCommand.defaultHostKey().resolveSibling("control.sock");
+    }
+
+    @Override
+    public Integer call() throws IOException {
+        Map<String, Object> answer = ControlClient.request(socket(), Map.of("op", "sessions"));
+        if (!Boolean.TRUE.equals(answer.get("ok"))) {
+            System.err.println("vmgate: " + answer.get("error"));
+            return REFUSED;
+        }
+        if (json) {
+            System.out.println(Json.write(answer));
+            return 0;
+        }
+        List<?> sessions = answer.get("sessions") instanceof List<?> l ? l : List.of();
+        print(sessions, System.out);
+        return 0;
+    }
+
+    static void print(List<?> sessions, PrintStream out) {
+        List<String[]> rows = new ArrayList<>();
+        rows.add(new String[] {"ID", "USER", "REMOTE", "VM", "STARTED", "IDLE", "IN", "OUT"});
+        for (Object o : sessions) {
+            if (!(o instanceof Map<?, ?> s)) {
+                continue;
+            }
+            rows.add(new String[] {text(s.get("id")), text(s.get("user")), text(s.get("remote")), text(s.get("vm")),
+                    text(s.get("started")), idle(s.get("idle_ms")), text(s.get("bytes_in")), text(s.get("bytes_out"))});
+        }
+        int[] width = new int[rows.getFirst().length];
+        for (String[] r : rows) {
+            for (int i = 0; i < r.length; i++) {
+                width[i] = Math.max(width[i], r[i].length());
+            }
+        }
+        for (String[] r : rows) {
+            StringBuilder b = new StringBuilder();
+            for (int i = 0; i < r.length; i++) {
+                b.append(i == r.length - 1 ? r[i] : String.format("%-" + (width[i] + 2) + "s", r[i]));
+            }
+            out.println(b.toString().stripTrailing());
+        }
+    }
+
+    /** A value from the server, made safe for a terminal (a user name is the client's choice). */
+    private static String text(Object v) {
+        if (v == null) {
+            return "-";
+        }
+        return v.toString().replaceAll("[\\p{Cntrl}\\s]", "?");
+    }
+
+    private static String idle(Object ms) {
+        if (!(ms instanceof Number n)) {
+            return "-";
+        }
+        long s = n.longValue() / 1000;
+        return s < 60 ? s + "s" : io.vmgate.ssh.Durations.format(Duration.ofSeconds(s));
+    }
+
+    /** {@code vmgate sessions kill ID}: ends one session, telling its user. */
+    @Command(name = "kill", mixinStandardHelpOptions = true, description = {
+            "End a live session: its commands end with a message to the user and exit status 255, its VM is destroyed."})
+    static final class Kill implements Callable<Integer> {
+        @picocli.CommandLine.ParentCommand
+        SessionsCommand parent;
+
+        @Parameters(paramLabel = "ID", description = "The session's id (the ID column of `vmgate sessions`).")
+        String id;
+
+        @Option(names = "--reason", paramLabel = "TEXT", description = "Told to the user after \"session ended by the operator: \".")
+        String reason;
+
+        @Override
+        public Integer call() throws IOException {
+            Map<String, Object> req = new LinkedHashMap<>();
+            req.put("op", "kill");
+            req.put("id", id);
+            if (reason != null) {
+                req.put("reason", reason);
+            }
+            Map<String, Object> answer = ControlClient.request(parent.socket(), req);
+            if (!Boolean.TRUE.equals(answer.get("ok"))) {
+                System.err.println("vmgate: " + answer.get("error"));
+                return REFUSED;
+            }
+            System.out.println("ended session " + id);
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+package io.vmgate.control;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.vmgate.ssh.SessionInfo;
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The control socket: its protocol, its mode, one server per socket, stale sockets replaced. */
+class ControlServerTest {
+    @TempDir
+    Path dir;
+
+    final List<String> killed = new ArrayList<>();
+
+    final ControlServer.Operations ops = new ControlServer.Operations() {
+        @Override
+        public List<SessionInfo> sessions() {
+            return List.of(new SessionInfo("3fa2c1d0", "alice\u001b[2J", "127.0.0.1:5000", "ssh-3fa2c1d0",
+                    Instant.parse("2026-12-01T16:35:38Z"), Duration.ofMillis(4200), 10, 20, 1));
+        }
+
+        @Override
+        public boolean kill(String id, String reason) {
+            killed.add(id + ":" + reason);
+            return id.equals("3fa2c1d0");
+        }
+    };
+
+    @Test
+    void listsAndKillsSessionsOverASocketOnlyItsOwnerMayOpen() throws Exception {
+        Path sock = dir.resolve("control.sock");
+        try (ControlServer s = ControlServer.start(sock, ops)) {
+            assertThat(Files.getPosixFilePermissions(sock)).isEqualTo(PosixFilePermissions.fromString("rw-------"));
+            Map<String, Object> list = ControlClient.request(sock, Map.of("op", "sessions"));
+            assertThat(list).containsEntry("ok", true);
+            assertThat((List<?>) list.get("sessions")).singleElement().isEqualTo(Map.of("id", "3fa2c1d0",
+                    "user", "alice\u001b[2J", "remote", "127.0.0.1:5000", "vm", "ssh-3fa2c1d0",
+                    "started", "2026-12-01T16:35:38Z", "idle_ms", 4200L, "bytes_in", 10L, "bytes_out", 20L, "channels", 1L));
+            assertThat(ControlClient.request(sock, Map.of("op", "kill", "id", "3fa2c1d0", "reason", "bye")))
+                    .containsEntry("ok", true);
+            assertThat(ControlClient.request(sock, Map.of("op", "kill", "id", "nope")))
+                    .containsEntry("ok", false).containsEntry("error", "no live session nope");
+            assertThat(killed).containsExactly("3fa2c1d0:bye", "nope:");
+            assertThat(ControlClient.request(sock, Map.of("op", "reboot"))).containsEntry("ok", false);
+            assertThat(ControlClient.request(sock, Map.of("op", "kill"))).containsEntry("ok", false);
+            assertThat(s.handle("{not json")).containsEntry("ok", false);
+            assertThat(s.handle("[1]")).containsEntry("ok", false);
+        }
+        assertThat(sock).doesNotExist();
+    }
+
+    @Test
+    void aSecondServerOnTheSameSocketRefusesClearly() throws Exception {
+        Path sock = dir.resolve("control.sock");
+        try (ControlServer first = ControlServer.start(sock, ops)) {
+            assertThatThrownBy(() -> ControlServer.start(sock, ops)).isInstanceOf(IOException.class)
+                    .hasMessageContaining("another vmgate serve is using the control socket " + sock)
+                    .hasMessageContaining("--control-socket");
+            assertThat(ControlClient.request(sock, Map.of("op", "sessions"))).containsEntry("ok", true);
+        }
+    }
+
+    @Test
+    void aSocketLeftByACrashedServerIsReplacedAndAnythingElseIsRefused() throws Exception {
+        Path sock = dir.resolve("control.sock");
+        // A crashed server: its socket file remains, nobody listens, nobody holds the lock.
+        ServerSocketChannel dead = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        dead.bind(UnixDomainSocketAddress.of(sock));
+        dead.close();
+        assertThat(sock).exists();
+        assertThatThrownBy(() -> ControlClient.request(sock, Map.of("op", "sessions"))).isInstanceOf(IOException.class)
+                .hasMessageContaining("nothing answers");
+        try (ControlServer s = ControlServer.start(sock, ops)) {
+            assertThat(ControlClient.request(sock, Map.of("op", "sessions"))).containsEntry("ok", true);
+        }
+        Files.writeString(sock, "not a socket");
+        assertThatThrownBy(() -> ControlServer.start(sock, ops)).isInstanceOf(IOException.class)
+                .hasMessageContaining("is not a socket");
+        assertThat(Files.readString(sock)).isEqualTo("not a socket");
+        assertThatThrownBy(() -> ControlClient.request(dir.resolve("none.sock"), Map.of("op", "sessions")))
+                .isInstanceOf(IOException.class).hasMessageContaining("no control socket at");
+    }
+}
