@@ -446,8 +446,10 @@ class SshIT {
         server.awaitLogCount("auth_succeeded", before + 1, LINE_TIMEOUT);
         Thread.sleep(1000);
         assertThat(idle.isAlive()).as("%s", idle).isTrue();
-        assertThat(Host.qemusUnder(server.runtimeRoot())).as("QEMUs for a connection with no session").isEmpty();
-        assertThat(Host.entries(server.runtimeRoot())).isEmpty();
+        // (The server may still be building its snapshot template at start: that VM is not the connection's.)
+        assertThat(Host.qemusUnder(server.runtimeRoot())).as("QEMUs for a connection with no session")
+                .noneMatch(cl -> cl.contains("/ssh-"));
+        assertThat(Host.entries(server.runtimeRoot())).noneMatch(p -> p.getFileName().toString().startsWith("ssh-"));
     }
 
     @Test
