@@ -10,13 +10,18 @@
  * Output is read from a child only while the host has granted credit for it, so the
  * agent never buffers output; stdin is buffered up to the window the host may fill. */
 #define _GNU_SOURCE
+#include "agent.h"
+#include "egress.h"
 #include "proto.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/random.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -82,7 +87,7 @@ static void vsay(const char *fmt, va_list ap) {
     if (write(2, b, n) < 0) { /* nowhere else to report it */ }
 }
 
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
+void say(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
@@ -124,14 +129,14 @@ static char *slurp(const char *path, char *buf, size_t size) {
 
 /* ---- sending ---------------------------------------------------------------------- */
 
-static struct proto_out begin(uint8_t type, uint32_t id) {
+struct proto_out begin(uint8_t type, uint32_t id) {
     struct proto_out o = {obuf, sizeof obuf, 0, 0};
     proto_begin(&o, type, id);
     return o;
 }
 
 /* Blocking writes are fine: the host always drains the port. */
-static void send_frame(struct proto_out *o) {
+void send_frame(struct proto_out *o) {
     if (proto_end(o) < 0)
         fatal("internal error: %s frame too large", proto_type_name(o->p[4]));
     for (size_t off = 0; off < o->len;) {
@@ -145,7 +150,7 @@ static void send_frame(struct proto_out *o) {
     }
 }
 
-__attribute__((format(printf, 3, 4))) static void send_error(uint32_t id, uint32_t code, const char *fmt, ...) {
+void send_error(uint32_t id, uint32_t code, const char *fmt, ...) {
     char msg[300];
     va_list ap;
     va_start(ap, fmt);
@@ -606,7 +611,7 @@ static void handle(const struct proto_frame *f) {
     struct proto_msg m;
     char err[256];
     int rc = proto_decode(f, &m, err, sizeof err);
-    struct proc *p = rc ? NULL : find(m.id);
+    struct proc *p = rc || m.type >= MSG_EGRESS ? NULL : find(m.id);
     if (rc)
         return send_error(f->id, rc, "%s", err);
     switch (m.type) {
@@ -624,6 +629,9 @@ static void handle(const struct proto_frame *f) {
             proc_msg(p, &m);
         else
             send_error(m.id, E_UNKNOWN_ID, "%s: no process with id %u", proto_type_name(m.type), m.id);
+        break;
+    case MSG_EGRESS: case MSG_TOPENED: case MSG_TREFUSED: case MSG_TDATA: case MSG_TEOF: case MSG_TWINDOW: case MSG_TCLOSE:
+        egress_message(&m);
         break;
     }
     proto_msg_free(&m);
@@ -654,6 +662,7 @@ static void read_port(void) {
         if (!vm)
             finish(0);
         port_up = 0;
+        egress_disconnected();
         return;
     }
     rlen += n;
@@ -673,7 +682,7 @@ static void read_port(void) {
 }
 
 static void serve(void) {
-    static struct pollfd pfd[2 + 3 * PROTO_MAX_PROCS];
+    static struct pollfd pfd[2 + 3 * PROTO_MAX_PROCS + EGRESS_MAX_FDS];
     static struct { int slot, role; } who[2 + 3 * PROTO_MAX_PROCS]; /* role 0 stdin, k+1 out[k] */
     for (;;) {
         int n = 2;
@@ -693,6 +702,8 @@ static void serve(void) {
                     pfd[n++] = (struct pollfd){p->out[k].fd, POLLIN, 0};
                 }
         }
+        int procs_end = n;
+        n += egress_fill(pfd + n);
         if (poll(pfd, n, -1) < 0 && errno != EINTR)
             fatal("poll: %s", strerror(errno));
         if (pfd[0].revents) {
@@ -708,7 +719,7 @@ static void serve(void) {
         }
         /* Processes before the port: only START opens fds or reuses slots, so the table
          * above stays valid (slots and fds are re-checked, reaping may have freed some). */
-        for (int i = 2; i < n; i++) {
+        for (int i = 2; i < procs_end; i++) {
             struct proc *p = &procs[who[i].slot];
             if (!pfd[i].revents || !p->used)
                 continue;
@@ -717,6 +728,7 @@ static void serve(void) {
             else if (who[i].role && p->out[who[i].role - 1].fd == pfd[i].fd)
                 pump_out(p, who[i].role - 1);
         }
+        egress_ready(pfd + procs_end, n - procs_end);
         if (pfd[1].revents)
             read_port();
     }
@@ -737,11 +749,12 @@ static void mount_tmpfs(const char *dir, const char *mode, unsigned long mib) {
     mount_at("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts);
 }
 
-static void load_modules(void) {
-    FILE *f = fopen("/etc/vmgate/modules", "re");
+/* Loads the modules a list names (absolute .ko paths, one per line, in order). */
+static void load_modules(const char *list) {
+    FILE *f = fopen(list, "re");
     char line[512];
     if (!f && errno != ENOENT)
-        say("/etc/vmgate/modules: %s", strerror(errno));
+        say("%s: %s", list, strerror(errno));
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
         int fd = line[0] == '/' ? open(line, O_RDONLY | O_CLOEXEC) : -2;
@@ -779,8 +792,62 @@ static int open_port(const char *name) {
     return -1;
 }
 
+static int in_addr(const char *s, struct sockaddr *sa) {
+    struct sockaddr_in *a = (struct sockaddr_in *)sa;
+    *a = (struct sockaddr_in){.sin_family = AF_INET};
+    return inet_pton(AF_INET, s, &a->sin_addr) == 1 ? 0 : -1;
+}
+
+/* vmgate.net=ADDRESS/PREFIX,GATEWAY,DNS (what QEMU's user networking serves: 10.0.2.15/24,
+ * 10.0.2.2, 10.0.2.3): the only NIC gets the address and the default route, and
+ * /etc/resolv.conf the resolver. Static, because the kernel has no ip= (no CONFIG_IP_PNP)
+ * and a DHCP client would cost a round trip on every boot. */
+static void setup_net(const char *spec) {
+    char addr[32], gw[32], dns[32];
+    unsigned prefix;
+    struct ifreq ifr = {0};
+    struct rtentry rt = {0};
+    struct sockaddr resolver;
+    if (sscanf(spec, "%31[0-9.]/%u,%31[0-9.],%31[0-9.]", addr, &prefix, gw, dns) != 4 || prefix < 1 || prefix > 30
+        || in_addr(addr, &ifr.ifr_addr) < 0 || in_addr(gw, &rt.rt_gateway) < 0 || in_addr(dns, &resolver) < 0)
+        return say("vmgate.net=%s: expected ADDRESS/PREFIX,GATEWAY,DNS (IPv4); no network configured", spec);
+    struct if_nameindex *ifs = if_nameindex(), *i = ifs;
+    while (i && i->if_name && strcmp(i->if_name, "lo") == 0)
+        i++;
+    if (!i || !i->if_name) {
+        say("vmgate.net=%s: no network interface (is the NIC's driver in /etc/vmgate/modules.net?)", spec);
+        return if_freenameindex(ifs);
+    }
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", i->if_name);
+    if_freenameindex(ifs);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const char *step = "socket";
+    if (fd >= 0 && (step = "address", ioctl(fd, SIOCSIFADDR, &ifr)) == 0) {
+        uint32_t mask = htonl(~0u << (32 - prefix));
+        ((struct sockaddr_in *)&ifr.ifr_netmask)->sin_addr.s_addr = mask;
+        ifr.ifr_netmask.sa_family = AF_INET;
+        if ((step = "netmask", ioctl(fd, SIOCSIFNETMASK, &ifr)) == 0 && (step = "flags", ioctl(fd, SIOCGIFFLAGS, &ifr)) == 0
+            && (ifr.ifr_flags |= IFF_UP, step = "up", ioctl(fd, SIOCSIFFLAGS, &ifr)) == 0) {
+            in_addr("0.0.0.0", &rt.rt_dst);
+            in_addr("0.0.0.0", &rt.rt_genmask);
+            rt.rt_flags = RTF_UP | RTF_GATEWAY;
+            step = "default route";
+            if (ioctl(fd, SIOCADDRT, &rt) == 0)
+                step = NULL;
+        }
+    }
+    if (step)
+        say("vmgate.net: %s on %s: %s", step, ifr.ifr_name, strerror(errno));
+    closefd(&fd);
+    mkdir("/etc", 0755);
+    unlink("/etc/resolv.conf"); /* may be a symlink into a resolver daemon's directory */
+    FILE *f = fopen("/etc/resolv.conf", "we");
+    if (!f || fprintf(f, "nameserver %s\n", dns) < 0 || fclose(f) != 0)
+        say("/etc/resolv.conf: %s", strerror(errno));
+}
+
 static void setup_vm(void) {
-    char cmdline[4096], port[128] = "org.vmgate.agent";
+    char cmdline[4096], port[128] = "org.vmgate.agent", net[128] = "";
     unsigned long rwsize = 0, maxprocs = 0;
 
     mount_at("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -792,7 +859,7 @@ static void setup_vm(void) {
         closefd(&fd);
     mount_at("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_at("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    load_modules();
+    load_modules("/etc/vmgate/modules");
 
     slurp("/proc/cmdline", cmdline, sizeof cmdline);
     for (char *save, *t = strtok_r(cmdline, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) {
@@ -802,7 +869,11 @@ static void setup_vm(void) {
             maxprocs = strtoul(t + 16, NULL, 10);
         else if (strncmp(t, "vmgate.port=", 12) == 0)
             snprintf(port, sizeof port, "%s", t + 12);
+        else if (strncmp(t, "vmgate.net=", 11) == 0)
+            snprintf(net, sizeof net, "%s", t + 11);
     }
+    if (*net) /* the NIC's driver only when there is a NIC: it costs boot time */
+        load_modules("/etc/vmgate/modules.net");
     if (maxprocs) { /* root ignores RLIMIT_NPROC; threads-max binds all (kernel threads too) */
         FILE *f = fopen("/proc/sys/kernel/threads-max", "we");
         if (!f || fprintf(f, "%lu\n", maxprocs) < 0 || fclose(f) != 0)
@@ -841,6 +912,8 @@ static void setup_vm(void) {
     if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0 || (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr) < 0))
         say("bring up lo: %s", strerror(errno));
     closefd(&fd);
+    if (*net)
+        setup_net(net);
 
     if ((port_in = port_out = open_port(port)) < 0)
         fatal("virtio-serial port '%s' not found in /sys/class/virtio-ports after 10 s", port);
