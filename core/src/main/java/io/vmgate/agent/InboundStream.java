@@ -6,12 +6,14 @@ import java.io.InterruptedIOException;
 import java.util.function.IntConsumer;
 
 /**
- * Output of a guest process (stdout or stderr) as the host reads it. The guest may have
- * at most {@link Protocol#INITIAL_WINDOW} bytes in flight, so this buffer never holds
- * more; reading returns credit to the guest in batches.
+ * Bytes from the guest as the host reads them: a process's stdout or stderr, or a tunnel's
+ * guest-to-host direction. The guest may have at most a window in flight, so this buffer
+ * never holds more (it is allocated when the first bytes arrive); reading returns credit to
+ * the guest in batches.
  */
 final class InboundStream extends InputStream {
-    private final byte[] ring = new byte[Protocol.INITIAL_WINDOW];
+    private static final int CAPACITY = Protocol.INITIAL_WINDOW; // == Protocol.TUNNEL_WINDOW
+    private byte[] ring;
     private final IntConsumer grantCredit;
     private int head, size;
     private int consumedSinceGrant;
@@ -24,8 +26,11 @@ final class InboundStream extends InputStream {
 
     /** Called by the reader thread; never blocks. Returns false if the guest overran its credit. */
     synchronized boolean offer(byte[] data) {
-        if (eof || data.length > ring.length - size) {
+        if (eof || data.length > CAPACITY - size) {
             return false;
+        }
+        if (ring == null) {
+            ring = new byte[CAPACITY];
         }
         int tail = (head + size) % ring.length;
         int first = Math.min(data.length, ring.length - tail);
@@ -90,7 +95,7 @@ final class InboundStream extends InputStream {
             size -= n;
             consumedSinceGrant += n;
             // Grant in batches of a quarter window: fewer WINDOW frames, the guest never starves.
-            if (!eof && consumedSinceGrant >= ring.length / 4) {
+            if (!eof && consumedSinceGrant >= CAPACITY / 4) {
                 grant = consumedSinceGrant;
                 consumedSinceGrant = 0;
             }
