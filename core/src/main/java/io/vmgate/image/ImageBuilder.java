@@ -17,6 +17,7 @@ import java.util.zip.GZIPOutputStream;
  * <pre>
  * /init                          the agent (PID 1)
  * /etc/vmgate/modules            absolute .ko paths, one per line, in load order
+ * /etc/vmgate/modules.net        the same for a VM with a network device (loaded after those)
  * /lib/modules/&lt;release&gt;/...     those .ko files
  * /rootfs/...                    the read-only root the user sees (overlay lower layer)
  * </pre>
@@ -25,7 +26,7 @@ import java.util.zip.GZIPOutputStream;
  */
 public final class ImageBuilder {
     /** Bumped whenever the layout or the content rules change, so cached images are rebuilt. */
-    public static final int FORMAT_VERSION = 1;
+    public static final int FORMAT_VERSION = 2; // 2: etc/vmgate/modules.net
     /** Where the guest has OpenSSH's sftp-server, wherever it came from on the host (the SSH layer runs this). */
     public static final String SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 
@@ -68,18 +69,23 @@ public final class ImageBuilder {
         cpio.directory("dev", 0755).charDevice("dev/console", 0600, 5, 1);
         cpio.directory("proc", 0755).directory("sys", 0755).directory("run", 0755);
 
-        String release = plan.kernel().release();
-        StringBuilder list = new StringBuilder();
-        for (String m : plan.modules()) {
-            String inImage = "/lib/modules/" + release + "/" + m;
-            list.append(inImage).append('\n');
-            cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
-        }
-        cpio.file("etc/vmgate/modules", 0644, bytes(list.toString()));
+        cpio.file("etc/vmgate/modules", 0644, bytes(modules(cpio, plan.modules())));
+        cpio.file("etc/vmgate/modules.net", 0644, bytes(modules(cpio, plan.netModules())));
 
         writeRootfs(cpio, "rootfs/");
         cpio.finish();
         return cpio.size();
+    }
+
+    /** Adds the modules to the archive; returns their list as the agent reads it (absolute paths in load order). */
+    private String modules(CpioWriter cpio, List<String> modules) throws IOException {
+        StringBuilder list = new StringBuilder();
+        for (String m : modules) {
+            String inImage = "/lib/modules/" + plan.kernel().release() + "/" + m;
+            list.append(inImage).append('\n');
+            cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
+        }
+        return list.toString();
     }
 
     private void writeRootfs(CpioWriter cpio, String r) throws IOException, ImageException {

@@ -11,16 +11,24 @@ import java.util.List;
  * so the store only does it when its fast up-to-date check fails.
  *
  * @param modules paths relative to {@code modulesDir}, in load order
+ * @param netModules the same for what a VM with a network device loads besides (those not in {@code modules})
  * @param libraries what sftp-server loads, named as the loader names them (same path in the image)
  */
-public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, Path busybox,
-        Path sftpServer, List<Path> libraries) {
+public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, List<String> netModules,
+        Path busybox, Path sftpServer, List<Path> libraries) {
 
     /** What the agent needs: virtio-mmio transport, the virtio-serial port, and overlayfs for the root. */
     public static final List<String> MODULES = List.of("virtio_mmio", "virtio_console", "overlay");
+    /**
+     * What a VM with a network device (--net open) needs besides; loaded only then (the agent
+     * reads /etc/vmgate/modules.net when the kernel command line has vmgate.net=), so that
+     * VMs without one do not pay for it at boot.
+     */
+    public static final List<String> NET_MODULES = List.of("virtio_net");
 
     public ImagePlan {
         modules = List.copyOf(modules);
+        netModules = List.copyOf(netModules);
         libraries = List.copyOf(libraries);
     }
 
@@ -33,7 +41,8 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         }
         Path modulesDir = src.modulesRoot().resolve(kernel.release());
         List<String> modules = KernelModules.resolve(modulesDir, MODULES);
-        for (String m : modules) {
+        List<String> netModules = KernelModules.resolve(modulesDir, NET_MODULES).stream().filter(m -> !modules.contains(m)).toList();
+        for (String m : java.util.stream.Stream.concat(modules.stream(), netModules.stream()).toList()) {
             requireReadable(modulesDir.resolve(m), "linux-image-cloud-amd64");
         }
         requireReadable(src.busybox(), "busybox-static");
@@ -47,7 +56,7 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         for (Path lib : libs) {
             requireReadable(lib, "libc6");
         }
-        return new ImagePlan(kernel, modulesDir, modules, src.busybox(), src.sftpServer(), libs);
+        return new ImagePlan(kernel, modulesDir, modules, netModules, src.busybox(), src.sftpServer(), libs);
     }
 
     /** The host files whose (path, size, mtime) decide whether a cached image is still current. */
@@ -57,6 +66,7 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         in.add(modulesDir.resolve("modules.dep"));
         in.add(modulesDir.resolve("modules.builtin"));
         modules.forEach(m -> in.add(modulesDir.resolve(m)));
+        netModules.forEach(m -> in.add(modulesDir.resolve(m)));
         in.add(busybox);
         in.add(sftpServer);
         in.addAll(libraries);

@@ -235,6 +235,7 @@ public final class ImageStore {
         p.setProperty("agent", agentOrigin);
         p.setProperty("agent_sha256", ImageKey.sha256Hex(agent));
         p.setProperty("modules", String.join(" ", plan.modules()));
+        p.setProperty("net_modules", String.join(" ", plan.netModules()));
         List<Path> inputs = plan.inputs();
         for (int i = 0; i < inputs.size(); i++) {
             p.setProperty("input." + i, inputs.get(i) + "\t" + ImageKey.stat(inputs.get(i)));

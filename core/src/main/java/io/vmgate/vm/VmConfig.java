@@ -16,9 +16,10 @@ import java.util.OptionalInt;
  * @param maxProcs    process limit in the guest, passed as {@code vmgate.maxprocs=}; empty: the agent's default
  * @param qemuBinary  a name looked up on PATH, or a path
  * @param runtimeRoot where per-VM directories (sockets, logs, pid file) are made, see {@link RuntimeDirs#defaultRoot()}
+ * @param network     {@link Network#NONE} (no network device, the default) or {@link Network#OPEN}
  */
 public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Duration bootTimeout, OptionalInt rwsizeMib,
-        OptionalInt maxProcs, String qemuBinary, Path runtimeRoot) {
+        OptionalInt maxProcs, String qemuBinary, Path runtimeRoot, Network network) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
@@ -33,6 +34,7 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
         Objects.requireNonNull(maxProcs, "maxProcs");
         Objects.requireNonNull(qemuBinary, "qemuBinary");
         Objects.requireNonNull(runtimeRoot, "runtimeRoot");
+        Objects.requireNonNull(network, "network");
         if (cpus < 1 || cpus > 255) {
             throw new IllegalArgumentException("cpus must be between 1 and 255, not " + cpus);
         }
@@ -50,46 +52,50 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
         }
     }
 
-    /** Defaults: 1 CPU, 256 MiB, detected accelerator, 30 s boot timeout, QEMU from PATH, default runtime root. */
+    /** Defaults: 1 CPU, 256 MiB, detected accelerator, 30 s boot timeout, QEMU from PATH, default runtime root, no network. */
     public static VmConfig defaults(Image image) {
         return new VmConfig(image, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, Accel.detect(), DEFAULT_BOOT_TIMEOUT,
-                OptionalInt.empty(), OptionalInt.empty(), DEFAULT_QEMU, defaultRuntimeRoot());
+                OptionalInt.empty(), OptionalInt.empty(), DEFAULT_QEMU, defaultRuntimeRoot(), Network.NONE);
     }
 
     public VmConfig withImage(Image v) {
-        return new VmConfig(v, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(v, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withCpus(int v) {
-        return new VmConfig(image, v, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(image, v, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withMemoryMib(int v) {
-        return new VmConfig(image, cpus, v, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(image, cpus, v, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withAccel(Accel v) {
-        return new VmConfig(image, cpus, memoryMib, v, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(image, cpus, memoryMib, v, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withBootTimeout(Duration v) {
-        return new VmConfig(image, cpus, memoryMib, accel, v, rwsizeMib, maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(image, cpus, memoryMib, accel, v, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withRwsizeMib(int v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, OptionalInt.of(v), maxProcs, qemuBinary, runtimeRoot);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, OptionalInt.of(v), maxProcs, qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withMaxProcs(int v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, OptionalInt.of(v), qemuBinary, runtimeRoot);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, OptionalInt.of(v), qemuBinary, runtimeRoot, network);
     }
 
     public VmConfig withQemuBinary(String v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, v, runtimeRoot);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, v, runtimeRoot, network);
     }
 
     public VmConfig withRuntimeRoot(Path v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, v);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, v, network);
+    }
+
+    public VmConfig withNetwork(Network v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, v);
     }
 
     /**

@@ -1,6 +1,7 @@
 package io.vmgate.vm.qemu;
 
 import io.vmgate.vm.Accel;
+import io.vmgate.vm.Network;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
 
@@ -15,7 +16,8 @@ import java.util.OptionalLong;
  * exactly the devices of the VM that was saved ({@link #withIncoming} adds only {@code -incoming}).
  *
  * <p>Every chardev is a <em>client</em> socket: the host listens first and QEMU connects while it
- * starts, so nobody polls for a socket file. There is no network device and no default device.
+ * starts, so nobody polls for a socket file. There is no default device, and no network device
+ * unless the configuration asks for {@link Network#OPEN}.
  *
  * @param tscKhz   the host TSC rate, for TCG guests (see {@link HostClock}); ignored under KVM
  * @param incoming a migration source to restore from (e.g. {@code exec:cat state}), or empty for a cold boot
@@ -31,6 +33,11 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
      * finds the virtio-mmio devices.
      */
     static final String MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=on";
+    /**
+     * What the agent configures for {@link Network#OPEN} ({@code vmgate.net=}): QEMU's user-mode
+     * network, whose gateway is 10.0.2.2 and resolver 10.0.2.3.
+     */
+    static final String USER_NET = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
     /**
      * The exact command line vmgate would use for a VM in {@code dir} (for benchmarks that
@@ -56,6 +63,9 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         }
         config.rwsizeMib().ifPresent(v -> b.append(" vmgate.rwsize=").append(v));
         config.maxProcs().ifPresent(v -> b.append(" vmgate.maxprocs=").append(v));
+        if (config.network() == Network.OPEN) {
+            b.append(" vmgate.net=").append(USER_NET);
+        }
         return b.toString();
     }
 
@@ -81,6 +91,10 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
                 "-device", "virtserialport,chardev=agent,name=" + AGENT_PORT));
         a.addAll(List.of("-chardev", "socket,id=qmp,path=" + escape(dir.qmpSocket()) + ",server=off",
                 "-mon", "chardev=qmp,mode=control"));
+        if (config.network() == Network.OPEN) {
+            // NAT through QEMU (slirp): outbound only, nothing is forwarded in.
+            a.addAll(List.of("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"));
+        }
         if (sandbox) {
             a.addAll(List.of("-sandbox", QemuBinary.SANDBOX));
         }

@@ -23,7 +23,7 @@ class QemuCommandTest {
 
     static VmConfig config(Accel accel) {
         return new VmConfig(IMAGE, 1, 256, accel, Duration.ofSeconds(30), OptionalInt.empty(), OptionalInt.empty(),
-                "qemu-system-x86_64", Path.of("/run/vmgate"));
+                "qemu-system-x86_64", Path.of("/run/vmgate"), io.vmgate.vm.Network.NONE);
     }
 
     static String after(List<String> argv, String option) {
@@ -68,6 +68,15 @@ class QemuCommandTest {
         assertThat(after(a, "-m")).isEqualTo("512M");
         assertThat(after(a, "-append")).doesNotContain("tsc_early_khz");
         assertThat(a).doesNotContain("-sandbox");
+    }
+
+    @Test
+    void anOpenNetworkIsOneUserModeNicThatTheAgentConfigures() {
+        VmConfig cfg = config(Accel.TCG).withNetwork(io.vmgate.vm.Network.OPEN);
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        assertThat(c.argv()).containsSubsequence("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0");
+        assertThat(String.join(" ", c.argv())).doesNotContain("hostfwd", "guestfwd"); // nothing comes in
+        assertThat(c.kernelCmdline()).endsWith(" vmgate.net=10.0.2.15/24,10.0.2.2,10.0.2.3");
     }
 
     @Test
