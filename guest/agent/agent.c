@@ -650,22 +650,21 @@ static _Noreturn void finish(int code) {
  * restored snapshot before the new host attaches. That is not the end: stop polling it
  * and wait for the SIGIO virtio_console sends when the host end opens again. */
 static void read_port(void) {
-    ssize_t n = read(port_in, rbuf + rlen, sizeof rbuf - rlen);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (n < 0)
-        fatal("read from host: %s", strerror(errno));
-    if (n == 0) {
-        if (rlen)
-            say("host connection ended inside a frame");
-        rlen = 0;
-        if (!vm)
-            finish(0);
-        port_up = 0;
-        egress_disconnected();
-        return;
-    }
-    rlen += n;
+    /* In the VM the port is non-blocking, and virtio_console hands out one of its 4 KiB buffers
+     * per read: drain what is there before parsing, instead of one poll() per 4 KiB. */
+    int gone = 0;
+    do {
+        ssize_t n = read(port_in, rbuf + rlen, sizeof rbuf - rlen);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            break;
+        if (n < 0)
+            fatal("read from host: %s", strerror(errno));
+        if (n == 0) {
+            gone = 1;
+            break;
+        }
+        rlen += n;
+    } while (vm && rlen < sizeof rbuf);
     size_t off = 0, used;
     struct proto_frame f;
     int r;
@@ -679,6 +678,15 @@ static void read_port(void) {
     }
     memmove(rbuf, rbuf + off, rlen - off);
     rlen -= off;
+    if (gone) {
+        if (rlen)
+            say("host connection ended inside a frame");
+        rlen = 0;
+        if (!vm)
+            finish(0);
+        port_up = 0;
+        egress_disconnected();
+    }
 }
 
 static void serve(void) {
@@ -918,7 +926,7 @@ static void setup_vm(void) {
     if ((port_in = port_out = open_port(port)) < 0)
         fatal("virtio-serial port '%s' not found in /sys/class/virtio-ports after 10 s", port);
     /* virtio_console signals host connect/disconnect with SIGIO (see read_port). */
-    if (fcntl(port_in, F_SETOWN, 1) < 0 || fcntl(port_in, F_SETFL, O_ASYNC) < 0)
+    if (fcntl(port_in, F_SETOWN, 1) < 0 || fcntl(port_in, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
         say("port O_ASYNC: %s", strerror(errno));
 }
 
