@@ -185,6 +185,7 @@ static void start_tunnel(struct tunnel *t, const struct proxyreq *r, const uint8
     struct proto_out o = begin(MSG_TOPEN, t->id);
     proto_bytes(&o, r->host, strlen(r->host));
     proto_u16(&o, r->port);
+    proto_u8(&o, r->tls ? TOPEN_TLS : 0);
     send_frame(&o);
 }
 

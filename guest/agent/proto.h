@@ -27,6 +27,9 @@ enum {
     MSG_TWINDOW, MSG_TCLOSE,
 };
 
+/* TOPEN flags */
+#define TOPEN_TLS 1u /* the host speaks TLS to the server; the tunnel carries the plaintext */
+
 /* TREFUSED reasons */
 enum { REFUSED_DENIED = 1, REFUSED_LIMIT, REFUSED_FAILED };
 

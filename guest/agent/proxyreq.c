@@ -156,21 +156,22 @@ int proxyreq_parse(const uint8_t *buf, size_t n, struct proxyreq *r, uint8_t *ou
         if (authority(auth, alen, r, 1, err, errlen) < 0)
             return -1;
     } else {
-        if (tlen >= 8 && strncasecmp((const char *)target, "https://", 8) == 0)
-            return refuse(err, errlen, "https URLs go through CONNECT (set https_proxy, not only http_proxy)");
-        if (tlen && target[0] == '/')
+        size_t scheme = tlen >= 7 && strncasecmp((const char *)target, "http://", 7) == 0 ? 7
+                        : tlen >= 8 && strncasecmp((const char *)target, "https://", 8) == 0 ? 8 : 0;
+        if (!scheme && tlen && target[0] == '/')
             return refuse(err, errlen, "this is an HTTP proxy: the request needs an absolute URL (http://host/path), not a path");
-        if (tlen < 7 || strncasecmp((const char *)target, "http://", 7) != 0)
-            return refuse(err, errlen, "only http:// URLs and CONNECT are supported");
-        auth = target + 7;
-        while (alen < tlen - 7 && auth[alen] != '/' && auth[alen] != '?' && auth[alen] != '#')
+        if (!scheme)
+            return refuse(err, errlen, "only http:// and https:// URLs and CONNECT are supported");
+        r->tls = scheme == 8;
+        auth = target + scheme;
+        while (alen < tlen - scheme && auth[alen] != '/' && auth[alen] != '?' && auth[alen] != '#')
             alen++;
         if (memchr(auth, '@', alen))
             return refuse(err, errlen, "URLs with user information are not supported");
         if (authority(auth, alen, r, 0, err, errlen) < 0)
             return -1;
         if (!r->port)
-            r->port = 80;
+            r->port = r->tls ? 443 : 80;
         path = auth + alen;
         plen = (size_t)(target + tlen - path);
         const uint8_t *hash = memchr(path, '#', plen);

@@ -1,5 +1,6 @@
 /* The request head a client sends to the guest's egress proxy (docs/protocol.md, "Egress
- * tunnels"): CONNECT host:port, or a plain request in absolute form (GET http://host/path).
+ * tunnels"): CONNECT host:port, or a plain request in absolute form (GET http://host/path, or
+ * GET https://host/path from clients that leave TLS to the proxy, such as busybox wget).
  * Pure: no I/O, no globals, safe on arbitrary bytes (fuzzed alone by fuzz/fuzz_proxyreq.c).
  * The guest's processes are not trusted either; the host decides on what this finds. */
 #ifndef VMGATE_PROXYREQ_H
@@ -15,6 +16,7 @@
 
 struct proxyreq {
     int connect;                   /* CONNECT: after the head, bytes go through untouched */
+    int tls;                       /* GET https://...: the host speaks TLS to the server for the client */
     char host[PROTO_MAX_HOST + 1]; /* a name or an IP literal (IPv6 without brackets), NUL-terminated */
     uint16_t port;
     size_t head_len;               /* bytes of the client's head, through its blank line */

@@ -95,7 +95,7 @@ static size_t enc_type(int type) {
         proto_begin(&out, MSG_EGRESS_STATUS, 0), proto_u16(&out, 3128), s("");
         break;
     case MSG_TOPEN:
-        proto_begin(&out, MSG_TOPEN, 5), s("deb.debian.org"), proto_u16(&out, 443);
+        proto_begin(&out, MSG_TOPEN, 5), s("deb.debian.org"), proto_u16(&out, 443), proto_u8(&out, 0);
         break;
     case MSG_TOPENED:
         proto_begin(&out, MSG_TOPENED, 5);

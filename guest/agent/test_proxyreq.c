@@ -63,9 +63,14 @@ static void test_plain(void) {
     CHECK(parse("GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n") == 1 && out_is("GET /?q HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
     CHECK(parse("GET http://[::1]:81/ HTTP/1.1\r\nHost: [::1]:81\r\n\r\n") == 1 && !strcmp(req.host, "::1") && req.port == 81);
 
-    CHECK(parse("GET https://example.com/ HTTP/1.1\r\n\r\n") == -1 && strstr(err, "CONNECT"));
+    CHECK(parse("GET https://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n") == 1 && req.tls && req.port == 443
+          && !req.connect && out_is("GET /x HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"));
+    CHECK(parse("GET http://example.com/x HTTP/1.1\r\n\r\n") == 1 && !req.tls);
+    CHECK(parse("GET HTTPS://[::1]:8443 HTTP/1.1\r\n\r\n") == 1 && req.tls && req.port == 8443);
+    CHECK(parse("CONNECT example.com:443 HTTP/1.1\r\n\r\n") == 1 && !req.tls);
     CHECK(parse("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n") == -1 && strstr(err, "absolute URL"));
-    CHECK(parse("GET ftp://x/ HTTP/1.1\r\n\r\n") == -1);
+    CHECK(parse("GET ftp://x/ HTTP/1.1\r\n\r\n") == -1 && strstr(err, "only http:// and https://"));
+    CHECK(parse("GET httpx://x/ HTTP/1.1\r\n\r\n") == -1);
     CHECK(parse("GET http://user:pw@x/ HTTP/1.1\r\n\r\n") == -1 && strstr(err, "user information"));
     CHECK(parse("GET http:///x HTTP/1.1\r\n\r\n") == -1 && strstr(err, "empty host"));
 }
@@ -126,6 +131,7 @@ static const char *seeds[] = {
     "CONNECT deb.debian.org:443 HTTP/1.1\r\nHost: deb.debian.org:443\r\n\r\n",
     "GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: keep-alive\r\n\r\n",
     "GET http://[::1]:8080/ HTTP/1.0\n\n",
+    "GET https://deb.debian.org/debian/ HTTP/1.1\r\nHost: deb.debian.org\r\n\r\n",
     "POST http://127.0.0.1:9/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
 };
 

@@ -462,11 +462,12 @@ def expect(a, want, timeout=5.0):
     return f
 
 
-def topen(a):
-    """The next TOPEN: (tunnel id, host, port)."""
+def topen(a, tls=0):
+    """The next TOPEN: (tunnel id, host, port); its TLS flag must be tls."""
     _, i, pl = expect(a, TOPEN)
     (n,) = struct.unpack(">I", pl[:4])
-    (port,) = struct.unpack(">H", pl[4 + n:])
+    port, flags = struct.unpack(">HB", pl[4 + n:])
+    assert flags == tls, flags
     return i, pl[4:4 + n].decode(), port
 
 
@@ -545,6 +546,12 @@ def test_egress_plain_request_rewritten():
     seen = {f[0] for f in iter(lambda: a.recv(1), None)}
     assert TEOF in seen and TCLOSE in seen, seen
     a.send(frame(TCLOSE, tid))
+    # https:// in a plain request (busybox wget's way): the same, with the host asked to do TLS
+    c = client(port, b"GET https://h.example/x HTTP/1.1\r\nHost: h.example\r\n\r\n")
+    tid, host, p = topen(a, tls=1)
+    assert (host, p) == ("h.example", 443)
+    a.send(frame(TREFUSED, tid, struct.pack(">B", 3) + s("TLS with h.example:443 failed")))
+    assert read_all(c).startswith(b"HTTP/1.1 502 Bad Gateway")
     assert a.close()[0] == 0
 
 
@@ -569,7 +576,7 @@ def test_egress_bad_requests_never_reach_the_host():
     a = Agent()
     port = egress_on(a)
     for request, why in [(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", b"absolute URL"),
-                         (b"GET https://x/ HTTP/1.1\r\n\r\n", b"CONNECT"),
+                         (b"GET ftp://x/ HTTP/1.1\r\n\r\n", b"https://"),
                          (b"CONNECT x HTTP/1.1\r\n\r\n", b"host:port"),
                          (b"\x16\x03\x01" + os.urandom(100) + b"\n\r\n", b""),
                          (b"GET http://x/ HTTP/1.1\r\nX: " + b"a" * 9000, b"longer than 8192")]:

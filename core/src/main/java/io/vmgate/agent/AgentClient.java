@@ -309,7 +309,7 @@ public final class AgentClient implements Closeable {
     }
 
     private void openTunnel(Message.TunnelOpen o) throws ProtocolException {
-        GuestTunnel t = new GuestTunnel(o.id(), o.host(), o.port(), this);
+        GuestTunnel t = new GuestTunnel(o.id(), o.host(), o.port(), o.tls(), this);
         if (tunnels.putIfAbsent(o.id(), t) != null) {
             throw ProtocolException.message("TOPEN for tunnel " + o.id() + ", which is in use");
         }

@@ -52,6 +52,7 @@ public final class GuestTunnel {
     private final int id;
     private final String host;
     private final int port;
+    private final boolean tls;
     private final AgentClient agent;
     final InboundStream fromGuest;
     final OutboundStream toGuest;
@@ -62,10 +63,11 @@ public final class GuestTunnel {
     private volatile boolean guestEof;
     private volatile boolean guestAborted;
 
-    GuestTunnel(int id, String host, int port, AgentClient agent) {
+    GuestTunnel(int id, String host, int port, boolean tls, AgentClient agent) {
         this.id = id;
         this.host = host;
         this.port = port;
+        this.tls = tls;
         this.agent = agent;
         this.fromGuest = new InboundStream(n -> sendIfOpen(new Message.TunnelWindow(id, n)));
         this.toGuest = new OutboundStream(new OutboundStream.Sink() {
@@ -92,6 +94,14 @@ public final class GuestTunnel {
     /** As the guest sent it: 0–65535. Unchecked: the policy checks it. */
     public int port() {
         return port;
+    }
+
+    /**
+     * The guest's client sent an {@code https://} URL as a plain proxy request (busybox wget does):
+     * the host is to speak TLS to the server, verifying its certificate, and carry the plaintext.
+     */
+    public boolean tls() {
+        return tls;
     }
 
     /** The connection is up: tells the guest, which starts carrying bytes. */

@@ -102,9 +102,14 @@ public sealed interface Message {
         public Frame encode() { return frame(Protocol.EGRESS_STATUS, 0, new Payload.Writer().u16(port).str(error)); }
     }
 
-    /** The guest asks for a TCP connection to host:port on a new tunnel. Not checked here: the policy does it. */
-    record TunnelOpen(int id, String host, int port) implements Message {
-        public Frame encode() { return frame(Protocol.TOPEN, id, new Payload.Writer().str(host).u16(port)); }
+    /**
+     * The guest asks for a TCP connection to host:port on a new tunnel; with {@code tls}, the host
+     * is to speak TLS to it and carry the plaintext. Not checked here: the policy does it.
+     */
+    record TunnelOpen(int id, String host, int port, boolean tls) implements Message {
+        public Frame encode() {
+            return frame(Protocol.TOPEN, id, new Payload.Writer().str(host).u16(port).u8(tls ? Protocol.TOPEN_TLS : 0));
+        }
     }
 
     record TunnelOpened(int id) implements Message {
@@ -176,7 +181,15 @@ public sealed interface Message {
             case Protocol.CONFIGURED -> new Configured();
             case Protocol.EGRESS -> new Egress(r.u16("port"));
             case Protocol.EGRESS_STATUS -> new EgressStatus(r.u16("port"), r.str("error"));
-            case Protocol.TOPEN -> new TunnelOpen(id, r.str("host"), r.u16("port"));
+            case Protocol.TOPEN -> {
+                String host = r.str("host");
+                int port = r.u16("port");
+                int flags = r.u8("flags");
+                if ((flags & ~Protocol.TOPEN_TLS) != 0) {
+                    throw ProtocolException.message("unknown TOPEN flags 0x" + Integer.toHexString(flags));
+                }
+                yield new TunnelOpen(id, host, port, flags != 0);
+            }
             case Protocol.TOPENED -> new TunnelOpened(id);
             case Protocol.TREFUSED -> {
                 int code = r.u8("reason");

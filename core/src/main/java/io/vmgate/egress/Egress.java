@@ -37,7 +37,7 @@ public final class Egress implements AutoCloseable {
 
     final EgressPolicy policy;
     final EgressLimits limits;
-    final Resolver resolver;
+    final Setup setup;
     final String vm;
     final String user;
     private final int proxyPort; // 0: not serving
@@ -49,10 +49,46 @@ public final class Egress implements AutoCloseable {
     final AtomicLong bytesIn = new AtomicLong();
     private volatile boolean closed;
 
-    private Egress(EgressPolicy policy, EgressLimits limits, Resolver resolver, String vm, String user, int proxyPort) {
+    /**
+     * How egress does its work beyond policy and limits: the resolver, the guest's proxy port, and
+     * whom the host trusts when it speaks TLS for a client ({@code GET https://} through the
+     * proxy, as busybox wget does). {@link #defaults()} for production; tests bring their own.
+     */
+    public record Setup(Resolver resolver, int proxyPort, javax.net.ssl.SSLContext tls) {
+        public Setup {
+            java.util.Objects.requireNonNull(resolver, "resolver");
+            java.util.Objects.requireNonNull(tls, "tls");
+            if (proxyPort < 1 || proxyPort > 65535) {
+                throw new IllegalArgumentException("proxy port " + proxyPort + " out of range");
+            }
+        }
+
+        /** The host's resolver, port 3128, the JDK's default trust store. */
+        public static Setup defaults() {
+            try {
+                return new Setup(Resolver.system(), DEFAULT_PROXY_PORT, javax.net.ssl.SSLContext.getDefault());
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new IllegalStateException("this JDK has no default TLS context", e);
+            }
+        }
+
+        public Setup withResolver(Resolver v) {
+            return new Setup(v, proxyPort, tls);
+        }
+
+        public Setup withProxyPort(int v) {
+            return new Setup(resolver, v, tls);
+        }
+
+        public Setup withTls(javax.net.ssl.SSLContext v) {
+            return new Setup(resolver, proxyPort, v);
+        }
+    }
+
+    private Egress(EgressPolicy policy, EgressLimits limits, Setup setup, String vm, String user, int proxyPort) {
         this.policy = policy;
         this.limits = limits;
-        this.resolver = resolver;
+        this.setup = setup;
         this.vm = vm;
         this.user = user == null || user.isEmpty() ? "-" : user;
         this.proxyPort = proxyPort;
@@ -67,16 +103,17 @@ public final class Egress implements AutoCloseable {
      */
     public static Egress start(AgentClient agent, EgressPolicy policy, EgressLimits limits, String user)
             throws IOException {
-        return start(agent, policy, limits, user, Resolver.system(), DEFAULT_PROXY_PORT);
+        return start(agent, policy, limits, user, Setup.defaults());
     }
 
-    /** {@link #start(AgentClient, EgressPolicy, EgressLimits, String)} with a resolver and port of one's own (tests). */
-    public static Egress start(AgentClient agent, EgressPolicy policy, EgressLimits limits, String user, Resolver resolver,
-            int proxyPort) throws IOException {
+    /** {@link #start(AgentClient, EgressPolicy, EgressLimits, String)} with a {@link Setup} of one's own. */
+    public static Egress start(AgentClient agent, EgressPolicy policy, EgressLimits limits, String user, Setup setup)
+            throws IOException {
+        int proxyPort = setup.proxyPort();
         if (policy.isEmpty()) {
-            return new Egress(policy, limits, resolver, agent.name(), user, 0);
+            return new Egress(policy, limits, setup, agent.name(), user, 0);
         }
-        Egress e = new Egress(policy, limits, resolver, agent.name(), user, proxyPort);
+        Egress e = new Egress(policy, limits, setup, agent.name(), user, proxyPort);
         try {
             agent.serveEgress(proxyPort, e::open).get(ANSWER_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
         } catch (ExecutionException ex) {
@@ -193,8 +230,8 @@ public final class Egress implements AutoCloseable {
 
     void ended(Relay r, GuestTunnel t, String address, EgressRule rule, long out, long in, long nanos, String abort) {
         allowed.incrementAndGet();
-        log.info("egress_allowed vm={} user={} host={} port={} address={} rule={} bytes_out={} bytes_in={} ms={}{}", vm, user,
-                EgressPolicy.printable(t.host()), t.port(), address, rule, out, in, nanos / 1_000_000,
+        log.info("egress_allowed vm={} user={} host={} port={} address={} rule={} bytes_out={} bytes_in={} ms={}{}{}", vm, user,
+                EgressPolicy.printable(t.host()), t.port(), address, rule, out, in, nanos / 1_000_000, t.tls() ? " tls=host" : "",
                 abort == null ? "" : " cut=\"" + abort + "\"");
         finished(r);
     }

@@ -54,7 +54,7 @@ final class Relay implements Runnable {
             egress.finished(this);
             return;
         }
-        EgressPolicy.Decision d = egress.policy.decide(tunnel.host(), tunnel.port(), egress.resolver);
+        EgressPolicy.Decision d = egress.policy.decide(tunnel.host(), tunnel.port(), egress.setup.resolver());
         switch (d) {
             case EgressPolicy.Decision.Denied no -> {
                 egress.denied(tunnel, GuestTunnel.Refusal.DENIED, no.reason(),
@@ -83,6 +83,15 @@ final class Relay implements Runnable {
                 break;
             } catch (IOException e) {
                 failure = "cannot connect to " + destination + " (" + a.getHostAddress() + "): " + e.getMessage();
+            }
+        }
+        if (s != null && tunnel.tls()) {
+            try {
+                s = startTls(s);
+            } catch (IOException e) {
+                closeQuietly(s);
+                s = null;
+                failure = "TLS with " + destination + " failed: " + e.getMessage();
             }
         }
         if (s == null || egress.closed()) {
@@ -128,6 +137,27 @@ final class Relay implements Runnable {
             s.close();
             throw e;
         }
+    }
+
+    /**
+     * TLS on the connection, for a client that sent {@code GET https://} to the proxy: the server's
+     * certificate is checked for the name the guest asked for (or the IP address), against the
+     * host's trust ({@link Egress.Setup#tls()}). The guest gets the plaintext.
+     */
+    private Socket startTls(Socket plain) throws IOException {
+        String name = tunnel.host().toLowerCase(java.util.Locale.ROOT).replaceFirst("\\.$", "");
+        javax.net.ssl.SSLSocket ssl = (javax.net.ssl.SSLSocket) egress.setup.tls().getSocketFactory()
+                .createSocket(plain, name, tunnel.port(), true);
+        javax.net.ssl.SSLParameters p = ssl.getSSLParameters();
+        p.setEndpointIdentificationAlgorithm("HTTPS");
+        if (HostSyntax.literal(name) == null) {
+            p.setServerNames(java.util.List.of(new javax.net.ssl.SNIHostName(name)));
+        }
+        ssl.setSSLParameters(p);
+        ssl.setSoTimeout((int) egress.limits.connectTimeout().toMillis());
+        ssl.startHandshake();
+        ssl.setSoTimeout(0);
+        return ssl;
     }
 
     /** Guest to remote: until the guest's TEOF, then half-close the remote's input. */

@@ -39,6 +39,7 @@ import org.junit.jupiter.api.Test;
 class EgressIT {
     static Image image;
     static HostServers servers;
+    static TestCa ca;
     static Path templates;
     Path root;
 
@@ -49,7 +50,8 @@ class EgressIT {
         Path home = Path.of(System.getProperty("vmgate.home", "."));
         image = new ImageStore(home.resolve("target/it-image-cache")).image(ImageSources.debian().withAgent(agent(home)));
         templates = Files.createDirectories(home.resolve("target/it-templates"));
-        servers = new HostServers();
+        ca = new TestCa(Files.createTempDirectory("vmgate-test-ca-"));
+        servers = new HostServers(ca);
     }
 
     static AgentBinary agent(Path home) {
@@ -65,6 +67,14 @@ class EgressIT {
     static void tearDown() throws IOException {
         if (servers != null) {
             servers.close();
+        }
+        if (ca != null) {
+            try (Stream<Path> s = Files.list(ca.dir)) {
+                for (Path p : s.toList()) {
+                    Files.delete(p);
+                }
+            }
+            Files.delete(ca.dir);
         }
     }
 
@@ -112,7 +122,7 @@ class EgressIT {
 
     /** A plain request through the proxy with nc, so that the whole answer (status line and body) is seen. */
     static String viaProxy(Vm vm, String url) throws Exception {
-        String host = url.replaceFirst("^http://([^/]+).*$", "$1");
+        String host = url.replaceFirst("^https?://([^/]+).*$", "$1");
         return run(vm, Map.of(), "printf 'GET " + url + " HTTP/1.1\\r\\nHost: " + host + "\\r\\n\\r\\n' | nc 127.0.0.1 "
                 + Egress.DEFAULT_PROXY_PORT).out();
     }
@@ -217,6 +227,33 @@ class EgressIT {
                     + "head -c 39 /tmp/got; tail -c +40 /tmp/got | cmp - /tmp/sent && echo same");
             assertThat(r.out()).as(r.err()).isEqualTo("HTTP/1.1 200 Connection established\r\n\r\nsame\n");
             assertThat(egress.stats().bytesOut()).isEqualTo(300000);
+        }
+    }
+
+    /**
+     * busybox wget has no CONNECT: it sends {@code GET https://...} to the proxy and leaves TLS to
+     * it. The host then speaks TLS to the server and verifies its certificate (here against the
+     * test CA; by default against the JDK's CAs, which do not know it).
+     */
+    @Test
+    void httpsForAClientWithoutTlsIsDoneAndVerifiedByTheHost() throws Exception {
+        int port = servers.httpsPort();
+        String wget = "wget -q -O- https://127.0.0.1:" + port + "/hello";
+        EgressPolicy policy = EgressPolicy.parse("127.0.0.1:" + port);
+        try (Vm vm = launch("eg-tls", config());
+                Egress egress = Egress.start(vm.agent(), policy, EgressLimits.defaults(), null,
+                        Egress.Setup.defaults().withTls(ca.trust()))) {
+            Run ok = run(vm, egress.environment(), wget);
+            assertThat(ok.code()).as(ok.err()).isZero();
+            assertThat(ok.out()).isEqualTo("hello from the host on port " + port + " via /hello\n");
+        }
+        try (Vm vm = launch("eg-tls-untrusted", config());
+                Egress egress = Egress.start(vm.agent(), policy, EgressLimits.defaults(), null)) {
+            Run no = run(vm, egress.environment(), wget);
+            assertThat(no.code()).isNotZero();
+            assertThat(no.err()).contains("502");
+            assertThat(viaProxy(vm, "https://127.0.0.1:" + port + "/hello")).startsWith("HTTP/1.1 502 Bad Gateway\r\n")
+                    .contains("vmgate egress: TLS with 127.0.0.1:" + port + " failed: ").contains("PKIX");
         }
     }
 
