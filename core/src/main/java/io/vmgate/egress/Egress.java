@@ -5,6 +5,7 @@ import io.vmgate.agent.GuestTunnel;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -161,14 +162,24 @@ public final class Egress implements AutoCloseable {
         return new Stats(allowed.get(), denied.get(), connections.get(), bytesOut.get(), bytesIn.get());
     }
 
-    /** Cuts every connection and refuses any later one. Idempotent. */
+    /**
+     * Cuts every connection and refuses any later one; returns once the relays have ended (they
+     * end at once: their sockets are closed under them), or after 5 s. Idempotent.
+     */
     @Override
     public void close() {
         if (closed) {
             return;
         }
         closed = true;
-        relays.forEach(r -> r.abort("the session's egress was closed"));
+        List<Relay> cut = List.copyOf(relays);
+        cut.forEach(r -> r.abort("the session's egress was closed"));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        for (Relay r : cut) {
+            if (!r.awaitEnd(Duration.ofNanos(Math.max(1, deadline - System.nanoTime())))) {
+                log.warn("egress_relay_stuck vm={} (still running 5 s after the close)", vm);
+            }
+        }
         if (proxyPort != 0) {
             Stats s = stats();
             log.info("egress_closed vm={} user={} allowed={} denied={} bytes_out={} bytes_in={}", vm, user, s.allowed(),
@@ -189,7 +200,7 @@ public final class Egress implements AutoCloseable {
         } else {
             Relay r = new Relay(this, t);
             relays.add(r);
-            Thread.ofPlatform().daemon().name("egress-" + vm + "-" + t.id()).start(r);
+            r.start("egress-" + vm + "-" + t.id());
         }
     }
 

@@ -31,9 +31,26 @@ final class Relay implements Runnable {
     private final AtomicLong out = new AtomicLong();
     private final AtomicLong in = new AtomicLong();
 
+    private volatile Thread thread;
+
     Relay(Egress egress, GuestTunnel tunnel) {
         this.egress = egress;
         this.tunnel = tunnel;
+    }
+
+    void start(String name) {
+        thread = Thread.ofPlatform().daemon().name(name).start(this);
+    }
+
+    /** Waits for the relay's threads to end; false if they have not within the time. */
+    boolean awaitEnd(java.time.Duration d) {
+        Thread t = thread;
+        try {
+            return t == null || t.join(d);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
     }
 
     @Override
