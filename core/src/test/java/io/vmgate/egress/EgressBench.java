@@ -30,7 +30,8 @@ public final class EgressBench {
     private EgressBench() {}
 
     public static void main(String[] args) throws Exception {
-        ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).setLevel(Level.WARN);
+        ((ch.qos.logback.classic.Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME))
+                .setLevel(Level.toLevel(System.getProperty("vmgate.bench.log", "WARN")));
         String mode = args[0];
         String url = args[1];
         int runs = Integer.parseInt(args[2]);
