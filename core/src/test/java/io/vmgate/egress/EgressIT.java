@@ -182,6 +182,7 @@ class EgressIT {
         int port = servers.httpPort();
         try (Vm vm = launch("eg-direct", config());
                 Egress egress = Egress.start(vm.agent(), EgressPolicy.parse("127.0.0.1:" + port), EgressLimits.defaults(), null)) {
+            assertThat(egress.environment()).isNotEmpty(); // the proxy is there, for those who use it
             assertThat(run(vm, Map.of(), "ls /sys/class/net").out().split("\\s+")).containsExactly("lo");
             // Direct connections, with the proxy variables or without: nowhere to go, and at once.
             for (String cmd : new String[] {"wget -q -O- http://10.0.2.2:" + port + "/hello",
@@ -191,6 +192,10 @@ class EgressIT {
                 assertThat(r.err()).as(cmd).containsAnyOf("unreachable", "refused");
                 assertThat(r.millis()).as(cmd + " fails at once").isLessThan(1000);
             }
+            // UDP has no way out either: a DNS lookup fails at once, it does not wait for a timeout
+            Run dns = run(vm, Map.of(), "nslookup example.com");
+            assertThat(dns.code()).isNotZero();
+            assertThat(dns.millis()).as("nslookup fails at once: " + dns.out() + dns.err()).isLessThan(1000);
         }
         try (Vm vm = launch("eg-none", config());
                 Egress egress = Egress.start(vm.agent(), EgressPolicy.none(), EgressLimits.defaults(), null)) {
