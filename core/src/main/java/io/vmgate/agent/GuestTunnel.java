@@ -104,11 +104,14 @@ public final class GuestTunnel {
         return tls;
     }
 
-    /** The connection is up: tells the guest, which starts carrying bytes. */
+    /**
+     * The connection is up: tells the guest, which starts carrying bytes. Fails if the tunnel was
+     * answered already (closed meanwhile, which refuses it) or the agent connection is gone.
+     */
     public void accept() throws IOException {
         synchronized (sendLock) {
             if (answered) {
-                throw new IllegalStateException("tunnel " + id + " was answered already");
+                throw new IOException("tunnel " + id + " was closed before it opened");
             }
             answered = true;
             open = true;
@@ -118,12 +121,13 @@ public final class GuestTunnel {
 
     /**
      * Tells the guest no, with a one-line reason its user will read. Never blocks: safe on any
-     * thread, including inside {@link TunnelHandler#open}. The id is free again at once.
+     * thread, including inside {@link TunnelHandler#open}. The id is free again at once. Does
+     * nothing if the tunnel was answered already (a {@link #close()} meanwhile refuses it).
      */
     public void refuse(Refusal reason, String message) {
         synchronized (sendLock) {
             if (answered) {
-                throw new IllegalStateException("tunnel " + id + " was answered already");
+                return;
             }
             answered = true;
         }

@@ -67,6 +67,7 @@ final class Relay implements Runnable {
 
     private void relay(long t0) {
         if (egress.closed()) {
+            egress.denied(tunnel, GuestTunnel.Refusal.DENIED, "egress has ended for this VM", null, System.nanoTime() - t0);
             tunnel.refuse(GuestTunnel.Refusal.DENIED, "egress has ended for this VM");
             egress.finished(this);
             return;
