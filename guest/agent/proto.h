@@ -15,7 +15,7 @@
 #define PROTO_MAX_ENV 4096
 #define PROTO_MAX_MODES 256
 #define PROTO_MAX_ENTROPY 512
-#define PROTO_TUNNEL_WINDOW 262144u
+#define PROTO_TUNNEL_WINDOW 524288u /* twice a process stream's: host-to-guest downloads need it */
 #define PROTO_MAX_HOST 253     /* TOPEN host */
 #define PROTO_MAX_REFUSAL 1024 /* TREFUSED message */
 

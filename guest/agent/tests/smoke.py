@@ -17,6 +17,7 @@ NAMES = {v: k for k, v in dict(HELLO=1, START=2, STARTED=3, DATA=4, EOF=5, WINDO
                                   EXIT=9, CLOSE=10, ERROR=11, CONFIGURE=12, CONFIGURED=13).items()}
 EGRESS, EGRESS_STATUS, TOPEN, TOPENED, TREFUSED, TDATA, TEOF, TWINDOW, TCLOSE = range(0x20, 0x29)
 WIN = 262144
+TWIN = 524288  # a tunnel's window
 AGENT = None
 
 
@@ -599,7 +600,7 @@ def test_egress_credit_both_ways():
     read_until(c, b"\r\n\r\n")
     # guest -> host: never more than the window without a grant
     import threading
-    sender = threading.Thread(target=lambda: c.sendall(b"x" * (3 * WIN)), daemon=True)
+    sender = threading.Thread(target=lambda: c.sendall(b"x" * (3 * TWIN)), daemon=True)
     sender.start()
     got = 0
     while True:
@@ -608,12 +609,12 @@ def test_egress_credit_both_ways():
             break
         assert f[0] == TDATA and f[1] == tid, f[:2]
         got += len(f[2])
-    assert got == WIN, got
-    a.send(frame(TWINDOW, tid, struct.pack(">I", WIN)))
-    assert len(tunnel_data(a, tid, WIN)) == WIN
+    assert got == TWIN, got
+    a.send(frame(TWINDOW, tid, struct.pack(">I", TWIN)))
+    assert len(tunnel_data(a, tid, TWIN)) == TWIN
     # host -> guest: the client reads nothing, so once the guest's credit is used up and its
     # socket buffers are full, one byte more is an overrun: refused and the tunnel aborted
-    credit = WIN
+    credit = TWIN
     while True:
         while credit:
             n = min(credit, 65536)

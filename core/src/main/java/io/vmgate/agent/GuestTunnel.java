@@ -69,7 +69,7 @@ public final class GuestTunnel {
         this.port = port;
         this.tls = tls;
         this.agent = agent;
-        this.fromGuest = new InboundStream(n -> sendIfOpen(new Message.TunnelWindow(id, n)));
+        this.fromGuest = new InboundStream(n -> sendIfOpen(new Message.TunnelWindow(id, n)), Protocol.TUNNEL_WINDOW);
         this.toGuest = new OutboundStream(new OutboundStream.Sink() {
             public void data(byte[] chunk) throws IOException {
                 send(new Message.TunnelData(id, chunk));

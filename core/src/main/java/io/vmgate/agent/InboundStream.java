@@ -12,7 +12,7 @@ import java.util.function.IntConsumer;
  * the guest in batches.
  */
 final class InboundStream extends InputStream {
-    private static final int CAPACITY = Protocol.INITIAL_WINDOW; // == Protocol.TUNNEL_WINDOW
+    private final int capacity;
     private byte[] ring;
     private final IntConsumer grantCredit;
     private int head, size;
@@ -21,16 +21,22 @@ final class InboundStream extends InputStream {
     private IOException failure;
 
     InboundStream(IntConsumer grantCredit) {
+        this(grantCredit, Protocol.INITIAL_WINDOW);
+    }
+
+    /** @param window the most the guest may have in flight: the buffer's size */
+    InboundStream(IntConsumer grantCredit, int window) {
         this.grantCredit = grantCredit;
+        this.capacity = window;
     }
 
     /** Called by the reader thread; never blocks. Returns false if the guest overran its credit. */
     synchronized boolean offer(byte[] data) {
-        if (eof || data.length > CAPACITY - size) {
+        if (eof || data.length > capacity - size) {
             return false;
         }
         if (ring == null) {
-            ring = new byte[CAPACITY];
+            ring = new byte[capacity];
         }
         int tail = (head + size) % ring.length;
         int first = Math.min(data.length, ring.length - tail);
@@ -95,7 +101,7 @@ final class InboundStream extends InputStream {
             size -= n;
             consumedSinceGrant += n;
             // Grant in batches of a quarter window: fewer WINDOW frames, the guest never starves.
-            if (!eof && consumedSinceGrant >= CAPACITY / 4) {
+            if (!eof && consumedSinceGrant >= capacity / 4) {
                 grant = consumedSinceGrant;
                 consumedSinceGrant = 0;
             }

@@ -13,7 +13,7 @@ public final class Protocol {
     public static final int MAX_ENV = 4096;
     public static final int MAX_MODES = 256;
     public static final int MAX_ENTROPY = 512;
-    public static final int TUNNEL_WINDOW = 256 * 1024;
+    public static final int TUNNEL_WINDOW = 512 * 1024; // twice a process stream's: downloads ran ~1.6x faster
     public static final int TUNNEL_CHUNK = 128 * 1024; // what the host puts in one TDATA frame
     public static final int MAX_HOST = 253;            // TOPEN host
     public static final int MAX_REFUSAL = 1024;        // TREFUSED message

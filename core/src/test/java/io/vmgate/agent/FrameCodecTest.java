@@ -102,7 +102,7 @@ class FrameCodecTest {
                 new Frame(Protocol.TDATA, 1, new byte[0]),                            // empty
                 new Frame(Protocol.TDATA, 0, new byte[] {1}),                         // needs an id
                 new Frame(Protocol.TWINDOW, 1, new byte[] {0, 0, 0, 0}),              // zero increment
-                new Frame(Protocol.TWINDOW, 1, new byte[] {0, 4, 0, 1}),              // beyond the window
+                new Frame(Protocol.TWINDOW, 1, new byte[] {0, 8, 0, 1}),              // beyond the window
                 new Frame(Protocol.TCLOSE, 0, new byte[0]));                          // needs an id
         for (Frame f : bad) {
             assertThatThrownBy(() -> Message.decode(f))

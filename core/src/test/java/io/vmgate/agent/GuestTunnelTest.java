@@ -130,7 +130,9 @@ class GuestTunnelTest {
         t.accept();
         assertThat(guest.next(WAIT)).isEqualTo(new Message.TunnelOpened(1));
         // more than the window: the tunnel breaks, what fitted is still delivered
-        guest.send(new Message.TunnelData(1, new byte[Protocol.TUNNEL_WINDOW]));
+        for (int sent = 0; sent < Protocol.TUNNEL_WINDOW; sent += Protocol.MAX_PAYLOAD) { // a frame holds less than a window
+            guest.send(new Message.TunnelData(1, new byte[Protocol.MAX_PAYLOAD]));
+        }
         guest.send(new Message.TunnelData(1, new byte[] {2}));
         open(9, "sentinel.example", 443); // handled before anything is read (and credit returned)
         InputStream in = t.input();
