@@ -14,7 +14,12 @@ against, and writes docs/benchmarks.md:
   with --debian NAME: the Debian image's build time (built if NAME is missing, or with
   --debian-rebuild), its size, and raw QEMU boot and restore of a Debian VM beside the busybox one
 
+  egress: a 100 MB download from an HTTP server on the host's loopback with busybox wget in a
+          VM, through the agent's proxy (and through --net open), against curl on the host
+
+
 Usage: bench/bench.py [--runs N] [--cold-runs N] [--debian NAME [--debian-rebuild]] [--out docs/benchmarks.md]
+                      [--only-run | --only-egress]
 """
 import argparse
 import os
@@ -351,6 +356,72 @@ def debian_rows(args):
     return d
 
 
+class FileServer:
+    """An HTTP server on the host's loopback serving one file of `size` zero bytes."""
+
+    def __init__(self, work, size):
+        import http.server
+        import functools
+        self.dir = os.path.join(work, "www")
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "big"), "wb") as f:
+            f.truncate(size)
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+        handler = functools.partial(Quiet, directory=self.dir)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/big"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def find_java():
+    """A JDK of 21 or newer, as ./vmgate looks for one: $JAVA_HOME, then /usr/lib/jvm/*."""
+    import glob
+    for home in [os.environ.get("JAVA_HOME", "")] + sorted(glob.glob("/usr/lib/jvm/*"), reverse=True):
+        try:
+            release = open(os.path.join(home, "release")).read()
+            major = int(release.split('JAVA_VERSION="')[1].split(".")[0].split('"')[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        if major >= 21:
+            return os.path.join(home, "bin", "java")
+    raise RuntimeError("no JDK 21 or newer found (set JAVA_HOME)")
+
+
+def egress_bench(mode, url, runs):
+    """Download times (s) of busybox wget in a restored VM, from core's EgressBench (see there)."""
+    java = find_java()
+    cp = os.path.join(HOME, "app", "target", "lib", "*") + ":" + os.path.join(HOME, "core", "target", "test-classes")
+    out = subprocess.run([java, "-cp", cp, "io.vmgate.egress.EgressBench", mode, url, str(runs)], check=True,
+                         capture_output=True, text=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    return [float(x) for x in line.split()[2:]]
+
+
+def egress_rows(work, runs=5, size=100 * 1024 * 1024):
+    """100 MB through the agent's proxy and through --net open, against curl on the host."""
+    # EgressBench lives in core's test classes; ./vmgate (run above) has built the jar and its lib/.
+    subprocess.run(["mvn", "-q", "-B", "-o", "test-compile", "-pl", "core"], cwd=HOME, check=True,
+                   stdout=subprocess.DEVNULL)
+    srv = FileServer(work, size)
+    try:
+        curl = lambda: timed(["curl", "-s", "-o", "/dev/null", srv.url])
+        r = {"size": size, "curl": measure("host: curl from the loopback server", runs, curl),
+             "egress": statistics.median(egress_bench("egress", srv.url, runs)),
+             "open": statistics.median(egress_bench("open", srv.url, runs)),
+             "load": os.getloadavg()[0]}
+    finally:
+        srv.close()
+    print(f"egress: 100 MB in {r['egress']:.2f} s through the proxy, {r['open']:.2f} s through --net open, "
+          f"{r['curl']['median']:.2f} s with curl on the host (load average {r['load']:.1f})", file=sys.stderr)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -360,6 +431,8 @@ def main():
                     help="measure only the `vmgate run` rows and their floors; print them, write no report")
     ap.add_argument("--debian", metavar="NAME", help="also measure the Debian image NAME (built first if missing)")
     ap.add_argument("--debian-rebuild", action="store_true", help="time a fresh build of --debian NAME")
+    ap.add_argument("--only-egress", action="store_true",
+                    help="measure only the egress download rows; print them, write no report")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vmgate-bench-work-")
     key = os.path.join(work, "id")
@@ -368,6 +441,10 @@ def main():
     subprocess.run([VMGATE, "image", "warm"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     r = {}
+    if args.only_egress:
+        egress_rows(work)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     r["raw_boot"], r["run_cold"] = measure_pair(
         ["raw QEMU boot to HELLO", "vmgate run --no-snapshot -- true"], args.cold_runs,
         [raw_boot, lambda: timed([VMGATE, "run", "--no-snapshot", "--", "true"])])
@@ -413,6 +490,7 @@ def main():
     r["raw_tput"] = statistics.median([raw_throughput() for _ in range(3)])
     r["raw_pipe_tput"] = statistics.median([raw_throughput(piped=True) for _ in range(3)])
     print(f"throughput: ssh {r['ssh_tput'] / 1e6:.1f} MB/s, raw virtio-serial {r['raw_tput'] / 1e6:.1f} MB/s", file=sys.stderr)
+    r["egress"] = egress_rows(work)
     write_report(args, r)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -429,6 +507,8 @@ def write_report(args, r):
         ("pooled `ssh host true` / OpenSSH `ssh localhost true`", med("ssh_pooled") / med("openssh"), "≤ 1.5"),
         ("`ssh host 'dd if=/dev/zero bs=64k'` / raw virtio-serial throughput", r["ssh_tput"] / r["raw_tput"], "≥ 0.8"),
         ("`ssh host 'dd if=/dev/zero bs=64k'` / raw virtio-serial through a pipe", r["ssh_tput"] / r["raw_pipe_tput"], "—"),
+        ("100 MB download through egress (guest wget via the agent's proxy) / curl on the host, time",
+         r["egress"]["egress"] / r["egress"]["curl"]["median"], "—"),
     ]
     def meets(ratio, bar):
         if bar == "—":
@@ -462,6 +542,19 @@ def write_report(args, r):
                 "measure the transfer, not the VM start. busybox's `head -c` copies in small blocks and is "
                 "CPU-bound under TCG: its in-guest rate with no transport at all caps the `head -c` row, so the "
                 "transport is judged with `dd bs=64k`, the same generator as the raw floor.\n")
+        e = r["egress"]
+        mbs = lambda sec: e["size"] / sec / 1e6
+        f.write("\n## Egress\n\n| what | seconds for 100 MB | MB/s |\n|---|---|---|\n")
+        f.write(f"| curl on the host from a loopback HTTP server (python http.server) | {e['curl']['median']:.2f} | "
+                f"{mbs(e['curl']['median']):.0f} |\n")
+        f.write(f"| busybox wget in a restored VM through the agent's proxy (egress allowlist) | {e['egress']:.2f} | "
+                f"{mbs(e['egress']):.0f} |\n")
+        f.write(f"| busybox wget in a restored VM through `--net open` (QEMU user-mode NAT) | {e['open']:.2f} | "
+                f"{mbs(e['open']):.0f} |\n")
+        f.write(f"\nMedians of 5 downloads each (`core/src/test/java/io/vmgate/egress/EgressBench.java`: the time from "
+                f"START to EXIT of `wget -q -O /dev/null URL`, minus an empty command's). The proxy path carries the bytes "
+                f"host-to-guest over the agent's virtio-serial port, whose guest driver hands out 4 KiB per read. "
+                f"Load average during the rows: {e['load']:.1f}.\n")
         m = r["idle_memory"]
         overhead = (m["qemu_extra"] + m["jvm"]) / 1024
         f.write("\n## Memory per idle session\n\n| what | MiB |\n|---|---|\n")

@@ -98,6 +98,9 @@ build_jar() {
     if jar_is_stale; then
         echo "vmgate: building (mvn package)..." >&2
         (cd "$VMGATE_HOME" && mvn -q -B -Dstyle.color=never package -DskipTests -Dmaven.test.skip=true >&2) || die "build failed (see the Maven output above)"
+        # The jar plugin leaves vmgate.jar alone when app's own classes did not change (a change in
+        # core or the agent lands in target/lib): mark it built, or every later run builds again.
+        touch "$JAR"
     fi
 }
 

@@ -10,6 +10,8 @@
  * Output is read from a child only while the host has granted credit for it, so the
  * agent never buffers output; stdin is buffered up to the window the host may fill. */
 #define _GNU_SOURCE
+#include "agent.h"
+#include "egress.h"
 #include "proto.h"
 
 #include <dirent.h>
@@ -17,7 +19,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/random.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -83,7 +88,7 @@ static void vsay(const char *fmt, va_list ap) {
     if (write(2, b, n) < 0) { /* nowhere else to report it */ }
 }
 
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
+void say(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
@@ -125,14 +130,14 @@ static char *slurp(const char *path, char *buf, size_t size) {
 
 /* ---- sending ---------------------------------------------------------------------- */
 
-static struct proto_out begin(uint8_t type, uint32_t id) {
+struct proto_out begin(uint8_t type, uint32_t id) {
     struct proto_out o = {obuf, sizeof obuf, 0, 0};
     proto_begin(&o, type, id);
     return o;
 }
 
 /* Blocking writes are fine: the host always drains the port. */
-static void send_frame(struct proto_out *o) {
+void send_frame(struct proto_out *o) {
     if (proto_end(o) < 0)
         fatal("internal error: %s frame too large", proto_type_name(o->p[4]));
     for (size_t off = 0; off < o->len;) {
@@ -146,7 +151,7 @@ static void send_frame(struct proto_out *o) {
     }
 }
 
-__attribute__((format(printf, 3, 4))) static void send_error(uint32_t id, uint32_t code, const char *fmt, ...) {
+void send_error(uint32_t id, uint32_t code, const char *fmt, ...) {
     char msg[300];
     va_list ap;
     va_start(ap, fmt);
@@ -626,7 +631,7 @@ static void handle(const struct proto_frame *f) {
     struct proto_msg m;
     char err[256];
     int rc = proto_decode(f, &m, err, sizeof err);
-    struct proc *p = rc ? NULL : find(m.id);
+    struct proc *p = rc || m.type >= MSG_EGRESS ? NULL : find(m.id);
     if (rc)
         return send_error(f->id, rc, "%s", err);
     switch (m.type) {
@@ -645,6 +650,9 @@ static void handle(const struct proto_frame *f) {
         else
             send_error(m.id, E_UNKNOWN_ID, "%s: no process with id %u", proto_type_name(m.type), m.id);
         break;
+    case MSG_EGRESS: case MSG_TOPENED: case MSG_TREFUSED: case MSG_TDATA: case MSG_TEOF: case MSG_TWINDOW: case MSG_TCLOSE:
+        egress_message(&m);
+        break;
     }
     proto_msg_free(&m);
 }
@@ -662,21 +670,21 @@ static _Noreturn void finish(int code) {
  * restored snapshot before the new host attaches. That is not the end: stop polling it
  * and wait for the SIGIO virtio_console sends when the host end opens again. */
 static void read_port(void) {
-    ssize_t n = read(port_in, rbuf + rlen, sizeof rbuf - rlen);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (n < 0)
-        fatal("read from host: %s", strerror(errno));
-    if (n == 0) {
-        if (rlen)
-            say("host connection ended inside a frame");
-        rlen = 0;
-        if (!vm)
-            finish(0);
-        port_up = 0;
-        return;
-    }
-    rlen += n;
+    /* In the VM the port is non-blocking, and virtio_console hands out one of its 4 KiB buffers
+     * per read: drain what is there before parsing, instead of one poll() per 4 KiB. */
+    int gone = 0;
+    do {
+        ssize_t n = read(port_in, rbuf + rlen, sizeof rbuf - rlen);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            break;
+        if (n < 0)
+            fatal("read from host: %s", strerror(errno));
+        if (n == 0) {
+            gone = 1;
+            break;
+        }
+        rlen += n;
+    } while (vm && rlen < sizeof rbuf);
     size_t off = 0, used;
     struct proto_frame f;
     int r;
@@ -690,10 +698,19 @@ static void read_port(void) {
     }
     memmove(rbuf, rbuf + off, rlen - off);
     rlen -= off;
+    if (gone) {
+        if (rlen)
+            say("host connection ended inside a frame");
+        rlen = 0;
+        if (!vm)
+            finish(0);
+        port_up = 0;
+        egress_disconnected();
+    }
 }
 
 static void serve(void) {
-    static struct pollfd pfd[2 + 3 * PROTO_MAX_PROCS];
+    static struct pollfd pfd[2 + 3 * PROTO_MAX_PROCS + EGRESS_MAX_FDS];
     static struct { int slot, role; } who[2 + 3 * PROTO_MAX_PROCS]; /* role 0 stdin, k+1 out[k] */
     for (;;) {
         int n = 2;
@@ -713,6 +730,8 @@ static void serve(void) {
                     pfd[n++] = (struct pollfd){p->out[k].fd, POLLIN, 0};
                 }
         }
+        int procs_end = n;
+        n += egress_fill(pfd + n);
         if (poll(pfd, n, -1) < 0 && errno != EINTR)
             fatal("poll: %s", strerror(errno));
         if (pfd[0].revents) {
@@ -728,7 +747,7 @@ static void serve(void) {
         }
         /* Processes before the port: only START opens fds or reuses slots, so the table
          * above stays valid (slots and fds are re-checked, reaping may have freed some). */
-        for (int i = 2; i < n; i++) {
+        for (int i = 2; i < procs_end; i++) {
             struct proc *p = &procs[who[i].slot];
             if (!pfd[i].revents || !p->used)
                 continue;
@@ -737,6 +756,7 @@ static void serve(void) {
             else if (who[i].role && p->out[who[i].role - 1].fd == pfd[i].fd)
                 pump_out(p, who[i].role - 1);
         }
+        egress_ready(pfd + procs_end, n - procs_end);
         if (pfd[1].revents)
             read_port();
     }
@@ -757,6 +777,7 @@ static void mount_tmpfs(const char *dir, const char *mode, unsigned long mib) {
     mount_at("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts);
 }
 
+/* Loads the modules a list names (absolute .ko paths, one per line, in order). */
 static void load_modules(const char *list) {
     FILE *f = fopen(list, "re");
     char line[512];
@@ -825,9 +846,63 @@ static void find_disk(const char *serial, char *dev, size_t size) {
     fatal("no disk with serial '%s' in /sys/block after 10 s", serial);
 }
 
+static int in_addr(const char *s, struct sockaddr *sa) {
+    struct sockaddr_in *a = (struct sockaddr_in *)sa;
+    *a = (struct sockaddr_in){.sin_family = AF_INET};
+    return inet_pton(AF_INET, s, &a->sin_addr) == 1 ? 0 : -1;
+}
+
+/* vmgate.net=ADDRESS/PREFIX,GATEWAY,DNS (what QEMU's user networking serves: 10.0.2.15/24,
+ * 10.0.2.2, 10.0.2.3): the only NIC gets the address and the default route, and
+ * /etc/resolv.conf the resolver. Static, because the kernel has no ip= (no CONFIG_IP_PNP)
+ * and a DHCP client would cost a round trip on every boot. */
+static void setup_net(const char *spec) {
+    char addr[32], gw[32], dns[32];
+    unsigned prefix;
+    struct ifreq ifr = {0};
+    struct rtentry rt = {0};
+    struct sockaddr resolver;
+    if (sscanf(spec, "%31[0-9.]/%u,%31[0-9.],%31[0-9.]", addr, &prefix, gw, dns) != 4 || prefix < 1 || prefix > 30
+        || in_addr(addr, &ifr.ifr_addr) < 0 || in_addr(gw, &rt.rt_gateway) < 0 || in_addr(dns, &resolver) < 0)
+        return say("vmgate.net=%s: expected ADDRESS/PREFIX,GATEWAY,DNS (IPv4); no network configured", spec);
+    struct if_nameindex *ifs = if_nameindex(), *i = ifs;
+    while (i && i->if_name && strcmp(i->if_name, "lo") == 0)
+        i++;
+    if (!i || !i->if_name) {
+        say("vmgate.net=%s: no network interface (is the NIC's driver in /etc/vmgate/modules.net?)", spec);
+        return if_freenameindex(ifs);
+    }
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", i->if_name);
+    if_freenameindex(ifs);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const char *step = "socket";
+    if (fd >= 0 && (step = "address", ioctl(fd, SIOCSIFADDR, &ifr)) == 0) {
+        uint32_t mask = htonl(~0u << (32 - prefix));
+        ((struct sockaddr_in *)&ifr.ifr_netmask)->sin_addr.s_addr = mask;
+        ifr.ifr_netmask.sa_family = AF_INET;
+        if ((step = "netmask", ioctl(fd, SIOCSIFNETMASK, &ifr)) == 0 && (step = "flags", ioctl(fd, SIOCGIFFLAGS, &ifr)) == 0
+            && (ifr.ifr_flags |= IFF_UP, step = "up", ioctl(fd, SIOCSIFFLAGS, &ifr)) == 0) {
+            in_addr("0.0.0.0", &rt.rt_dst);
+            in_addr("0.0.0.0", &rt.rt_genmask);
+            rt.rt_flags = RTF_UP | RTF_GATEWAY;
+            step = "default route";
+            if (ioctl(fd, SIOCADDRT, &rt) == 0)
+                step = NULL;
+        }
+    }
+    if (step)
+        say("vmgate.net: %s on %s: %s", step, ifr.ifr_name, strerror(errno));
+    closefd(&fd);
+    mkdir("/etc", 0755);
+    unlink("/etc/resolv.conf"); /* may be a symlink into a resolver daemon's directory */
+    FILE *f = fopen("/etc/resolv.conf", "we");
+    if (!f || fprintf(f, "nameserver %s\n", dns) < 0 || fclose(f) != 0)
+        say("/etc/resolv.conf: %s", strerror(errno));
+}
+
 static void setup_vm(void) {
     char cmdline[4096], port[128] = "org.vmgate.agent", root[32] = "", fstype[32] = "ext4", scratch[32] = "";
-    char dev[300];
+    char net[128] = "", dev[300];
     unsigned long rwsize = 0, maxprocs = 0;
 
     mount_at("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -855,7 +930,11 @@ static void setup_vm(void) {
             snprintf(fstype, sizeof fstype, "%s", t + 18);
         else if (strncmp(t, "vmgate.scratch=", 15) == 0)
             snprintf(scratch, sizeof scratch, "%s", t + 15);
+        else if (strncmp(t, "vmgate.net=", 11) == 0)
+            snprintf(net, sizeof net, "%s", t + 11);
     }
+    if (*net) /* the NIC's driver only when there is a NIC: it costs boot time */
+        load_modules("/etc/vmgate/modules.net");
     if (maxprocs) { /* root ignores RLIMIT_NPROC; threads-max binds all (kernel threads too) */
         FILE *f = fopen("/proc/sys/kernel/threads-max", "we");
         if (!f || fprintf(f, "%lu\n", maxprocs) < 0 || fclose(f) != 0)
@@ -915,11 +994,13 @@ static void setup_vm(void) {
     if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0 || (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr) < 0))
         say("bring up lo: %s", strerror(errno));
     closefd(&fd);
+    if (*net)
+        setup_net(net);
 
     if ((port_in = port_out = open_port(port)) < 0)
         fatal("virtio-serial port '%s' not found in /sys/class/virtio-ports after 10 s", port);
     /* virtio_console signals host connect/disconnect with SIGIO (see read_port). */
-    if (fcntl(port_in, F_SETOWN, 1) < 0 || fcntl(port_in, F_SETFL, O_ASYNC) < 0)
+    if (fcntl(port_in, F_SETOWN, 1) < 0 || fcntl(port_in, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
         say("port O_ASYNC: %s", strerror(errno));
 }
 

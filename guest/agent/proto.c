@@ -195,7 +195,7 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
     int pre = snprintf(err, errlen, "%s: ", proto_type_name(f->type));
     pre = pre > 0 && (size_t)pre < errlen ? pre : 0;
     struct rd r = {f->payload, f->len, 0, err + pre, errlen - pre};
-    int conn = 0; /* sent on id 0 (else on a process id) */
+    int conn = 0; /* sent on id 0 (else on a process or tunnel id) */
     switch (f->type) {
     case MSG_START:
         m->start = decode_start(&r, f->len);
@@ -229,6 +229,32 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         m->str = str(&r, "message");
         conn = -1; /* either */
         break;
+    case MSG_EGRESS:
+        m->port = u16(&r, "port");
+        conn = 1;
+        break;
+    case MSG_TOPENED: case MSG_TEOF: case MSG_TCLOSE:
+        break;
+    case MSG_TREFUSED:
+        m->reason = u8(&r, "reason");
+        if (!r.failed && (m->reason < REFUSED_DENIED || m->reason > REFUSED_FAILED))
+            bad(&r, "unknown reason %u", m->reason);
+        m->str = str(&r, "message");
+        if (m->str.n > PROTO_MAX_REFUSAL)
+            bad(&r, "message of %u bytes, at most %d", m->str.n, PROTO_MAX_REFUSAL);
+        break;
+    case MSG_TDATA:
+        m->data = r.p;
+        m->len = (uint32_t)r.n;
+        r.n = 0;
+        if (!m->len)
+            bad(&r, "empty");
+        break;
+    case MSG_TWINDOW:
+        m->u32 = u32(&r, "increment");
+        if (!r.failed && (m->u32 == 0 || m->u32 > PROTO_TUNNEL_WINDOW))
+            bad(&r, "window increment %u out of range", m->u32);
+        break;
     case MSG_CONFIGURE: {
         m->u64 = u64(&r, "unix_time_ns");
         m->str = str(&r, "hostname");
@@ -241,7 +267,7 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         break;
     }
     default: /* including those only a guest sends */
-        if (f->type >= MSG_HELLO && f->type <= MSG_CONFIGURED)
+        if ((f->type >= MSG_HELLO && f->type <= MSG_CONFIGURED) || f->type == MSG_EGRESS_STATUS || f->type == MSG_TOPEN)
             snprintf(err, errlen, "%s is not sent by a host", proto_type_name(f->type));
         else
             snprintf(err, errlen, "unknown frame type 0x%02x", f->type);
@@ -252,7 +278,7 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
     if (conn == 1 && f->id != 0)
         bad(&r, "must be sent on id 0, not %u", f->id);
     if (conn == 0 && f->id == 0)
-        bad(&r, "needs a process id, got 0");
+        bad(&r, "needs a %s id, got 0", f->type >= MSG_TOPEN ? "tunnel" : "process");
     if (r.failed)
         proto_msg_free(m);
     return r.failed ? E_MALFORMED : 0;
@@ -336,5 +362,9 @@ const char *proto_signal_name(int sig) {
 const char *proto_type_name(uint8_t type) {
     static const char *const names[] = {"?", "HELLO", "START", "STARTED", "DATA", "EOF", "WINDOW",
         "RESIZE", "SIGNAL", "EXIT", "CLOSE", "ERROR", "CONFIGURE", "CONFIGURED"};
+    static const char *const egress[] = {"EGRESS", "EGRESS_STATUS", "TOPEN", "TOPENED", "TREFUSED", "TDATA",
+        "TEOF", "TWINDOW", "TCLOSE"};
+    if (type >= MSG_EGRESS && type - MSG_EGRESS < (int)(sizeof egress / sizeof egress[0]))
+        return egress[type - MSG_EGRESS];
     return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

@@ -16,11 +16,23 @@
 #define PROTO_MAX_GROUPS 256
 #define PROTO_MAX_MODES 256
 #define PROTO_MAX_ENTROPY 512
+#define PROTO_TUNNEL_WINDOW 524288u /* twice a process stream's: host-to-guest downloads need it */
+#define PROTO_MAX_HOST 253     /* TOPEN host */
+#define PROTO_MAX_REFUSAL 1024 /* TREFUSED message */
 
 enum {
     MSG_HELLO = 0x01, MSG_START, MSG_STARTED, MSG_DATA, MSG_EOF, MSG_WINDOW, MSG_RESIZE,
     MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED,
+    /* egress: the proxy and its tunnels (ids of their own, chosen by the guest) */
+    MSG_EGRESS = 0x20, MSG_EGRESS_STATUS, MSG_TOPEN, MSG_TOPENED, MSG_TREFUSED, MSG_TDATA, MSG_TEOF,
+    MSG_TWINDOW, MSG_TCLOSE,
 };
+
+/* TOPEN flags */
+#define TOPEN_TLS 1u /* the host speaks TLS to the server; the tunnel carries the plaintext */
+
+/* TREFUSED reasons */
+enum { REFUSED_DENIED = 1, REFUSED_LIMIT, REFUSED_FAILED };
 
 enum {
     E_MALFORMED = 1, E_UNKNOWN_TYPE, E_UNKNOWN_ID, E_ID_IN_USE, E_LIMIT, E_SYSTEM, E_VERSION,
@@ -58,12 +70,14 @@ struct proto_msg {
     uint8_t type;
     uint32_t id;
     uint8_t fd;              /* DATA, EOF, WINDOW */
-    const uint8_t *data;     /* DATA bytes, CONFIGURE entropy (into the frame) */
+    uint8_t reason;          /* TREFUSED */
+    uint16_t port;           /* PROXY */
+    const uint8_t *data;     /* DATA and TDATA bytes, CONFIGURE entropy (into the frame) */
     uint32_t len;
-    uint32_t u32;            /* WINDOW increment, ERROR code */
+    uint32_t u32;            /* WINDOW and TWINDOW increment, ERROR code */
     uint64_t u64;            /* CONFIGURE unix_time_ns */
     uint16_t rows, cols;     /* RESIZE */
-    struct proto_str str;    /* SIGNAL name, ERROR message, CONFIGURE hostname */
+    struct proto_str str;    /* SIGNAL name, ERROR message, CONFIGURE hostname, TREFUSED message */
     struct proto_start *start;
 };
 

@@ -101,6 +101,33 @@ static size_t enc_type(int type) {
     case MSG_CONFIGURED:
         proto_begin(&out, MSG_CONFIGURED, 0);
         break;
+    case MSG_EGRESS:
+        proto_begin(&out, MSG_EGRESS, 0), proto_u16(&out, 3128);
+        break;
+    case MSG_EGRESS_STATUS:
+        proto_begin(&out, MSG_EGRESS_STATUS, 0), proto_u16(&out, 3128), s("");
+        break;
+    case MSG_TOPEN:
+        proto_begin(&out, MSG_TOPEN, 5), s("deb.debian.org"), proto_u16(&out, 443), proto_u8(&out, 0);
+        break;
+    case MSG_TOPENED:
+        proto_begin(&out, MSG_TOPENED, 5);
+        break;
+    case MSG_TREFUSED:
+        proto_begin(&out, MSG_TREFUSED, 5), proto_u8(&out, REFUSED_DENIED), s("example.com:443 is not allowed");
+        break;
+    case MSG_TDATA:
+        proto_begin(&out, MSG_TDATA, 5), proto_raw(&out, "\x16\x03\x01", 3);
+        break;
+    case MSG_TEOF:
+        proto_begin(&out, MSG_TEOF, 5);
+        break;
+    case MSG_TWINDOW:
+        proto_begin(&out, MSG_TWINDOW, 5), proto_u32(&out, 4096);
+        break;
+    case MSG_TCLOSE:
+        proto_begin(&out, MSG_TCLOSE, 5);
+        break;
     }
     CHECK(proto_end(&out) == 0);
     return out.len;
@@ -118,15 +145,23 @@ static int decode_buf(const uint8_t *b, size_t n, struct proto_msg *m) {
 static int streq(struct proto_str s, const char *c) { return s.n == strlen(c) && memcmp(s.p, c, s.n) == 0; }
 
 static int from_host(int t) {
-    return t != MSG_HELLO && t != MSG_STARTED && t != MSG_EXIT && t != MSG_CONFIGURED;
+    return t != MSG_HELLO && t != MSG_STARTED && t != MSG_EXIT && t != MSG_CONFIGURED && t != MSG_EGRESS_STATUS
+        && t != MSG_TOPEN;
 }
+
+/* Every type the protocol has, in order: the process ones, then egress. */
+static const int all_types[] = {MSG_HELLO, MSG_START, MSG_STARTED, MSG_DATA, MSG_EOF, MSG_WINDOW, MSG_RESIZE,
+    MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED, MSG_EGRESS, MSG_EGRESS_STATUS,
+    MSG_TOPEN, MSG_TOPENED, MSG_TREFUSED, MSG_TDATA, MSG_TEOF, MSG_TWINDOW, MSG_TCLOSE};
+#define NTYPES (int)(sizeof all_types / sizeof all_types[0])
 
 static void test_round_trip(void) {
     struct proto_msg m;
     struct proto_frame f;
     size_t used;
     char err[256];
-    for (int t = MSG_HELLO; t <= MSG_CONFIGURED; t++) {
+    for (int k = 0; k < NTYPES; k++) {
+        int t = all_types[k];
         size_t n = enc_type(t);
         CHECK(proto_next_frame(buf, n, &f, &used) == 1 && used == n);
         int rc = proto_decode(&f, &m, err, sizeof err);
@@ -145,6 +180,17 @@ static void test_round_trip(void) {
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.fd == 1 && m.u32 == 65536);
     enc_type(MSG_RESIZE);
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.rows == 50 && m.cols == 132);
+    enc_type(MSG_EGRESS);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.port == 3128 && m.id == 0);
+    enc_type(MSG_TREFUSED);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.id == 5 && m.reason == REFUSED_DENIED
+          && streq(m.str, "example.com:443 is not allowed"));
+    enc_type(MSG_TDATA);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.len == 3 && !memcmp(m.data, "\x16\x03\x01", 3));
+    enc_type(MSG_TWINDOW);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.u32 == 4096);
+    CHECK(!strcmp(proto_type_name(MSG_TCLOSE), "TCLOSE") && !strcmp(proto_type_name(0x29), "?")
+          && !strcmp(proto_type_name(0x1f), "?"));
 
     enc_type(MSG_START);
     CHECK(decode_buf(buf, out.len, &m) == 0);
@@ -174,7 +220,8 @@ static void test_round_trip(void) {
 static void test_truncation(void) {
     static uint8_t copy[sizeof buf];
     struct proto_msg m;
-    for (int t = MSG_START; t <= MSG_CONFIGURE; t++) {
+    for (int k = 0; k < NTYPES; k++) {
+        int t = all_types[k];
         if (!from_host(t))
             continue;
         size_t n = enc_type(t);
@@ -183,14 +230,14 @@ static void test_truncation(void) {
             uint32_t len = (uint32_t)cut - 4;
             copy[0] = (uint8_t)(len >> 24), copy[1] = (uint8_t)(len >> 16), copy[2] = (uint8_t)(len >> 8), copy[3] = (uint8_t)len;
             int rc = decode_buf(copy, cut, &m);
-            /* a DATA prefix that still holds the fd byte is a shorter valid DATA */
-            if (t == MSG_DATA && cut > PROTO_HEADER)
+            /* a DATA prefix that still holds the fd byte is a shorter valid DATA; TDATA likewise */
+            if ((t == MSG_DATA && cut > PROTO_HEADER) || (t == MSG_TDATA && cut > PROTO_HEADER))
                 CHECK(rc == 0);
             else
                 CHECK(rc == E_MALFORMED);
             proto_msg_free(&m);
         }
-        if (t == MSG_DATA)
+        if (t == MSG_DATA || t == MSG_TDATA)
             continue;
         memcpy(copy, buf, n);
         copy[n] = 0;
@@ -336,6 +383,47 @@ static void test_limits(void) {
     CHECK(decode_buf(buf, out.len, &m) == E_UNKNOWN_TYPE);
     proto_begin(&out, MSG_EXIT, 1), proto_u32(&out, 0), proto_u8(&out, 0), proto_u8(&out, 0), s(""), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_UNKNOWN_TYPE);
+
+    /* egress: ids, reasons, windows, sizes, and the types only a guest sends */
+    proto_begin(&out, MSG_EGRESS, 1), proto_u16(&out, 3128), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    for (int t = MSG_TOPENED; t <= MSG_TCLOSE; t++) {
+        enc_type(t);
+        buf[5] = buf[6] = buf[7] = buf[8] = 0; /* id 0 */
+        CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    }
+    proto_begin(&out, MSG_TDATA, 1), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* empty */
+    for (int reason = 0; reason < 6; reason++) {
+        proto_begin(&out, MSG_TREFUSED, 1), proto_u8(&out, (uint8_t)reason), s("x"), proto_end(&out);
+        CHECK(decode_buf(buf, out.len, &m) == (reason >= REFUSED_DENIED && reason <= REFUSED_FAILED ? 0 : E_MALFORMED));
+    }
+    static char longmsg[PROTO_MAX_REFUSAL + 1];
+    memset(longmsg, 'x', sizeof longmsg);
+    proto_begin(&out, MSG_TREFUSED, 1), proto_u8(&out, 1), proto_bytes(&out, longmsg, PROTO_MAX_REFUSAL), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == 0);
+    proto_begin(&out, MSG_TREFUSED, 1), proto_u8(&out, 1), proto_bytes(&out, longmsg, PROTO_MAX_REFUSAL + 1), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_TREFUSED, 1), proto_u8(&out, 1), proto_bytes(&out, "a\0b", 3), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_TWINDOW, 1), proto_u32(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_TWINDOW, 1), proto_u32(&out, PROTO_TUNNEL_WINDOW + 1), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_TWINDOW, 1), proto_u32(&out, PROTO_TUNNEL_WINDOW), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == 0);
+    char err[256];
+    struct proto_frame f;
+    size_t used;
+    for (int t = 0x0e; t < 0x100; t++) {
+        if (t >= MSG_EGRESS && t <= MSG_TCLOSE)
+            continue;
+        proto_begin(&out, (uint8_t)t, 1), proto_end(&out);
+        CHECK(decode_buf(buf, out.len, &m) == E_UNKNOWN_TYPE);
+    }
+    enc_type(MSG_TOPEN);
+    CHECK(proto_next_frame(buf, out.len, &f, &used) == 1 && proto_decode(&f, &m, err, sizeof err) == E_UNKNOWN_TYPE
+          && strstr(err, "not sent by a host"));
 }
 
 static void test_signals(void) {
@@ -385,7 +473,7 @@ static void test_random(int rounds) {
     for (int r = 0; r < rounds; r++) {
         size_t n;
         if (r % 2) { /* a valid frame, mutated: reaches deep into the decoders */
-            n = enc_type(MSG_HELLO + (int)(rnd() % 13));
+            n = enc_type(all_types[rnd() % NTYPES]);
             if (n > sizeof b)
                 n = sizeof b;
             memcpy(b, buf, n);
@@ -409,7 +497,8 @@ static void test_random(int rounds) {
 
 static int write_seeds(const char *dir) {
     char path[512];
-    for (int t = MSG_HELLO; t <= MSG_CONFIGURED; t++) {
+    for (int k = 0; k < NTYPES; k++) {
+        int t = all_types[k];
         size_t n = enc_type(t);
         snprintf(path, sizeof path, "%s/%s", dir, proto_type_name((uint8_t)t));
         FILE *f = fopen(path, "wb");

@@ -5,6 +5,7 @@ frame by frame over its stdin/stdout the way the Java host drives it over the po
 usage: smoke.py path/to/vmgate-agent [test-name ...]"""
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import time
 HELLO, START, STARTED, DATA, EOF, WINDOW, RESIZE, SIGNAL, EXIT, CLOSE, ERROR, CONFIGURE, CONFIGURED = range(1, 14)
 NAMES = {v: k for k, v in dict(HELLO=1, START=2, STARTED=3, DATA=4, EOF=5, WINDOW=6, RESIZE=7, SIGNAL=8,
                                   EXIT=9, CLOSE=10, ERROR=11, CONFIGURE=12, CONFIGURED=13).items()}
+EGRESS, EGRESS_STATUS, TOPEN, TOPENED, TREFUSED, TDATA, TEOF, TWINDOW, TCLOSE = range(0x20, 0x29)
 WIN = 262144
+TWIN = 524288  # a tunnel's window
 AGENT = None
 
 
@@ -484,6 +487,275 @@ def test_framing_error():
     a = Agent()
     a.send(struct.pack(">IBI", 6 + 262144, DATA, 1))
     assert a.conn_error()[0] == 1 and a.p.wait(5) == 1
+
+
+# ---- egress: the proxy on loopback and its tunnels (in --stdio mode it listens on the host's) ----
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def egress_on(a, port=None):
+    port = port or free_port()
+    a.send(frame(EGRESS, 0, struct.pack(">H", port)))
+    t, i, pl = expect(a, EGRESS_STATUS)
+    assert pl == struct.pack(">H", port) + s(""), pl
+    return port
+
+
+def expect(a, want, timeout=5.0):
+    f = a.recv(timeout)
+    assert f is not None, f"no frame of type {want:#x} within {timeout}s"
+    assert f[0] == want, f"expected type {want:#x}, got {f[0]:#x} on id {f[1]}: {f[2][:200]!r}"
+    return f
+
+
+def topen(a, tls=0):
+    """The next TOPEN: (tunnel id, host, port); its TLS flag must be tls."""
+    _, i, pl = expect(a, TOPEN)
+    (n,) = struct.unpack(">I", pl[:4])
+    port, flags = struct.unpack(">HB", pl[4 + n:])
+    assert flags == tls, flags
+    return i, pl[4:4 + n].decode(), port
+
+
+def client(port, request=b""):
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(request)
+    return c
+
+
+def read_until(c, marker):
+    got = b""
+    while marker not in got:
+        chunk = c.recv(65536)
+        assert chunk, f"EOF before {marker!r}: {got!r}"
+        got += chunk
+    return got
+
+
+def read_all(c):
+    got = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def tunnel_data(a, tid, want):
+    """TDATA frames for tid until want bytes have come (and nothing else on the way)."""
+    got = b""
+    while len(got) < want:
+        _, i, pl = expect(a, TDATA)
+        assert i == tid, i
+        got += pl
+    return got
+
+
+def test_egress_connect_tunnel():
+    a = Agent()
+    port = egress_on(a)
+    c = client(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    tid, host, p = topen(a)
+    assert tid != 0 and (host, p) == ("example.com", 443), (tid, host, p)
+    a.send(frame(TOPENED, tid))
+    assert read_until(c, b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+    c.sendall(b"\x16\x03\x01client hello")
+    assert tunnel_data(a, tid, 15) == b"\x16\x03\x01client hello"  # carried untouched
+    a.send(frame(TDATA, tid, b"server hello"))
+    assert read_until(c, b"hello") == b"server hello"
+    assert expect(a, TWINDOW)[1:] == (tid, struct.pack(">I", 12))
+    c.shutdown(socket.SHUT_WR)
+    assert expect(a, TEOF)[1] == tid
+    a.send(frame(TEOF, tid))
+    assert read_all(c) == b""
+    assert expect(a, TCLOSE)[1] == tid  # both halves done: the guest lets go
+    a.send(frame(TCLOSE, tid))
+    assert a.recv(0.3) is None  # and says nothing more about it
+    c.close()
+    assert a.close()[0] == 0
+
+
+def test_egress_plain_request_rewritten():
+    a = Agent()
+    port = egress_on(a)
+    c = client(port, b"GET http://h.example:8080/x?y HTTP/1.1\r\nHost: h.example:8080\r\nProxy-Connection: keep-alive\r\n"
+                     b"User-Agent: t\r\n\r\n")
+    tid, host, p = topen(a)
+    assert (host, p) == ("h.example", 8080)
+    a.send(frame(TOPENED, tid))
+    head = b"GET /x?y HTTP/1.1\r\nHost: h.example:8080\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+    assert tunnel_data(a, tid, len(head)) == head
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    a.send(frame(TDATA, tid, response) + frame(TEOF, tid))
+    assert read_all(c) == response
+    c.close()
+    seen = {f[0] for f in iter(lambda: a.recv(1), None)}
+    assert TEOF in seen and TCLOSE in seen, seen
+    a.send(frame(TCLOSE, tid))
+    # https:// in a plain request (busybox wget's way): the same, with the host asked to do TLS
+    c = client(port, b"GET https://h.example/x HTTP/1.1\r\nHost: h.example\r\n\r\n")
+    tid, host, p = topen(a, tls=1)
+    assert (host, p) == ("h.example", 443)
+    a.send(frame(TREFUSED, tid, struct.pack(">B", 3) + s("TLS with h.example:443 failed")))
+    assert read_all(c).startswith(b"HTTP/1.1 502 Bad Gateway")
+    assert a.close()[0] == 0
+
+
+def test_egress_refusals_are_answered():
+    a = Agent()
+    port = egress_on(a)
+    for reason, status in [(1, b"403 Forbidden"), (2, b"503 Service Unavailable"), (3, b"502 Bad Gateway")]:
+        c = client(port, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        tid, _, _ = topen(a)
+        a.send(frame(TREFUSED, tid, struct.pack(">B", reason) + s("example.com:443 is not allowed\r\nX-Injected: 1")))
+        answer = read_all(c)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 " + status) and b"X-Injected" not in head, answer
+        assert body == b"vmgate egress: example.com:443 is not allowed  X-Injected: 1\n", body
+        assert f"Content-Length: {len(body)}".encode() in head
+        c.close()
+    assert a.recv(0.3) is None  # a refused id needs no TCLOSE
+    assert a.close()[0] == 0
+
+
+def test_egress_bad_requests_never_reach_the_host():
+    a = Agent()
+    port = egress_on(a)
+    for request, why in [(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", b"absolute URL"),
+                         (b"GET ftp://x/ HTTP/1.1\r\n\r\n", b"https://"),
+                         (b"CONNECT x HTTP/1.1\r\n\r\n", b"host:port"),
+                         (b"\x16\x03\x01" + os.urandom(100) + b"\n\r\n", b""),
+                         (b"GET http://x/ HTTP/1.1\r\nX: " + b"a" * 9000, b"longer than 8192")]:
+        c = client(port, request)
+        answer = read_all(c)
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and why in answer, answer
+        c.close()
+    c = client(port, b"GET http://x/ HTT")  # gone before the head is complete
+    c.close()
+    assert a.recv(0.5) is None, "the host heard of a request it should not have"
+    assert a.close()[0] == 0
+
+
+def test_egress_credit_both_ways():
+    a = Agent()
+    port = egress_on(a)
+    c = client(port, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+    tid, _, _ = topen(a)
+    a.send(frame(TOPENED, tid))
+    read_until(c, b"\r\n\r\n")
+    # guest -> host: never more than the window without a grant
+    import threading
+    sender = threading.Thread(target=lambda: c.sendall(b"x" * (3 * TWIN)), daemon=True)
+    sender.start()
+    got = 0
+    while True:
+        f = a.recv(0.5)
+        if f is None:
+            break
+        assert f[0] == TDATA and f[1] == tid, f[:2]
+        got += len(f[2])
+    assert got == TWIN, got
+    a.send(frame(TWINDOW, tid, struct.pack(">I", TWIN)))
+    assert len(tunnel_data(a, tid, TWIN)) == TWIN
+    # host -> guest: the client reads nothing, so once the guest's credit is used up and its
+    # socket buffers are full, one byte more is an overrun: refused and the tunnel aborted
+    credit = TWIN
+    while True:
+        while credit:
+            n = min(credit, 65536)
+            a.send(frame(TDATA, tid, b"y" * n))
+            credit -= n
+        f = a.recv(0.5)
+        while f is not None and f[0] == TDATA:  # the client's rest, still coming
+            f = a.recv(0.5)
+        if f is None:
+            break
+        assert f[0] == TWINDOW and f[1] == tid, f[:2]
+        credit += struct.unpack(">I", f[2])[0]
+    a.send(frame(TDATA, tid, b"!"))
+    f = expect(a, ERROR)
+    assert f[1] == tid and struct.unpack(">I", f[2][:4])[0] == 1 and b"beyond the window" in f[2], f
+    while f[0] != TCLOSE:
+        f = a.recv(2)
+        assert f is not None, "no TCLOSE after the overrun"
+    a.send(frame(TCLOSE, tid))
+    c.close()
+    assert a.close()[0] == 0
+
+
+def test_egress_host_abort_resets_the_client():
+    a = Agent()
+    port = egress_on(a)
+    c = client(port, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+    tid, _, _ = topen(a)
+    a.send(frame(TOPENED, tid) + frame(TDATA, tid, b"partial") + frame(TCLOSE, tid))
+    f = a.recv(2)  # perhaps a TWINDOW for "partial" first
+    while f is not None and f[0] != TCLOSE:
+        f = a.recv(2)
+    assert f is not None and f[1] == tid, "no TCLOSE answer"
+    got, reset = b"", False
+    try:
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except ConnectionResetError:
+        reset = True
+    assert reset, f"the client saw a clean end after an abort: {got!r}"
+    c.close()
+    assert a.close()[0] == 0
+
+
+def test_egress_errors_and_limits():
+    a = Agent()
+    port = egress_on(a)
+    a.send(frame(TDATA, 77, b"x") + frame(TOPENED, 78) + frame(TWINDOW, 79, struct.pack(">I", 0)))
+    errors = [expect(a, ERROR)[1:] for _ in range(3)]
+    assert [(i, struct.unpack(">I", pl[:4])[0]) for i, pl in errors] == [(77, 3), (78, 3), (79, 1)], errors
+    assert b"no tunnel with id 77" in errors[0][1]
+    # the same port again is fine; a port someone else holds is reported, not fatal
+    egress_on(a, port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        a.send(frame(EGRESS, 0, struct.pack(">H", taken.getsockname()[1])))
+        _, _, pl = expect(a, EGRESS_STATUS)
+        assert b"cannot listen on 127.0.0.1" in pl and b"in use" in pl, pl
+    port = egress_on(a)
+    # 64 tunnels at once; the 65th client is answered 503 at once
+    clients = [client(port, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n") for _ in range(64)]
+    ids = [topen(a)[0] for _ in clients]
+    assert len(set(ids)) == 64
+    extra = client(port, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+    answer = read_all(extra)
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer, answer
+    a.send(frame(TOPENED, ids[0]) + frame(TOPENED, ids[0]))  # the second is an error
+    f = a.recv(2)
+    while f[0] != ERROR:
+        f = a.recv(2)
+    assert f[1] == ids[0] and b"not waiting to open" in f[2], f
+    for i in ids[1:]:
+        a.send(frame(TREFUSED, i, struct.pack(">B", 1) + s("no")))
+    for c in clients[1:]:
+        assert read_all(c).startswith(b"HTTP/1.1 403")  # left open: their slots are reclaimed when needed
+    c = client(port, b"CONNECT example.org:443 HTTP/1.1\r\n\r\n")  # slots are free again
+    assert topen(a)[1] == "example.org"
+    # stopping the proxy: nobody listens any more
+    a.send(frame(EGRESS, 0, struct.pack(">H", 0)))
+    f = a.recv(2)
+    while f[0] != EGRESS_STATUS:
+        f = a.recv(2)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        raise AssertionError("the proxy still listens after EGRESS 0")
+    except ConnectionRefusedError:
+        pass
+    assert a.close()[0] == 0
 
 
 def main():

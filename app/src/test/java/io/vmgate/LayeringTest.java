@@ -28,7 +28,7 @@ import org.junit.jupiter.api.Test;
  *   metrics  control                   Prometheus metrics and health; the control socket (app module)
  *   sandbox      │  public API         options, engine, sandboxes, enableSsh
  *   ssh ◄────────┘                     the SSH front door, over any Guest
- *   vm.qemu                            QEMU driver, QMP, runtime dirs, snapshot templates
+ *   vm.qemu  egress                    QEMU driver, QMP, runtime dirs, templates; the egress policy and proxy end
  *   vm                                 the launcher contract, warm pool
  *   agent    image    record           agent protocol client and wire; images; session recordings
  *   exec     text                      commands, executions, the stream bridge; JSON and key=value (JDK only)
@@ -36,7 +36,7 @@ import org.junit.jupiter.api.Test;
  */
 class LayeringTest {
     private static final List<String> PACKAGES = List.of("io.vmgate.cli", "io.vmgate.metrics", "io.vmgate.control",
-            "io.vmgate.sandbox", "io.vmgate.ssh", "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image",
+            "io.vmgate.sandbox", "io.vmgate.ssh", "io.vmgate.egress", "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image",
             "io.vmgate.record", "io.vmgate.exec", "io.vmgate.text");
 
     private static JavaClasses classes;
@@ -58,6 +58,7 @@ class LayeringTest {
                 .layer("control").definedBy("io.vmgate.control..")
                 .layer("sandbox").definedBy("io.vmgate.sandbox..")
                 .layer("ssh").definedBy("io.vmgate.ssh..")
+                .layer("egress").definedBy("io.vmgate.egress..")
                 .layer("qemu").definedBy("io.vmgate.vm.qemu..")
                 .layer("vm").definedBy("io.vmgate.vm")
                 .layer("agent").definedBy("io.vmgate.agent..")
@@ -70,9 +71,10 @@ class LayeringTest {
                 .whereLayer("control").mayOnlyBeAccessedByLayers("cli")
                 .whereLayer("sandbox").mayOnlyBeAccessedByLayers("cli", "metrics")
                 .whereLayer("ssh").mayOnlyBeAccessedByLayers("sandbox", "cli", "metrics", "control")
+                .whereLayer("egress").mayOnlyBeAccessedByLayers("sandbox")
                 .whereLayer("qemu").mayOnlyBeAccessedByLayers("sandbox")
                 .whereLayer("vm").mayOnlyBeAccessedByLayers("qemu", "sandbox")
-                .whereLayer("agent").mayOnlyBeAccessedByLayers("vm", "qemu", "sandbox")
+                .whereLayer("agent").mayOnlyBeAccessedByLayers("vm", "qemu", "egress", "sandbox")
                 .whereLayer("image").mayOnlyBeAccessedByLayers("vm", "qemu", "sandbox", "cli")
                 .whereLayer("record").mayOnlyBeAccessedByLayers("ssh", "sandbox", "cli")
                 .whereLayer("exec").mayOnlyBeAccessedByLayers("agent", "vm", "qemu", "ssh", "sandbox", "cli")

@@ -16,9 +16,10 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The host end of one agent connection. One virtual thread reads frames and dispatches
- * them; it never blocks on a consumer, because every stream's buffer is bounded by the
- * credit the host granted. Writers share the channel under a lock.
+ * The host end of one agent connection. One thread reads frames and dispatches them; it
+ * never blocks on a consumer, because every stream's buffer is bounded by the credit the
+ * host granted, and it never writes (a guest that does not read its port while the host
+ * writes to it could otherwise stall the reader). Writers share the channel under a lock.
  */
 public final class AgentClient implements Closeable {
     private static final Logger log = LoggerFactory.getLogger(AgentClient.class);
@@ -32,6 +33,13 @@ public final class AgentClient implements Closeable {
     private final CompletableFuture<Message.Hello> hello = new CompletableFuture<>();
     private volatile CompletableFuture<Void> configured = new CompletableFuture<>();
     private final CompletableFuture<Void> disconnected = new CompletableFuture<>();
+    private final Map<Integer, GuestTunnel> tunnels = new ConcurrentHashMap<>();
+    private volatile TunnelHandler tunnelHandler;
+    private volatile CompletableFuture<Void> egressAnswer = new CompletableFuture<>();
+    /** Frames the reader's side must send without writing itself (refusals); bounded: see {@link #sendLater}. */
+    private final java.util.concurrent.BlockingQueue<Message> deferred = new java.util.concurrent.LinkedBlockingQueue<>(4096);
+    private final java.util.concurrent.atomic.AtomicBoolean deferredStarted = new java.util.concurrent.atomic.AtomicBoolean();
+    private volatile Thread deferredSender;
 
     private AgentClient(ByteChannel channel, String name) {
         this.channel = channel;
@@ -110,6 +118,28 @@ public final class AgentClient implements Closeable {
         return p;
     }
 
+    /**
+     * Asks the guest to serve its egress proxy on {@code 127.0.0.1:port} and hands every
+     * connection made through it to {@code handler}. The future completes once the guest
+     * listens (a process started after that finds the proxy), or fails with the guest's reason.
+     * Until this is called, the guest's tunnel requests are refused.
+     */
+    public CompletableFuture<Void> serveEgress(int port, TunnelHandler handler) throws IOException {
+        if (port < 1 || port > 0xffff) {
+            throw new IllegalArgumentException("proxy port " + port + " out of range");
+        }
+        CompletableFuture<Void> answer = new CompletableFuture<>();
+        egressAnswer = answer;
+        tunnelHandler = java.util.Objects.requireNonNull(handler, "handler");
+        send(new Message.Egress(port));
+        return answer;
+    }
+
+    /** Tunnels open or being decided right now. */
+    public int tunnels() {
+        return tunnels.size();
+    }
+
     public CompletableFuture<Void> disconnected() {
         return disconnected;
     }
@@ -128,6 +158,40 @@ public final class AgentClient implements Closeable {
             send(m);
         } catch (IOException e) {
             log.debug("agent_send_failed vm={} msg={} error={}", name, m.getClass().getSimpleName(), e.toString());
+        }
+    }
+
+    void forgetTunnel(GuestTunnel t) {
+        tunnels.remove(t.id(), t);
+    }
+
+    /**
+     * Sends a frame from a thread of its own, for answers decided on the reader thread. A guest
+     * that asks faster than the host can answer fills the queue; what does not fit is dropped
+     * (logged), and the guest's own requests then wait forever: the guest only hurts itself.
+     */
+    void sendLater(Message m) {
+        if (disconnected.isDone()) {
+            return;
+        }
+        if (!deferred.offer(m)) {
+            log.warn("agent_flood vm={} dropped={} (the guest asks faster than the host can answer)", name,
+                    m.getClass().getSimpleName());
+            return;
+        }
+        if (deferredStarted.compareAndSet(false, true)) {
+            deferredSender = Thread.ofPlatform().daemon().name("agent-sender-" + name).start(() -> {
+                try {
+                    while (!disconnected.isDone()) { // woken by shutdown's interrupt, or notices within a second
+                        Message next = deferred.poll(1, TimeUnit.SECONDS);
+                        if (next != null) {
+                            send(next);
+                        }
+                    }
+                } catch (InterruptedException | IOException e) {
+                    // the connection ended: nothing left to answer
+                }
+            });
         }
     }
 
@@ -228,8 +292,48 @@ public final class AgentClient implements Closeable {
                     p.fail(new IOException("the guest refused to start the process: " + e.message()));
                 }
             }
+            case Message.EgressStatus s -> {
+                if (s.error().isEmpty()) {
+                    egressAnswer.complete(null);
+                } else {
+                    egressAnswer.completeExceptionally(new IOException("the guest cannot serve its egress proxy: " + s.error()));
+                }
+            }
+            case Message.TunnelOpen o -> openTunnel(o);
+            case Message.TunnelData d -> tunnel(d.id()).guestData(d.data());
+            case Message.TunnelEof e -> tunnel(e.id()).guestEof();
+            case Message.TunnelWindow w -> tunnel(w.id()).guestWindow(w.increment());
+            case Message.TunnelClose c -> tunnel(c.id()).guestClose();
             default -> throw ProtocolException.message(m.getClass().getSimpleName() + " is not sent by a guest");
         }
+    }
+
+    private void openTunnel(Message.TunnelOpen o) throws ProtocolException {
+        GuestTunnel t = new GuestTunnel(o.id(), o.host(), o.port(), o.tls(), this);
+        if (tunnels.putIfAbsent(o.id(), t) != null) {
+            throw ProtocolException.message("TOPEN for tunnel " + o.id() + ", which is in use");
+        }
+        TunnelHandler h = tunnelHandler;
+        if (h == null) {
+            t.refuse(GuestTunnel.Refusal.DENIED, "egress is not enabled for this VM");
+            return;
+        }
+        try {
+            h.open(t);
+        } catch (RuntimeException e) {
+            log.error("agent_tunnel_handler_failed vm={} tunnel={}", name, o.id(), e);
+            if (!t.answered()) {
+                t.refuse(GuestTunnel.Refusal.FAILED, "internal error");
+            }
+        }
+    }
+
+    private GuestTunnel tunnel(int id) throws ProtocolException {
+        GuestTunnel t = tunnels.get(id);
+        if (t == null) {
+            throw ProtocolException.message("unknown tunnel id " + id);
+        }
+        return t;
     }
 
     private GuestProcess process(int id) throws ProtocolException {
@@ -247,8 +351,16 @@ public final class AgentClient implements Closeable {
         AgentGoneException gone = gone(cause);
         hello.completeExceptionally(gone);
         configured.completeExceptionally(gone);
+        egressAnswer.completeExceptionally(gone);
         processes.values().forEach(p -> p.fail(gone));
         processes.clear();
+        tunnels.values().forEach(t -> t.fail(gone));
+        tunnels.clear();
+        deferred.clear();
+        Thread sender = deferredSender;
+        if (sender != null) {
+            sender.interrupt();
+        }
         try {
             channel.close();
         } catch (IOException ignored) {

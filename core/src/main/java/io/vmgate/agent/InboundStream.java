@@ -6,12 +6,14 @@ import java.io.InterruptedIOException;
 import java.util.function.IntConsumer;
 
 /**
- * Output of a guest process (stdout or stderr) as the host reads it. The guest may have
- * at most {@link Protocol#INITIAL_WINDOW} bytes in flight, so this buffer never holds
- * more; reading returns credit to the guest in batches.
+ * Bytes from the guest as the host reads them: a process's stdout or stderr, or a tunnel's
+ * guest-to-host direction. The guest may have at most a window in flight, so this buffer
+ * never holds more (it is allocated when the first bytes arrive); reading returns credit to
+ * the guest in batches.
  */
 final class InboundStream extends InputStream {
-    private final byte[] ring = new byte[Protocol.INITIAL_WINDOW];
+    private final int capacity;
+    private byte[] ring;
     private final IntConsumer grantCredit;
     private int head, size;
     private int consumedSinceGrant;
@@ -19,13 +21,22 @@ final class InboundStream extends InputStream {
     private IOException failure;
 
     InboundStream(IntConsumer grantCredit) {
+        this(grantCredit, Protocol.INITIAL_WINDOW);
+    }
+
+    /** @param window the most the guest may have in flight: the buffer's size */
+    InboundStream(IntConsumer grantCredit, int window) {
         this.grantCredit = grantCredit;
+        this.capacity = window;
     }
 
     /** Called by the reader thread; never blocks. Returns false if the guest overran its credit. */
     synchronized boolean offer(byte[] data) {
-        if (eof || data.length > ring.length - size) {
+        if (eof || data.length > capacity - size) {
             return false;
+        }
+        if (ring == null) {
+            ring = new byte[capacity];
         }
         int tail = (head + size) % ring.length;
         int first = Math.min(data.length, ring.length - tail);
@@ -90,7 +101,7 @@ final class InboundStream extends InputStream {
             size -= n;
             consumedSinceGrant += n;
             // Grant in batches of a quarter window: fewer WINDOW frames, the guest never starves.
-            if (!eof && consumedSinceGrant >= ring.length / 4) {
+            if (!eof && consumedSinceGrant >= capacity / 4) {
                 grant = consumedSinceGrant;
                 consumedSinceGrant = 0;
             }

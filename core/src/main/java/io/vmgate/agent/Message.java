@@ -94,6 +94,54 @@ public sealed interface Message {
         public Frame encode() { return frame(Protocol.CONFIGURED, 0, new Payload.Writer()); }
     }
 
+    /** Asks the guest to serve the egress proxy on 127.0.0.1:port (0: stop). */
+    record Egress(int port) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.EGRESS, 0, new Payload.Writer().u16(port)); }
+    }
+
+    /** The guest's answer to {@link Egress}: an empty error means it listens. */
+    record EgressStatus(int port, String error) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.EGRESS_STATUS, 0, new Payload.Writer().u16(port).str(error)); }
+    }
+
+    /**
+     * The guest asks for a TCP connection to host:port on a new tunnel; with {@code tls}, the host
+     * is to speak TLS to it and carry the plaintext. Not checked here: the policy does it.
+     */
+    record TunnelOpen(int id, String host, int port, boolean tls) implements Message {
+        public Frame encode() {
+            return frame(Protocol.TOPEN, id, new Payload.Writer().str(host).u16(port).u8(tls ? Protocol.TOPEN_TLS : 0));
+        }
+    }
+
+    record TunnelOpened(int id) implements Message {
+        public Frame encode() { return frame(Protocol.TOPENED, id, new Payload.Writer()); }
+    }
+
+    record TunnelRefused(int id, GuestTunnel.Refusal reason, String message) implements Message {
+        public Frame encode() {
+            return frame(Protocol.TREFUSED, id, new Payload.Writer().u8(reason.code()).str(message));
+        }
+    }
+
+    record TunnelData(int id, byte[] data) implements Message {
+        public Frame encode() { return frame(Protocol.TDATA, id, new Payload.Writer().raw(data, 0, data.length)); }
+    }
+
+    record TunnelEof(int id) implements Message {
+        public Frame encode() { return frame(Protocol.TEOF, id, new Payload.Writer()); }
+    }
+
+    record TunnelWindow(int id, int increment) implements Message {
+        public Frame encode() { return frame(Protocol.TWINDOW, id, new Payload.Writer().i32(increment)); }
+    }
+
+    record TunnelClose(int id) implements Message {
+        public Frame encode() { return frame(Protocol.TCLOSE, id, new Payload.Writer()); }
+    }
+
     private static Frame frame(byte type, int id, Payload.Writer w) {
         return new Frame(type, id, w.toByteArray());
     }
@@ -135,14 +183,56 @@ public sealed interface Message {
             case Protocol.ERROR -> new Error(id, r.i32("code"), r.str("message"));
             case Protocol.CONFIGURE -> new Configure(r.u64("time"), r.str("hostname"), r.bytes("entropy"));
             case Protocol.CONFIGURED -> new Configured();
+            case Protocol.EGRESS -> new Egress(r.u16("port"));
+            case Protocol.EGRESS_STATUS -> new EgressStatus(r.u16("port"), r.str("error"));
+            case Protocol.TOPEN -> {
+                String host = r.str("host");
+                int port = r.u16("port");
+                int flags = r.u8("flags");
+                if ((flags & ~Protocol.TOPEN_TLS) != 0) {
+                    throw ProtocolException.message("unknown TOPEN flags 0x" + Integer.toHexString(flags));
+                }
+                yield new TunnelOpen(id, host, port, flags != 0);
+            }
+            case Protocol.TOPENED -> new TunnelOpened(id);
+            case Protocol.TREFUSED -> {
+                int code = r.u8("reason");
+                GuestTunnel.Refusal reason = GuestTunnel.Refusal.of(code);
+                if (reason == null) {
+                    throw ProtocolException.message("unknown TREFUSED reason " + code);
+                }
+                String message = r.str("message");
+                if (message.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > Protocol.MAX_REFUSAL) {
+                    throw ProtocolException.message("TREFUSED message longer than " + Protocol.MAX_REFUSAL);
+                }
+                yield new TunnelRefused(id, reason, message);
+            }
+            case Protocol.TDATA -> {
+                byte[] data = r.rest();
+                if (data.length == 0) {
+                    throw ProtocolException.message("empty TDATA");
+                }
+                yield new TunnelData(id, data);
+            }
+            case Protocol.TEOF -> new TunnelEof(id);
+            case Protocol.TWINDOW -> {
+                long inc = r.u32("increment");
+                if (inc == 0 || inc > Protocol.TUNNEL_WINDOW) {
+                    throw ProtocolException.message("tunnel window increment " + inc + " out of range");
+                }
+                yield new TunnelWindow(id, (int) inc);
+            }
+            case Protocol.TCLOSE -> new TunnelClose(id);
             default -> throw ProtocolException.message("unknown frame type 0x" + Integer.toHexString(f.type() & 0xff));
         };
         r.end(m.getClass().getSimpleName());
         if (m.id() != id) {
             throw ProtocolException.message(m.getClass().getSimpleName() + " must be sent on id 0, not " + id);
         }
-        if (id == 0 && !(m instanceof Hello || m instanceof Configure || m instanceof Configured || m instanceof Error)) {
-            throw ProtocolException.message(m.getClass().getSimpleName() + " needs a process id, got 0");
+        if (id == 0 && !(m instanceof Hello || m instanceof Configure || m instanceof Configured || m instanceof Error
+                || m instanceof Egress || m instanceof EgressStatus)) {
+            throw ProtocolException.message(m.getClass().getSimpleName() + " needs a " + (f.type() >= Protocol.TOPEN ? "tunnel" : "process")
+                    + " id, got 0");
         }
         return m;
     }

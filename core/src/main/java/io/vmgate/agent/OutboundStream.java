@@ -5,9 +5,9 @@ import java.io.InterruptedIOException;
 import java.io.OutputStream;
 
 /**
- * Stdin of a guest process. A write blocks until the guest has granted credit for it,
- * so a fast host-side writer cannot make the guest (or this side) buffer without bound.
- * {@link #close()} sends EOF.
+ * Bytes to the guest: stdin of a guest process, or a tunnel's host-to-guest direction. A
+ * write blocks until the guest has granted credit for it, so a fast host-side writer cannot
+ * make the guest (or this side) buffer without bound. {@link #close()} sends EOF.
  */
 final class OutboundStream extends OutputStream {
     interface Sink {
@@ -17,16 +17,27 @@ final class OutboundStream extends OutputStream {
     }
 
     private final Sink sink;
-    private long credit = Protocol.INITIAL_WINDOW;
+    private final int window;
+    private final int chunk;
+    private long credit;
     private boolean closed;
     private IOException failure;
 
     OutboundStream(Sink sink) {
-        this.sink = sink;
+        this(sink, Protocol.INITIAL_WINDOW, Protocol.DATA_CHUNK);
     }
 
+    /** @param chunk the most one DATA frame carries */
+    OutboundStream(Sink sink, int window, int chunk) {
+        this.sink = sink;
+        this.window = window;
+        this.chunk = chunk;
+        this.credit = window;
+    }
+
+    /** A grant beyond the window is clamped to it, as docs/protocol.md says (the guest is not trusted). */
     synchronized void grant(int increment) {
-        credit += increment;
+        credit = Math.min(window, credit + increment);
         notifyAll();
     }
 
@@ -62,7 +73,7 @@ final class OutboundStream extends OutputStream {
                 if (closed) {
                     throw new IOException("stdin is closed");
                 }
-                n = (int) Math.min(Math.min(len, credit), Protocol.DATA_CHUNK);
+                n = (int) Math.min(Math.min(len, credit), chunk);
                 credit -= n;
             }
             sink.data(java.util.Arrays.copyOfRange(b, off, off + n));

@@ -18,6 +18,7 @@ import java.util.zip.GZIPOutputStream;
  * /init                          the agent (PID 1)
  * /etc/vmgate/modules            absolute .ko paths, one per line, in load order
  * /etc/vmgate/modules.disk       the same for what only a VM with disks loads (virtio_blk)
+ * /etc/vmgate/modules.net        the same for a VM with a network device (loaded after those)
  * /lib/modules/&lt;release&gt;/...     those .ko files
  * /rootfs/...                    the busybox userland: the root the user sees (overlay lower layer)
  *                                unless the VM has a root filesystem disk, and vmgate's own tools
@@ -28,7 +29,7 @@ import java.util.zip.GZIPOutputStream;
  */
 public final class ImageBuilder {
     /** Bumped whenever the layout or the content rules change, so cached images are rebuilt. */
-    public static final int FORMAT_VERSION = 2;
+    public static final int FORMAT_VERSION = 3; // 2: modules.disk and the tools; 3: modules.net
     /** Where the guest has OpenSSH's sftp-server, wherever it came from on the host (the SSH layer runs this). */
     public static final String SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 
@@ -113,11 +114,29 @@ public final class ImageBuilder {
             cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
         }
         cpio.file("etc/vmgate/modules.disk", 0644, bytes(disk.toString()));
+        StringBuilder net = new StringBuilder();
+        for (String m : plan.netModules()) {
+            String inImage = "/lib/modules/" + release + "/" + m;
+            net.append(inImage).append('\n');
+            cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
+        }
+        cpio.file("etc/vmgate/modules.net", 0644, bytes(net.toString()));
 
         writeRootfs(cpio, "rootfs/");
         cpio.finish();
         rootManifest = root.build();
         return cpio.size();
+    }
+
+    /** Adds the modules to the archive; returns their list as the agent reads it (absolute paths in load order). */
+    private String modules(CpioWriter cpio, List<String> modules) throws IOException {
+        StringBuilder list = new StringBuilder();
+        for (String m : modules) {
+            String inImage = "/lib/modules/" + plan.kernel().release() + "/" + m;
+            list.append(inImage).append('\n');
+            cpio.file(inImage, 0644, plan.modulesDir().resolve(m));
+        }
+        return list.toString();
     }
 
     private void writeRootfs(CpioWriter cpio, String r) throws IOException, ImageException {

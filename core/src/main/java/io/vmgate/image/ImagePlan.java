@@ -13,9 +13,10 @@ import java.util.List;
  * @param modules     paths relative to {@code modulesDir}, in load order
  * @param diskModules loaded after {@code modules} only by a VM with disks (a root filesystem image
  *                    or a scratch disk), so the busybox default does not pay for them
+ * @param netModules  loaded after those only by a VM with a network device ({@code --net open})
  * @param libraries   what sftp-server loads, named as the loader names them (same path in the image)
  */
-public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, List<String> diskModules,
+public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String> modules, List<String> diskModules, List<String> netModules,
         Path busybox, Path sftpServer, List<Path> libraries) {
 
     /** What the agent needs: virtio-mmio transport, the virtio-serial port, and overlayfs for the root. */
@@ -23,9 +24,17 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
     /** What disks need beyond that: the virtio block driver (ext4 is built into the cloud kernel). */
     public static final List<String> DISK_MODULES = List.of("virtio_blk");
 
+    /**
+     * What a VM with a network device (--net open) needs besides; loaded only then (the agent
+     * reads /etc/vmgate/modules.net when the kernel command line has vmgate.net=), so that
+     * VMs without one do not pay for it at boot.
+     */
+    public static final List<String> NET_MODULES = List.of("virtio_net");
+
     public ImagePlan {
         modules = List.copyOf(modules);
         diskModules = List.copyOf(diskModules);
+        netModules = List.copyOf(netModules);
         libraries = List.copyOf(libraries);
     }
 
@@ -41,7 +50,8 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         List<String> diskModules = new ArrayList<>(KernelModules.resolve(modulesDir,
                 java.util.stream.Stream.concat(MODULES.stream(), DISK_MODULES.stream()).toList()));
         diskModules.removeAll(modules);
-        for (List<String> list : List.of(modules, diskModules)) {
+        List<String> netModules = KernelModules.resolve(modulesDir, NET_MODULES).stream().filter(m -> !modules.contains(m)).toList();
+        for (List<String> list : List.of(modules, diskModules, netModules)) {
             for (String m : list) {
                 requireReadable(modulesDir.resolve(m), "linux-image-cloud-amd64");
             }
@@ -57,7 +67,7 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         for (Path lib : libs) {
             requireReadable(lib, "libc6");
         }
-        return new ImagePlan(kernel, modulesDir, modules, diskModules, src.busybox(), src.sftpServer(), libs);
+        return new ImagePlan(kernel, modulesDir, modules, diskModules, netModules, src.busybox(), src.sftpServer(), libs);
     }
 
     /**
@@ -84,6 +94,7 @@ public record ImagePlan(ImageSources.Kernel kernel, Path modulesDir, List<String
         in.add(modulesDir.resolve("modules.builtin"));
         modules.forEach(m -> in.add(modulesDir.resolve(m)));
         diskModules.forEach(m -> in.add(modulesDir.resolve(m)));
+        netModules.forEach(m -> in.add(modulesDir.resolve(m)));
         in.add(busybox);
         in.add(sftpServer);
         in.addAll(libraries);

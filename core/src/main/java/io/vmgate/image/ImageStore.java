@@ -240,6 +240,7 @@ public final class ImageStore {
         p.setProperty("modules", String.join(" ", plan.modules()));
         p.setProperty("disk_modules", String.join(" ", plan.diskModules()));
         p.setProperty("tools_sftp_server", String.join("\t", plan.toolsSftpServer()));
+        p.setProperty("net_modules", String.join(" ", plan.netModules()));
         List<Path> inputs = plan.inputs();
         for (int i = 0; i < inputs.size(); i++) {
             p.setProperty("input." + i, inputs.get(i) + "\t" + ImageKey.stat(inputs.get(i)));

@@ -44,7 +44,18 @@ class FrameCodecTest {
                 new Message.Close(7),
                 new Message.Error(7, 3, "unknown id"),
                 new Message.Configure(1_700_000_000_000_000_000L, "vm-1", new byte[] {1, 2, 3}),
-                new Message.Configured());
+                new Message.Configured(),
+                new Message.Egress(3128),
+                new Message.EgressStatus(3128, ""),
+                new Message.EgressStatus(3128, "cannot listen on 127.0.0.1:3128: Address in use"),
+                new Message.TunnelOpen(5, "deb.debian.org", 443, false),
+                new Message.TunnelOpen(6, "2001:db8::1", 8443, true),
+                new Message.TunnelOpened(5),
+                new Message.TunnelRefused(5, GuestTunnel.Refusal.LIMIT, "32 connections at once"),
+                new Message.TunnelData(5, new byte[] {22, 3, 1}),
+                new Message.TunnelEof(5),
+                new Message.TunnelWindow(5, Protocol.TUNNEL_WINDOW),
+                new Message.TunnelClose(5));
         for (Message m : all) {
             Message back = Message.decode(roundTrip(m.encode()));
             assertThat(back).usingRecursiveComparison().isEqualTo(m);
@@ -116,12 +127,43 @@ class FrameCodecTest {
                 new Frame(Protocol.STARTED, 0, new byte[] {0, 0, 0, 1}),              // needs an id
                 new Frame(Protocol.SIGNAL, 1, new byte[] {0, 0, 0, 2, 'A', 0}),       // NUL in string
                 new Frame(Protocol.SIGNAL, 1, new byte[] {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff}),
-                new Message.Exit(1, new ExitStatus(300, 0, "", false)).encode());    // code > 255
+                new Message.Exit(1, new ExitStatus(300, 0, "", false)).encode(),    // code > 255
+                new Frame(Protocol.EGRESS, 1, new byte[] {0x0c, 0x38}),               // must be on id 0
+                new Frame(Protocol.EGRESS_STATUS, 0, new byte[] {0x0c}),              // truncated
+                new Frame(Protocol.TOPEN, 0, new Message.TunnelOpen(1, "a", 1, false).encode().payload()), // needs an id
+                new Frame(Protocol.TOPEN, 1, new byte[] {0, 0, 0, 1, 'a', 0, 80}),    // no flags
+                new Frame(Protocol.TOPEN, 1, new byte[] {0, 0, 0, 1, 'a', 0, 80, 4}), // unknown flag
+                new Frame(Protocol.TOPEN, 1, new byte[] {0, 0, 0, 1, 0, 0, 80, 0}),   // NUL in the host
+                new Frame(Protocol.TOPENED, 1, new byte[] {0}),                       // trailing byte
+                new Frame(Protocol.TREFUSED, 1, new byte[] {0, 0, 0, 0, 0}),          // reason 0
+                new Frame(Protocol.TREFUSED, 1, new byte[] {4, 0, 0, 0, 0}),          // reason 4
+                new Frame(Protocol.TREFUSED, 1, refusal(Protocol.MAX_REFUSAL + 1)),   // message too long
+                new Frame(Protocol.TDATA, 1, new byte[0]),                            // empty
+                new Frame(Protocol.TDATA, 0, new byte[] {1}),                         // needs an id
+                new Frame(Protocol.TWINDOW, 1, new byte[] {0, 0, 0, 0}),              // zero increment
+                new Frame(Protocol.TWINDOW, 1, new byte[] {0, 8, 0, 1}),              // beyond the window
+                new Frame(Protocol.TCLOSE, 0, new byte[0]));                          // needs an id
         for (Frame f : bad) {
             assertThatThrownBy(() -> Message.decode(f))
                     .as("type %d", f.type())
                     .isInstanceOfSatisfying(ProtocolException.class, e -> assertThat(e.isFraming()).isFalse());
         }
+    }
+
+    private static byte[] refusal(int n) {
+        ByteBuffer b = ByteBuffer.allocate(5 + n).put((byte) 1).putInt(n);
+        while (b.hasRemaining()) {
+            b.put((byte) 'x');
+        }
+        return b.array();
+    }
+
+    @Test
+    void aRefusalOfTheLongestMessageDecodesAndTheHostKeepsItsMessagesToOneLine() throws ProtocolException {
+        assertThat(Message.decode(new Frame(Protocol.TREFUSED, 1, refusal(Protocol.MAX_REFUSAL)))).isInstanceOf(Message.TunnelRefused.class);
+        String line = GuestTunnel.oneLine("a\r\nb\u0000" + "\u00e9".repeat(2000));
+        assertThat(line).startsWith("a  b ").doesNotContain("\n", "\r", "\u0000");
+        assertThat(line.getBytes(java.nio.charset.StandardCharsets.UTF_8).length).isLessThanOrEqualTo(Protocol.MAX_REFUSAL);
     }
 
     /** Random and mutated bytes: the decoder either yields messages or throws IOException, nothing else. */
@@ -130,7 +172,9 @@ class FrameCodecTest {
         Random rnd = new Random(2026);
         List<byte[]> seeds = new ArrayList<>();
         for (Message m : List.of(new Message.Hello(1, 5, "k"), new Message.Exit(3, ExitStatus.code(1)),
-                new Message.Start(2, ProcessSpec.exec(List.of("a", "b"))), new Message.Data(2, 1, new byte[10]))) {
+                new Message.Start(2, ProcessSpec.exec(List.of("a", "b"))), new Message.Data(2, 1, new byte[10]),
+                new Message.TunnelOpen(4, "example.com", 443, true), new Message.TunnelWindow(4, 100),
+                new Message.EgressStatus(3128, "x"), new Message.TunnelData(4, new byte[7]))) {
             seeds.add(m.encode().encode().array());
         }
         for (int i = 0; i < 200_000; i++) {

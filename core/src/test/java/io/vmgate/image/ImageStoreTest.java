@@ -57,7 +57,8 @@ class ImageStoreTest {
         Files.writeString(dir.resolve("modules.builtin"), "kernel/drivers/block/loop.ko\n");
         for (String ko : List.of("kernel/fs/overlayfs/overlay.ko", "kernel/drivers/virtio/virtio.ko",
                 "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_mmio.ko",
-                "kernel/drivers/char/virtio_console.ko", "kernel/drivers/block/virtio_blk.ko")) {
+                "kernel/drivers/char/virtio_console.ko", "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/net/virtio_net.ko",
+                "kernel/drivers/net/net_failover.ko", "kernel/net/core/failover.ko")) {
             Files.createDirectories(dir.resolve(ko).getParent());
             Files.writeString(dir.resolve(ko), "module " + ko);
         }
@@ -133,7 +134,7 @@ class ImageStoreTest {
         assertThat(entries.stream().filter(e -> e.name().equals("rootfs/tmp")).findFirst().orElseThrow().mode()).isEqualTo(041777);
 
         Path out = Files.createDirectory(tmp.resolve("x"));
-        CpioWriterTest.run(out, "sh", "-c", "/bin/busybox cpio -i -d etc/vmgate/modules etc/vmgate/modules.disk rootfs/bin/sh < "
+        CpioWriterTest.run(out, "sh", "-c", "/bin/busybox cpio -i -d etc/vmgate/modules etc/vmgate/modules.disk etc/vmgate/modules.net rootfs/bin/sh < "
                 + plain.initrd());
         // only a VM with disks loads virtio_blk (its dependencies are loaded by then)
         assertThat(Files.readString(out.resolve("etc/vmgate/modules.disk")))
@@ -151,6 +152,12 @@ class ImageStoreTest {
                 /lib/modules/%1$s/kernel/drivers/virtio/virtio_mmio.ko
                 /lib/modules/%1$s/kernel/drivers/char/virtio_console.ko
                 /lib/modules/%1$s/kernel/fs/overlayfs/overlay.ko
+                """.formatted(RELEASE));
+        // The network driver's own modules, not those already loaded: only a VM with a NIC loads them.
+        assertThat(Files.readString(out.resolve("etc/vmgate/modules.net"))).isEqualTo("""
+                /lib/modules/%1$s/kernel/net/core/failover.ko
+                /lib/modules/%1$s/kernel/drivers/net/net_failover.ko
+                /lib/modules/%1$s/kernel/drivers/net/virtio_net.ko
                 """.formatted(RELEASE));
         assertThat(Files.readSymbolicLink(out.resolve("rootfs/bin/sh"))).isEqualTo(Path.of("busybox"));
     }

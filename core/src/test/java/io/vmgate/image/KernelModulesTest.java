@@ -18,6 +18,9 @@ class KernelModulesTest {
             kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
             kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
             kernel/drivers/char/hw_random/virtio-rng.ko.xz: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+            kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+            kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+            kernel/net/core/failover.ko:
             kernel/a.ko: kernel/b.ko
             kernel/b.ko: kernel/a.ko
             kernel/orphan.ko: kernel/missing.ko

@@ -2,6 +2,7 @@ package io.vmgate.vm.qemu;
 
 import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.Accel;
+import io.vmgate.vm.Network;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
 
@@ -17,7 +18,8 @@ import java.util.OptionalLong;
  * {@link #withScratchTemplate} only changes where the scratch disk's bytes come from).
  *
  * <p>Every chardev is a <em>client</em> socket: the host listens first and QEMU connects while it
- * starts, so nobody polls for a socket file. There is no network device and no default device.
+ * starts, so nobody polls for a socket file. There is no default device, and no network device
+ * unless the configuration asks for {@link Network#OPEN}.
  * Disks: the root filesystem image read-only (serial {@code vmgate-root}), and the scratch disk
  * (serial {@code vmgate-scratch}); the agent finds them by serial (docs/protocol.md).
  *
@@ -46,6 +48,11 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
      * finds the virtio-mmio devices.
      */
     static final String MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=on";
+    /**
+     * What the agent configures for {@link Network#OPEN} ({@code vmgate.net=}): QEMU's user-mode
+     * network, whose gateway is 10.0.2.2 and resolver 10.0.2.3.
+     */
+    static final String USER_NET = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
     /**
      * The exact command line vmgate would use for a VM in {@code dir} (for benchmarks that
@@ -82,6 +89,9 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         config.maxProcs().ifPresent(v -> b.append(" vmgate.maxprocs=").append(v));
         config.rootfs().ifPresent(r -> b.append(" vmgate.root=").append(ROOT_SERIAL).append(" vmgate.rootfstype=").append(r.fsType()));
         config.scratchMib().ifPresent(v -> b.append(" vmgate.scratch=").append(SCRATCH_SERIAL));
+        if (config.network() == Network.OPEN) {
+            b.append(" vmgate.net=").append(USER_NET);
+        }
         return b.toString();
     }
 
@@ -115,6 +125,10 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
             String drive = scratchTemplate.map(t -> "file=" + escape(t) + ",snapshot=on").orElse("file=" + escape(scratchFile()));
             a.addAll(List.of("-drive", drive + ",format=raw,if=none,id=scratch,discard=unmap",
                     "-device", "virtio-blk-device,drive=scratch,serial=" + SCRATCH_SERIAL));
+        }
+        if (config.network() == Network.OPEN) {
+            // NAT through QEMU (slirp): outbound only, nothing is forwarded in.
+            a.addAll(List.of("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"));
         }
         if (sandbox) {
             a.addAll(List.of("-sandbox", QemuBinary.SANDBOX));

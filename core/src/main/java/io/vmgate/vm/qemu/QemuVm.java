@@ -228,6 +228,10 @@ public final class QemuVm implements Vm {
                 config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash(),
                 config.rootfs().map(r -> r.shortId()).orElse("none"), config.scratchMib().isPresent() ? config.scratchMib().getAsInt() : 0);
         log.debug("vm_command vm={} argv={}", id, argv);
+        if (config.network() == io.vmgate.vm.Network.OPEN) {
+            log.warn("vm_network_open vm={} (full outbound network through NAT, no allowlist; the guest also reaches "
+                    + "services on the host's loopback as 10.0.2.2)", id);
+        }
         process.onExit().thenRun(this::onQemuExit);
         try {
             long pid = process.pid();

@@ -262,6 +262,9 @@ public final class Snapshots implements VmLauncher {
                 .append("\nscratch=").append(config.scratchMib())
                 .append("\nmachine=").append(QemuCommand.MACHINE)
                 .append("\ntsc=").append(config.accel() == Accel.TCG ? HostClock.tscKhz() : "");
+        if (config.network() != io.vmgate.vm.Network.NONE) { // a NIC is a device: its state is in the template
+            b.append("\nnetwork=").append(config.network());
+        }
         try {
             b.append("\nqemu=").append(qemu.toRealPath()).append(' ').append(Files.size(qemu)).append(' ')
                     .append(Files.getLastModifiedTime(qemu).toMillis());

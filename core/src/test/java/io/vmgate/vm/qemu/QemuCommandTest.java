@@ -71,6 +71,15 @@ class QemuCommandTest {
     }
 
     @Test
+    void anOpenNetworkIsOneUserModeNicThatTheAgentConfigures() {
+        VmConfig cfg = config(Accel.TCG).withNetwork(io.vmgate.vm.Network.OPEN);
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        assertThat(c.argv()).containsSubsequence("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0");
+        assertThat(String.join(" ", c.argv())).doesNotContain("hostfwd", "guestfwd"); // nothing comes in
+        assertThat(c.kernelCmdline()).endsWith(" vmgate.net=10.0.2.15/24,10.0.2.2,10.0.2.3");
+    }
+
+    @Test
     void agentSettingsGoOnTheKernelCommandLine() {
         VmConfig cfg = config(Accel.TCG).withRwsizeMib(64).withMaxProcs(100);
         QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
