@@ -14,6 +14,7 @@ import io.vmgate.sandbox.Sandboxes;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import org.slf4j.Logger;
@@ -148,7 +149,10 @@ final class ServeCommand implements Callable<Integer> {
                 }
             });
         }
-        ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId),
+        Map<String, List<String>> egressByUser = perUserEgress(config != null ? config
+                : System.getenv("VMGATE_CONFIG") != null ? Path.of(System.getenv("VMGATE_CONFIG")) : null);
+        ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId,
+                                Sandboxes.Session.of(userName).egress(egressByUser.get(userName))),
                         hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
@@ -274,6 +278,34 @@ final class ServeCommand implements Callable<Integer> {
                 throw new picocli.CommandLine.TypeConversionException("'" + value + "' is too large");
             }
         }
+    }
+
+    /**
+     * Per-user egress allowlists from the config file, {@code egress.alice = pypi.org,*.pythonhosted.org}:
+     * that user's sessions get these rules instead of {@code --egress} (an empty value: no network).
+     */
+    static Map<String, List<String>> perUserEgress(Path configFile) throws java.io.IOException {
+        Map<String, List<String>> byUser = new java.util.HashMap<>();
+        if (configFile == null) {
+            return byUser;
+        }
+        java.util.Properties p = new java.util.Properties();
+        try (var r = java.nio.file.Files.newBufferedReader(configFile)) {
+            p.load(r);
+        }
+        for (String key : p.stringPropertyNames()) {
+            if (key.startsWith("egress.") && key.length() > "egress.".length()) {
+                String user = key.substring("egress.".length());
+                List<String> rules = java.util.Arrays.stream(p.getProperty(key).split(",")).map(String::strip).filter(x -> !x.isEmpty()).toList();
+                try {
+                    Sandboxes.Session.of(user).egress(rules); // checks the rules now, not at the user's first login
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException(configFile + ": " + key + ": " + e.getMessage(), e);
+                }
+                byUser.put(user, rules);
+            }
+        }
+        return byUser;
     }
 
     static Path defaultHostKey() {

@@ -48,6 +48,21 @@ final class VmOptions {
     @Option(names = "--max-procs", paramLabel = "N", description = "Limit on processes/threads inside the guest.")
     Integer maxProcs;
 
+    @Option(names = "--egress", paramLabel = "RULE,...", split = ",",
+            description = "Hosts the guest may connect to, through an HTTP proxy in the guest (http_proxy is set): HOST[:PORT], "
+                    + "*.DOMAIN[:PORT], IP[/BITS][:PORT]; no port means 443 and 80. Default: no network at all.")
+    java.util.List<String> egress = new java.util.ArrayList<>();
+
+    @Option(names = "--egress-max-connections", paramLabel = "N", description = "Egress connections at once per VM (default: 32).")
+    Integer egressMaxConnections;
+
+    @Option(names = "--egress-max-bytes", paramLabel = "SIZE", description = "Egress bytes each way per VM, e.g. 500M (default: no limit).")
+    String egressMaxBytes;
+
+    @Option(names = "--net", paramLabel = "none|open", defaultValue = "none",
+            description = "open: full outbound network through NAT (no allowlist; never together with --egress). Default: ${DEFAULT-VALUE}.")
+    String net;
+
     @Option(names = "--no-snapshot", description = "Cold-boot every VM instead of restoring the image's snapshot template.")
     boolean noSnapshot;
 
@@ -95,6 +110,18 @@ final class VmOptions {
         }
         if (scratchDisk != null) {
             b.scratchDiskMib(mib(scratchDisk, "--scratch-disk"));
+        }
+        b.egress(egress.stream().map(String::strip).filter(r -> !r.isEmpty()).toList());
+        if (egressMaxConnections != null) {
+            b.egressMaxConnections(egressMaxConnections);
+        }
+        if (egressMaxBytes != null) {
+            b.egressMaxBytes((long) mib(egressMaxBytes, "--egress-max-bytes") << 20);
+        }
+        switch (net.strip().toLowerCase(Locale.ROOT)) {
+            case "none" -> { }
+            case "open" -> b.openNetwork(true);
+            default -> throw new IllegalArgumentException("--net must be none or open, not '" + net + "'");
         }
         return b.build();
     }

@@ -7,7 +7,9 @@ import io.vmgate.exec.Command;
 import io.vmgate.exec.Pty;
 import io.vmgate.vm.GuestLogin;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * What a {@link Command} means in a guest, decided the way sshd decides it for the guest user
@@ -18,13 +20,16 @@ import java.util.List;
 final class Commands {
     private Commands() {}
 
-    static ProcessSpec spec(GuestLogin login, Command c) {
+    /** @param sessionEnv the sandbox's own variables (the egress proxy's), under the command's */
+    static ProcessSpec spec(GuestLogin login, Command c, Map<String, String> sessionEnv) {
         PtySpec pty = pty(c.pty());
+        Map<String, String> env = new LinkedHashMap<>(sessionEnv);
+        env.putAll(c.env());
         ProcessSpec s = switch (c.kind()) {
-            case ARGV -> login.exec(c.argv(), pty, c.env());
-            case SHELL -> login.command(c.line(), pty, c.env());
-            case LOGIN -> login.shell(pty, c.env());
-            case SFTP -> login.sftp(c.env());
+            case ARGV -> login.exec(c.argv(), pty, env);
+            case SHELL -> login.command(c.line(), pty, env);
+            case LOGIN -> login.shell(pty, env);
+            case SFTP -> login.sftp(env);
         };
         return c.cwd() == null ? s : new ProcessSpec(s.executable(), s.argv(), s.env(), c.cwd(), s.pty(), s.credentials());
     }

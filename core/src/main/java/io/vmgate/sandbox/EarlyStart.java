@@ -111,7 +111,7 @@ public final class EarlyStart {
             Vm v = vm.join();
             taken = true;
             removeHook();
-            return engine.adopt(v, () -> { });
+            return engine.adopt(v, Sandboxes.Session.DEFAULT, () -> { });
         } catch (CompletionException e) {
             removeHook();
             if (e.getCause() instanceof VmException ve) {

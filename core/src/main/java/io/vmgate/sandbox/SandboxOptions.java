@@ -1,9 +1,12 @@
 package io.vmgate.sandbox;
 
+import io.vmgate.egress.EgressPolicy;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Objects;
+import java.util.List;
 import java.util.OptionalInt;
+import java.util.OptionalLong;
 
 /**
  * What a sandbox is: one immutable value that {@code vmgate run}, {@code vmgate serve} and a library
@@ -16,6 +19,13 @@ import java.util.OptionalInt;
  *                         null for none (then {@code image} decides)
  * @param guestUser        the user commands run as, from the image's /etc/passwd
  * @param workdir          where commands start (an absolute path in the guest), or null for the user's home
+ * @param egress           the hosts a sandbox may open TCP connections to, through an HTTP proxy in the
+ *                         guest ({@code HOST[:PORT]}, {@code *.DOMAIN[:PORT]}, {@code IP[/BITS][:PORT]};
+ *                         no port: 443 and 80); empty: no network at all
+ * @param egressMaxConnections connections at once per sandbox through the proxy; empty: the default (32)
+ * @param egressMaxBytes   bytes each way per sandbox through the proxy; empty: no limit
+ * @param openNetwork      full outbound network through NAT (QEMU user networking): no allowlist, no
+ *                         inbound; never together with {@code egress}
  * @param scratchDiskMib   give each sandbox its own sparse disk of this size for the writable layer
  *                         (deleted with it) instead of guest RAM; empty: the writable layer is in RAM
  * @param cpus             virtual CPUs (1-255)
@@ -33,8 +43,9 @@ import java.util.OptionalInt;
  *                         {@code /run/vmgate} (root) or {@code /tmp/vmgate-UID}
  */
 public record SandboxOptions(String image, Path rootfs, String guestUser, String workdir, int cpus, int memoryMib,
-        OptionalInt writableMib, OptionalInt scratchDiskMib, OptionalInt maxProcs, boolean snapshot, Duration bootTimeout,
-        Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
+        OptionalInt writableMib, OptionalInt scratchDiskMib, OptionalInt maxProcs, List<String> egress,
+        OptionalInt egressMaxConnections, OptionalLong egressMaxBytes, boolean openNetwork, boolean snapshot,
+        Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
@@ -54,6 +65,15 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         Objects.requireNonNull(writableMib, "writableMib");
         Objects.requireNonNull(maxProcs, "maxProcs");
         Objects.requireNonNull(scratchDiskMib, "scratchDiskMib");
+        Objects.requireNonNull(egressMaxConnections, "egressMaxConnections");
+        Objects.requireNonNull(egressMaxBytes, "egressMaxBytes");
+        egress = List.copyOf(egress == null ? List.of() : egress);
+        EgressPolicy.parse(String.join(",", egress)); // a rule it cannot read: IllegalArgumentException naming it
+        require(egress.isEmpty() || !openNetwork,
+                "an egress allowlist and an open network together: the open network's NAT would go around the allowlist");
+        require(egressMaxConnections.isEmpty() || (egressMaxConnections.getAsInt() >= 1 && egressMaxConnections.getAsInt() <= 64),
+                "egress connections at once must be between 1 and 64");
+        require(egressMaxBytes.isEmpty() || egressMaxBytes.getAsLong() >= 1, "the egress byte limit must be positive");
         guestUser = guestUser == null || guestUser.isEmpty() ? DEFAULT_GUEST_USER : guestUser;
         require(image == null || rootfs == null, "give an image or a root filesystem directory, not both");
         require(workdir == null || workdir.startsWith("/"), "the working directory must be an absolute path, not '" + workdir + "'");
@@ -68,6 +88,14 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         require(writableMib.isEmpty() || writableMib.getAsInt() >= 1, "the writable layer must be at least 1 MiB");
         require(maxProcs.isEmpty() || maxProcs.getAsInt() >= 1, "the process limit must be at least 1");
         require(scratchDiskMib.isEmpty() || scratchDiskMib.getAsInt() >= 64, "a scratch disk must be at least 64 MiB");
+    }
+
+    /** {@code "a.com, b.org:80"} as rules; blank: none. */
+    static List<String> splitRules(String rules) {
+        if (rules == null || rules.isBlank()) {
+            return List.of();
+        }
+        return java.util.Arrays.stream(rules.split(",")).map(String::strip).filter(r -> !r.isEmpty()).toList();
     }
 
     private static void require(boolean ok, String message) {
@@ -92,6 +120,10 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         b.guestUser = guestUser;
         b.workdir = workdir;
         b.scratchDiskMib = scratchDiskMib;
+        b.egress = egress;
+        b.egressMaxConnections = egressMaxConnections;
+        b.egressMaxBytes = egressMaxBytes;
+        b.openNetwork = openNetwork;
         b.cpus = cpus;
         b.memoryMib = memoryMib;
         b.writableMib = writableMib;
@@ -111,6 +143,10 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         private String guestUser = DEFAULT_GUEST_USER;
         private String workdir;
         private OptionalInt scratchDiskMib = OptionalInt.empty();
+        private List<String> egress = List.of();
+        private OptionalInt egressMaxConnections = OptionalInt.empty();
+        private OptionalLong egressMaxBytes = OptionalLong.empty();
+        private boolean openNetwork;
         private int cpus = DEFAULT_CPUS;
         private int memoryMib = DEFAULT_MEMORY_MIB;
         private OptionalInt writableMib = OptionalInt.empty();
@@ -130,6 +166,13 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         public Builder guestUser(String name) { guestUser = name; return this; }
         public Builder workdir(String guestDirectory) { workdir = guestDirectory; return this; }
         public Builder scratchDiskMib(int mib) { scratchDiskMib = OptionalInt.of(mib); return this; }
+        /** Allowlist rules, e.g. {@code List.of("pypi.org", "*.pythonhosted.org", "10.0.0.0/8:5432")}. */
+        public Builder egress(List<String> rules) { egress = rules; return this; }
+        /** Comma-separated allowlist rules: {@code "github.com,*.githubusercontent.com:443"}. */
+        public Builder egress(String rules) { egress = splitRules(rules); return this; }
+        public Builder egressMaxConnections(int n) { egressMaxConnections = OptionalInt.of(n); return this; }
+        public Builder egressMaxBytes(long eachWay) { egressMaxBytes = OptionalLong.of(eachWay); return this; }
+        public Builder openNetwork(boolean open) { openNetwork = open; return this; }
         public Builder cpus(int n) { cpus = n; return this; }
         public Builder memoryMib(int mib) { memoryMib = mib; return this; }
         public Builder writableMib(int mib) { writableMib = OptionalInt.of(mib); return this; }
@@ -143,7 +186,8 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         /** @throws IllegalArgumentException naming the first value out of range */
         public SandboxOptions build() {
             return new SandboxOptions(image, rootfs, guestUser, workdir, cpus, memoryMib, writableMib, scratchDiskMib, maxProcs,
-                    snapshot, bootTimeout, accelerator, cacheDirectory, runtimeDirectory);
+                    egress, egressMaxConnections, egressMaxBytes, openNetwork, snapshot, bootTimeout, accelerator, cacheDirectory,
+                    runtimeDirectory);
         }
     }
 }

@@ -2,6 +2,9 @@ package io.vmgate.sandbox;
 
 import io.vmgate.image.Image;
 import io.vmgate.image.ImageException;
+import io.vmgate.egress.Egress;
+import io.vmgate.egress.EgressLimits;
+import io.vmgate.egress.EgressPolicy;
 import io.vmgate.image.GuestUser;
 import io.vmgate.image.ImageSelection;
 import io.vmgate.image.ImageStore;
@@ -10,6 +13,7 @@ import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.AbortOnExit;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.GuestLogin;
+import io.vmgate.vm.Network;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
@@ -20,6 +24,7 @@ import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
 import io.vmgate.vm.qemu.RuntimeDirs;
 import io.vmgate.vm.qemu.Snapshots;
+import java.io.IOException;
 import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.time.Duration;
@@ -183,21 +188,77 @@ public final class Sandboxes implements AutoCloseable {
      *           unique among the running sandboxes of this runtime directory
      */
     public Sandbox start(String id) throws SandboxException {
-        return adopt(launch(id, phase -> { }), () -> { });
+        return start(id, Session.DEFAULT, phase -> { });
     }
 
     /** {@link #start(String)}, telling {@code progress} of each start-up phase as it completes. */
     public Sandbox start(String id, Consumer<Sandbox.Phase> progress) throws SandboxException {
-        return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), () -> { });
+        return start(id, Session.DEFAULT, progress);
+    }
+
+    /** {@link #start(String)} for one user's session: its own egress allowlist, logs naming the user. */
+    public Sandbox start(String id, Session session) throws SandboxException {
+        return start(id, session, phase -> { });
+    }
+
+    private Sandbox start(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
+        return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), session, () -> { });
+    }
+
+    /**
+     * What may differ between the sandboxes of one engine: who a sandbox is for (named in its
+     * logs) and the hosts it may reach, a session at a time (a server's per-user allowlists).
+     * The snapshot template and the pool stay the same for all.
+     *
+     * @param user   who the sandbox is for, for logs; empty when nobody in particular
+     * @param egress allowlist rules (see {@link SandboxOptions#egress()}), or null for the options' own
+     */
+    public record Session(String user, List<String> egress) {
+        static final Session DEFAULT = new Session("", null);
+
+        public Session {
+            user = user == null ? "" : user;
+            if (egress != null) {
+                egress = List.copyOf(egress);
+                EgressPolicy.parse(String.join(",", egress));
+            }
+        }
+
+        public static Session of(String user) {
+            return new Session(user, null);
+        }
+
+        public Session egress(List<String> rules) {
+            return new Session(user, rules);
+        }
     }
 
     /** A sandbox that closes this engine with it ({@link Sandbox#start(SandboxOptions)}). */
     Sandbox startOwned() throws SandboxException {
-        return adopt(launch("sbx-" + HexFormat.of().formatHex(randomBytes(5)), p -> { }), this::close);
+        return adopt(launch("sbx-" + HexFormat.of().formatHex(randomBytes(5)), p -> { }), Session.DEFAULT, this::close);
     }
 
-    Sandbox adopt(Vm vm, Runnable onClose) {
-        return new VmSandbox(vm, login, onClose);
+    /** Makes a started VM a sandbox: its egress set up (if it may reach anything), its commands the guest user's. */
+    Sandbox adopt(Vm vm, Session session, Runnable onClose) throws SandboxException {
+        EgressPolicy policy = EgressPolicy.parse(String.join(",", session.egress() != null ? session.egress() : options.egress()));
+        Egress egress = null;
+        if (!policy.isEmpty()) {
+            EgressLimits limits = EgressLimits.defaults();
+            if (options.egressMaxConnections().isPresent()) {
+                limits = limits.withMaxConnections(options.egressMaxConnections().getAsInt());
+            }
+            if (options.egressMaxBytes().isPresent()) {
+                limits = limits.withMaxBytes(options.egressMaxBytes().getAsLong(), options.egressMaxBytes().getAsLong());
+            }
+            try {
+                egress = Egress.start(vm.agent(), policy, limits, session.user());
+            } catch (IOException | RuntimeException e) {
+                vm.close();
+                onClose.run();
+                throw new SandboxException("cannot set up egress in VM " + vm.id() + ": " + e.getMessage(), e);
+            }
+        }
+        return new VmSandbox(vm, login, egress, onClose);
     }
 
     private Vm launch(String id, Consumer<Vm.Phase> progress) throws SandboxException {
@@ -345,6 +406,9 @@ public final class Sandboxes implements AutoCloseable {
         }
         if (o.scratchDiskMib().isPresent()) {
             c = c.withScratchMib(o.scratchDiskMib().getAsInt());
+        }
+        if (o.openNetwork()) {
+            c = c.withNetwork(Network.OPEN);
         }
         if (o.writableMib().isPresent()) {
             c = c.withRwsizeMib(o.writableMib().getAsInt());

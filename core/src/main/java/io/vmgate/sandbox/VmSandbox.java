@@ -8,6 +8,7 @@ import io.vmgate.exec.Execution;
 import io.vmgate.exec.ExitStatus;
 import io.vmgate.exec.GuestGoneException;
 import io.vmgate.exec.Pump;
+import io.vmgate.egress.Egress;
 import io.vmgate.vm.GuestLogin;
 import io.vmgate.vm.Vm;
 import java.io.ByteArrayOutputStream;
@@ -19,6 +20,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -31,14 +33,16 @@ final class VmSandbox implements Sandbox {
 
     private final Vm vm;
     private final GuestLogin login;
+    private final Egress egress; // null: no network
     private final Runnable onClose;
     private final CompletableFuture<String> lost = new CompletableFuture<>();
     private final AtomicBoolean closing = new AtomicBoolean();
     private final List<SshAccess> endpoints = new CopyOnWriteArrayList<>();
 
-    VmSandbox(Vm vm, GuestLogin login, Runnable onClose) {
+    VmSandbox(Vm vm, GuestLogin login, Egress egress, Runnable onClose) {
         this.vm = vm;
         this.login = login;
+        this.egress = egress;
         this.onClose = onClose;
         vm.exited().thenRun(() -> died("the VM exited"));
         vm.agent().disconnected().thenRun(() -> died("lost the connection to the VM's agent"));
@@ -93,7 +97,7 @@ final class VmSandbox implements Sandbox {
         }
         GuestProcess p;
         try {
-            p = vm.agent().start(Commands.spec(login, command));
+            p = vm.agent().start(Commands.spec(login, command, egress == null ? Map.of() : egress.environment()));
         } catch (AgentGoneException e) {
             throw gone(e);
         } catch (IllegalArgumentException e) {
@@ -226,6 +230,9 @@ final class VmSandbox implements Sandbox {
             return;
         }
         endpoints.forEach(SshAccess::close);
+        if (egress != null) {
+            egress.close();
+        }
         vm.close();
         onClose.run();
     }

@@ -4,6 +4,9 @@ import com.sun.net.httpserver.HttpServer;
 import com.sun.net.httpserver.HttpsConfigurator;
 import com.sun.net.httpserver.HttpsServer;
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetAddress;
@@ -20,13 +23,13 @@ import java.util.concurrent.Executors;
  * with the size of what it was sent; the same over HTTPS with a certificate of a {@link TestCa};
  * and a TCP echo server. Each on a free port; {@link #close()} stops them all.
  */
-final class HostServers implements AutoCloseable {
+public final class HostServers implements AutoCloseable {
     final HttpServer http;
     final HttpsServer https;
     final ServerSocket echo;
     private final ExecutorService pool = Executors.newCachedThreadPool();
 
-    HostServers(TestCa ca) throws Exception {
+    public HostServers(TestCa ca) throws Exception {
         http = serve(HttpServer.create(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 50));
         https = HttpsServer.create(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 50);
         https.setHttpsConfigurator(new HttpsConfigurator(ca.server()));
@@ -74,16 +77,34 @@ final class HostServers implements AutoCloseable {
         return server;
     }
 
-    int httpPort() {
+    public int httpPort() {
         return http.getAddress().getPort();
     }
 
-    int httpsPort() {
+    public int httpsPort() {
         return https.getAddress().getPort();
     }
 
-    int echoPort() {
+    public int echoPort() {
         return echo.getLocalPort();
+    }
+
+    /** Serves the files under {@code dir} at {@code prefix} over HTTP and HTTPS (a git repository's dumb HTTP protocol, say). */
+    public void serveFiles(String prefix, Path dir) {
+        for (HttpServer server : List.of(http, https)) {
+            server.createContext(prefix, x -> {
+                Path f = dir.resolve(x.getRequestURI().getPath().substring(prefix.length()).replaceFirst("^/+", "")).normalize();
+                if (!f.startsWith(dir) || !Files.isRegularFile(f)) {
+                    x.sendResponseHeaders(404, -1);
+                    x.close();
+                    return;
+                }
+                x.sendResponseHeaders(200, Files.size(f));
+                try (OutputStream o = x.getResponseBody()) {
+                    Files.copy(f, o);
+                }
+            });
+        }
     }
 
     private void echoLoop() {

@@ -16,13 +16,14 @@ import javax.net.ssl.TrustManagerFactory;
 /**
  * A certificate authority made at test time with the JDK's keytool, and a server certificate it
  * signed for {@code localhost} and {@code 127.0.0.1}: {@link #server()} for an HTTPS server on
- * the host's loopback, {@link #trust()} for a client that trusts this CA and nothing else.
+ * the host's loopback, {@link #trust()} for a client that trusts this CA and nothing else,
+ * {@link #caCertificate()} (PEM) for a guest to install.
  */
-final class TestCa {
+public final class TestCa {
     private static final String PASS = "changeit";
-    final Path dir;
+    public final Path dir;
 
-    TestCa(Path dir) throws IOException, InterruptedException {
+    public TestCa(Path dir) throws IOException, InterruptedException {
         this.dir = dir;
         keytool("-genkeypair", "-alias", "ca", "-keyalg", "EC", "-groupname", "secp256r1", "-dname", "CN=vmgate test CA",
                 "-ext", "bc:c", "-validity", "2", "-keystore", "ca.p12");
@@ -48,8 +49,13 @@ final class TestCa {
         }
     }
 
+    /** The CA's certificate, PEM. */
+    public Path caCertificate() {
+        return dir.resolve("ca.crt");
+    }
+
     /** The server's key and chain, for an HTTPS server. */
-    SSLContext server() throws Exception {
+    public SSLContext server() throws Exception {
         KeyStore ks = KeyStore.getInstance("PKCS12");
         try (InputStream in = Files.newInputStream(dir.resolve("server.p12"))) {
             ks.load(in, PASS.toCharArray());
@@ -62,7 +68,7 @@ final class TestCa {
     }
 
     /** Trusts this CA only. */
-    SSLContext trust() throws Exception {
+    public SSLContext trust() throws Exception {
         KeyStore ts = KeyStore.getInstance("PKCS12");
         ts.load(null, null);
         try (InputStream in = Files.newInputStream(dir.resolve("ca.crt"))) {
