@@ -74,7 +74,7 @@ class EgressSshIT {
         Path config = dir.resolve("serve.conf");
         Files.writeString(config, "egress.alice = 127.0.0.1:" + port + "\negress.bob =\n");
         try (ServeProcess server = ServeProcess.builder(dir).name("EgressSshIT-users").args("--config", config.toString()).start()) {
-            String get = "wget -q -T 10 -O - http://127.0.0.1:" + port + "/hello";
+            String get = "wget -q -O - http://127.0.0.1:" + port + "/hello";
             SshClientHelper.Result alice = server.ssh().withUser("alice").withTimeout(Duration.ofSeconds(120)).ssh(get);
             assertThat(alice.exitCode()).as(alice.toString()).isZero();
             assertThat(alice.out()).isEqualTo(hello(port));
@@ -86,7 +86,7 @@ class EgressSshIT {
             assertThat(bob.err()).containsIgnoringCase("refused");
 
             SshClientHelper.Result other = server.ssh().withUser("alice").withTimeout(Duration.ofSeconds(120))
-                    .ssh("wget -q -T 10 -O - http://127.0.0.1:" + servers.httpsPort() + "/hello");
+                    .ssh("wget -q -O - http://127.0.0.1:" + servers.httpsPort() + "/hello");
             assertThat(other.exitCode()).as("a port alice may not reach: %s", other).isNotZero();
             assertThat(other.err()).contains("403");
             assertThat(server.logLines("egress_denied")).anyMatch(l -> l.contains("user=alice") && l.contains("port=" + servers.httpsPort()));
@@ -114,7 +114,7 @@ class EgressSshIT {
         assertThat(rebound.exit()).as("a name resolving to loopback: %s", rebound.stderr()).isNotZero();
 
         Host.Result none = Host.run(List.of(VMGATE, "run", "--", "sh", "-c",
-                "env | grep -ci proxy; wget -q -T 10 -O - http://127.0.0.1:" + port + "/hello"), Map.of(), null, 300);
+                "env | grep -ci proxy; wget -q -O - http://127.0.0.1:" + port + "/hello"), Map.of(), null, 300);
         assertThat(none.exit()).as("no rule: no network").isNotZero();
         assertThat(none.out()).isEqualTo("0\n");
 
@@ -130,7 +130,7 @@ class EgressSshIT {
     void anOpenNetworkReachesTheHostThroughNat() throws Exception {
         int port = servers.httpPort();
         Host.Result r = Host.run(List.of(VMGATE, "run", "--net", "open", "--",
-                "wget", "-q", "-T", "20", "-O", "-", "http://10.0.2.2:" + port + "/hello"), Map.of(), null, 300);
+                "wget", "-q", "-O", "-", "http://10.0.2.2:" + port + "/hello"), Map.of(), null, 300);
         assertThat(r.exit()).as(r.stderr()).isZero();
         assertThat(r.out()).isEqualTo(hello(port));
     }
