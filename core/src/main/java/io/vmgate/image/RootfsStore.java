@@ -211,6 +211,15 @@ public final class RootfsStore {
         long t0 = System.nanoTime();
         String what = name != null ? "image " + name : source.describe();
         RootfsBuilder.Scan scan = null;
+        if (source instanceof RootfsSource.Entries e && e.key().isPresent()) {
+            Path existing = imagesDir().resolve(e.key().get());
+            if (Files.isRegularFile(existing.resolve(RootfsImage.PROPERTIES_FILE))) {
+                RootfsImage img = RootfsImage.load(existing);
+                log.debug("rootfs_cache_hit source=\"{}\" id={}", source.describe(), img.shortId());
+                progress.accept("already in the store as " + img.shortId());
+                return img;
+            }
+        }
         if (source instanceof RootfsSource.Directory d) {
             progress.accept("reading " + d.dir());
             scan = RootfsBuilder.scan(d.dir());
@@ -244,11 +253,14 @@ public final class RootfsStore {
                 case RootfsSource.Debian d -> b.fromEntries(sink -> DebianBootstrap.run(d, sink, work, progress), work);
                 case RootfsSource.Entries e -> b.fromEntries(e.producer(), work);
             };
-            String id = scan != null ? scan.key() : digest(built.disk());
+            ImageDefaults defaults = source instanceof RootfsSource.Entries e ? e.defaults() : ImageDefaults.NONE;
+            List<String> blobs = source instanceof RootfsSource.Entries e ? e.blobs() : List.of();
+            String id = scan != null ? scan.key()
+                    : source instanceof RootfsSource.Entries e && e.key().isPresent() ? e.key().get() : digest(built.disk());
             RootfsImage img = new RootfsImage(id, imagesDir().resolve(id), source.describe(), Instant.now(), Ext4.usedBytes(built.disk()),
-                    built.files(), RootfsBuilder.sftpServer(built.manifest()));
+                    built.files(), RootfsBuilder.sftpServer(built.manifest()), defaults, blobs);
             GuestRoot.save(work, built.manifest(), built.passwd(), built.group());
-            new RootfsImage(id, work, img.source(), img.created(), img.usedBytes(), img.files(), img.sftpServer()).write();
+            new RootfsImage(id, work, img.source(), img.created(), img.usedBytes(), img.files(), img.sftpServer(), defaults, blobs).write();
             for (Path debris : List.of(work.resolve("mmdebstrap-tmp"))) {
                 ImageStore.deleteTree(debris);
             }

@@ -96,7 +96,8 @@ class GuestLoginTest {
                 .hasMessageContaining("no user 'mallory'");
         assertThatThrownBy(() -> GuestLogin.resolve(debian.withWorkdir("/nope"))).hasMessageContaining("/nope is not a directory in image ffffffffffff");
         assertThatThrownBy(() -> debian.withWorkdir("relative")).isInstanceOf(IllegalArgumentException.class);
-        assertThatThrownBy(() -> debian.withGuestUser("a:b")).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> debian.withGuestUser("a:b:c")).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> debian.withGuestUser("-o")).isInstanceOf(IllegalArgumentException.class);
     }
 
     @Test
