@@ -35,7 +35,7 @@ import org.junit.jupiter.api.Test;
  */
 class LayeringTest {
     private static final List<String> PACKAGES = List.of("io.vmgate.cli", "io.vmgate.sandbox", "io.vmgate.ssh",
-            "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image", "io.vmgate.exec");
+            "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image", "io.vmgate.image.oci", "io.vmgate.exec");
 
     private static JavaClasses classes;
 

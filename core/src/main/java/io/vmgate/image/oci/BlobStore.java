@@ -252,7 +252,7 @@ public final class BlobStore {
         synchronized (LEASES) {
             Shared s = LEASES.get(lockFile);
             if (s == null) {
-                FileChannel ch = FileChannel.open(lockFile, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+                FileChannel ch = FileChannel.open(lockFile, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
                 FileLock l;
                 try {
                     l = ch.lock(0, Long.MAX_VALUE, true); // shared: pulls do not exclude each other
@@ -298,7 +298,7 @@ public final class BlobStore {
             if (LEASES.containsKey(lockFile)) {
                 return null;
             }
-            FileChannel ch = FileChannel.open(lockFile, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+            FileChannel ch = FileChannel.open(lockFile, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
             FileLock l;
             try {
                 l = ch.tryLock();

@@ -228,7 +228,7 @@ public final class OciImages {
                             progress.accept(label + ": " + LayerApplier.size(n) + " of " + LayerApplier.size(l.size()));
                         }
                     });
-                    progress.accept(label + ": fetched " + LayerApplier.size(l.size()) + " in "
+                    progress.accept(label + (announceCached ? ": fetched " : ": stored ") + LayerApplier.size(l.size()) + " in "
                             + String.format("%.1f s", (System.nanoTime() - t0) / 1e9));
                     return null;
                 }));
