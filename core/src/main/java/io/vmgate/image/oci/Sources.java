@@ -203,6 +203,10 @@ final class Sources {
             throw new OciException(what + ": it holds " + index.manifests().size() + " images: name one with " + spec.transport() + ":"
                     + spec.path() + ":TAG (tags: " + (tags.isEmpty() ? "none" : String.join(", ", tags)) + ")");
         }
+        if (chosen.platform().isPresent() && !chosen.platform().get().runsHere() && MediaTypes.MANIFESTS.contains(chosen.mediaType())) {
+            throw new OciException(what + ": the image tagged " + chosen.annotations().getOrDefault(REF_NAME, "(untagged)") + " is for "
+                    + chosen.platform().get() + "; vmgate's guests run " + Platform.LINUX_AMD64);
+        }
         byte[] top = f.manifest(chosen, "the manifest " + chosen.digest().shortForm());
         return new Resolution.Found(Resolution.resolve(what, top, Optional.of(chosen.mediaType()).filter(s -> !s.isEmpty()), chosen.digest(), f), f);
     }
