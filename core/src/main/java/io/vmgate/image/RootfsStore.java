@@ -9,7 +9,6 @@ import java.nio.channels.OverlappingFileLockException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryStream;
-import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
@@ -267,10 +266,14 @@ public final class RootfsStore {
             Files.delete(work.resolve(LOCK));
             try {
                 Files.move(work, img.directory(), StandardCopyOption.ATOMIC_MOVE);
-            } catch (FileAlreadyExistsException | java.nio.file.DirectoryNotEmptyException e) {
-                log.debug("rootfs_exists id={} (built concurrently)", img.shortId()); // same key, same content
             } catch (AtomicMoveNotSupportedException e) {
                 throw new IOException("the cache directory " + imagesDir() + " does not support atomic renames", e);
+            } catch (java.nio.file.FileSystemException e) {
+                // rename(2) says EEXIST or ENOTEMPTY when another build of the same key won: same key, same content
+                if (!Files.isRegularFile(img.directory().resolve(RootfsImage.PROPERTIES_FILE))) {
+                    throw e;
+                }
+                log.debug("rootfs_exists id={} (built concurrently)", img.shortId());
             }
             log.info("rootfs_built source=\"{}\" id={} used_bytes={} files={} ms={}", source.describe(), img.shortId(), img.usedBytes(),
                     img.files(), ms(t0));
