@@ -218,6 +218,7 @@ final class LayerApplier {
 
     static String size(long bytes) {
         return bytes >= (1L << 30) && bytes % (1L << 30) == 0 ? (bytes >> 30) + " GiB"
-                : bytes >= (1 << 20) ? String.format("%.1f MiB", bytes / 1048576.0) : bytes + " bytes";
+                : bytes >= (1 << 20) ? String.format("%.1f MiB", bytes / 1048576.0)
+                : bytes >= 1024 ? String.format("%.1f KiB", bytes / 1024.0) : bytes + " bytes";
     }
 }
