@@ -98,7 +98,7 @@ public record ImageReference(String registry, String repository, String tag, Opt
      */
     public String defaultName() {
         String last = repository.substring(repository.lastIndexOf('/') + 1);
-        String n = (tag.equals("latest") || digest.isPresent() && tag.equals("latest") ? last : last + "-" + tag)
+        String n = (tag.equals("latest") ? last : last + "-" + tag)
                 .toLowerCase(java.util.Locale.ROOT).replaceAll("[^a-z0-9._-]", "-");
         return n.length() > 64 ? n.substring(0, 64) : n;
     }
