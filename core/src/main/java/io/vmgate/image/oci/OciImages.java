@@ -10,6 +10,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -100,12 +101,19 @@ public final class OciImages {
     private final BlobStore blobs;
     private final Options options;
     private final Consumer<String> progress;
+    private Duration stall = RegistryClient.DEFAULT_STALL;
 
     public OciImages(Path cacheRoot, Options options, Consumer<String> progress) {
         this.store = new RootfsStore(cacheRoot);
         this.blobs = new BlobStore(cacheRoot);
         this.options = options;
         this.progress = progress;
+    }
+
+    /** For tests: how long a transfer may go without a byte before it is abandoned (default 60 s). */
+    OciImages stallTimeout(Duration d) {
+        this.stall = d;
+        return this;
     }
 
     public BlobStore blobStore() {
@@ -141,7 +149,7 @@ public final class OciImages {
         }
         String n = name.orElse(ref.defaultName());
         checkName(n);
-        RegistryClient client = new RegistryClient(Credentials.fromEnvironment(options.environment()), options.insecureRegistries());
+        RegistryClient client = new RegistryClient(Credentials.fromEnvironment(options.environment()), options.insecureRegistries(), stall);
         try (BlobStore.Lease ignored = lease()) {
             progress.accept("pulling " + ref);
             RegistryClient.Fetched top = client.manifest(ref, ref.manifestReference(), "the manifest " + ref.manifestReference());

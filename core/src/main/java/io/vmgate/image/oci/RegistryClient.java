@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import java.io.FilterInputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.net.ConnectException;
@@ -18,6 +19,12 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.LongConsumer;
 import javax.net.ssl.SSLException;
 import org.slf4j.Logger;
@@ -40,16 +47,27 @@ final class RegistryClient {
     private static final int MAX_ERROR_BODY = 64 << 10;
     private static final Duration REQUEST_TIMEOUT = Duration.ofSeconds(60);
 
+    /** A transfer with no byte for this long is abandoned: the JDK's client has no read timeout for a body. */
+    static final Duration DEFAULT_STALL = Duration.ofSeconds(60);
+    private static final ScheduledExecutorService WATCHDOG = Executors.newSingleThreadScheduledExecutor(
+            Thread.ofPlatform().daemon().name("oci-stall-watchdog").factory());
+
     private final HttpClient http;
     private final Credentials credentials;
     private final Set<String> insecure;
+    private final Duration stall;
     private final Map<String, String> authorization = new ConcurrentHashMap<>(); // per repository
 
     RegistryClient(Credentials credentials, Set<String> insecureRegistries) {
+        this(credentials, insecureRegistries, DEFAULT_STALL);
+    }
+
+    RegistryClient(Credentials credentials, Set<String> insecureRegistries, Duration stall) {
         this.http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(30)).followRedirects(HttpClient.Redirect.NEVER)
                 .version(HttpClient.Version.HTTP_1_1).build();
         this.credentials = credentials;
         this.insecure = Set.copyOf(insecureRegistries);
+        this.stall = stall;
     }
 
     /** A manifest or index as the registry sent it. */
@@ -111,7 +129,26 @@ final class RegistryClient {
         URI uri = base(ref).resolve(ref.repository() + "/blobs/" + d.digest());
         HttpResponse<InputStream> r = get(ref, uri, "*/*", what);
         long[] got = {0};
-        try (InputStream in = r.body()) {
+        AtomicLong lastRead = new AtomicLong(System.nanoTime());
+        AtomicBoolean stalled = new AtomicBoolean();
+        InputStream body = r.body();
+        ScheduledFuture<?> watch = WATCHDOG.scheduleAtFixedRate(() -> {
+            if (System.nanoTime() - lastRead.get() > stall.toNanos() && stalled.compareAndSet(false, true)) {
+                try {
+                    body.close(); // wakes the blocked read with an IOException
+                } catch (IOException ignored) {
+                    // closing is all we can do
+                }
+            }
+        }, Math.max(1, stall.toMillis() / 4), Math.max(1, stall.toMillis() / 4), TimeUnit.MILLISECONDS);
+        try (InputStream in = new FilterInputStream(body) {
+            @Override
+            public int read(byte[] b, int off, int len) throws IOException {
+                int n = super.read(b, off, len);
+                lastRead.set(System.nanoTime());
+                return n;
+            }
+        }) {
             if (r.statusCode() != 200) {
                 throw failure(ref, what, r);
             }
@@ -122,8 +159,11 @@ final class RegistryClient {
         } catch (OciException e) {
             throw new OciException(ref + ": " + what + ": " + e.getMessage(), e);
         } catch (IOException e) {
-            throw new OciException(ref + ": the connection dropped while fetching " + what + ", after about " + got[0] + " of its "
-                    + d.size() + " bytes (" + describe(e) + "); nothing of it was kept, complete layers were: pull again to resume", e);
+            throw new OciException(ref + ": the connection " + (stalled.get() ? "stalled (no data for " + stall.toSeconds() + " s)" : "dropped")
+                    + " while fetching " + what + ", after about " + got[0] + " of its " + d.size() + " bytes (" + describe(e)
+                    + "); nothing of it was kept, complete layers were: pull again to resume", e);
+        } finally {
+            watch.cancel(false);
         }
     }
 

@@ -254,6 +254,47 @@ class RegistryPullTest {
     }
 
     @Test
+    void aRegistryThatStallsMidBlobIsAbandoned() throws Exception {
+        needToken = false;
+        try (ServerSocket staller = new ServerSocket(0, 10, java.net.InetAddress.getLoopbackAddress())) {
+            List<Socket> held = new CopyOnWriteArrayList<>();
+            Thread.ofPlatform().daemon().start(() -> {
+                while (!staller.isClosed()) {
+                    try {
+                        Socket s = staller.accept();
+                        held.add(s);
+                        s.getInputStream().read(new byte[8192]);
+                        s.getOutputStream().write(("HTTP/1.1 200 OK\r\nContent-Length: " + base.size() + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+                        s.getOutputStream().write(base.blob(), 0, 1000);
+                        s.getOutputStream().flush(); // and then nothing, for ever
+                    } catch (IOException closed) {
+                        return;
+                    }
+                }
+            });
+            server.removeContext("/v2/");
+            server.createContext("/v2/", ex -> {
+                String path = ex.getRequestURI().getPath().substring(4);
+                if (path.contains("/blobs/" + base.digest())) {
+                    send(ex, 307, new byte[0], Map.of("Location", "http://127.0.0.1:" + staller.getLocalPort() + "/blob"));
+                } else if (path.contains("/manifests/")) {
+                    send(ex, 200, manifest, Map.of("Content-Type", MediaTypes.OCI_MANIFEST));
+                } else {
+                    byte[] b = blobs.get(path.substring(path.lastIndexOf('/') + 1));
+                    send(ex, b == null ? 404 : 200, b == null ? new byte[0] : b, Map.of());
+                }
+            });
+            OciImages impatient = oci(Map.of()).stallTimeout(java.time.Duration.ofSeconds(1));
+            assertThatThrownBy(() -> impatient.pull(host + "/app:v1", Optional.of("bad"))).isInstanceOf(OciException.class)
+                    .hasMessageContaining("the connection stalled (no data for 1 s) while fetching layer 1/2");
+            assertNoDebris();
+            for (Socket s : held) {
+                s.close();
+            }
+        }
+    }
+
+    @Test
     void twoPullsOfOneImageAtOnceBothSucceed() throws Exception {
         var pool = Executors.newFixedThreadPool(2);
         List<Future<RootfsImage>> pulls = new ArrayList<>();
