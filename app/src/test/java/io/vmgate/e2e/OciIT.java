@@ -165,6 +165,14 @@ class OciIT {
                 "sh", "-c", "id -u; pwd; cat /srv/app/mine");
         assertThat(asRoot.out()).as("--guest-user and --workdir over the config's").isEqualTo("0\n/\nsecret\n");
 
+        // The SSH front door over the Sandbox API: the same login, so the same env, working directory and user
+        var options = io.vmgate.sandbox.SandboxOptions.builder().image("it-pulled").cacheDirectory(cache).runtimeDirectory(runtimeRoot)
+                .snapshot(false).bootTimeout(java.time.Duration.ofSeconds(120)).build();
+        try (var sandbox = io.vmgate.sandbox.Sandbox.start(options); var ssh = sandbox.enableSsh()) {
+            Host.Result viaSsh = Host.run(ssh.command("echo \"$GREETING|$(pwd)|$(id -un)\""), Map.of(), null, 120);
+            assertThat(viaSsh.out()).as(viaSsh.stderr()).isEqualTo("hello from oci|/srv/app|app\n");
+        }
+
         Host.Result docker = vmgate("image", "pull", reg + "/test/app:docker", "--name", "it-docker-v2s2");
         assertThat(docker.exit()).as(docker.stderr()).isZero();
         Host.Result ls = vmgate("image", "ls");
