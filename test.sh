@@ -7,7 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/scripts/setup.sh"
 # libclang-rt-dev: the fuzzer and sanitizer runtimes, which clang only recommends.
 # libcap2-bin: setcap, for the root filesystem image tests' fixture.
 # prometheus (with promtool) and asciinema: real neighbours of ObservabilityIT (a scrape, a replay).
-ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang libclang-rt-dev python3 libcap2-bin prometheus asciinema
+# docker-registry, skopeo: OciIT's real registry on loopback and the image copies it pushes (the
+# package starts a registry on :5000 of its own; the test starts one on a free port).
+ensure_packages "${RUNTIME_PACKAGES[@]}" openssh-server tmux clang libclang-rt-dev python3 libcap2-bin prometheus asciinema \
+    docker-registry skopeo
 find_java
 cd "$VMGATE_HOME"
 echo "== guest agent: C tests and bounded fuzzing" >&2

@@ -13,16 +13,23 @@ against, and writes docs/benchmarks.md:
   ssh host 'dd if=/dev/zero bs=64k ...'   throughput (and busybox head -c, for reference)
   with --debian NAME: the Debian image's build time (built if NAME is missing, or with
   --debian-rebuild), its size, and raw QEMU boot and restore of a Debian VM beside the busybox one
+  with --oci (or --only-oci): `vmgate image pull` of a ~100 MB image from Debian's docker-registry on
+  loopback beside `skopeo copy` of it to a local directory, and `vmgate image import oci:` beside
+  `skopeo copy oci: dir:` (--only-oci measures just these and rewrites that section of the report)
 
   egress: a 100 MB download from an HTTP server on the host's loopback with busybox wget in a
           VM, through the agent's proxy (and through --net open), against curl on the host
 
-
-Usage: bench/bench.py [--runs N] [--cold-runs N] [--debian NAME [--debian-rebuild]] [--out docs/benchmarks.md]
-                      [--only-run | --only-egress]
+Usage: bench/bench.py [--runs N] [--cold-runs N] [--debian NAME [--debian-rebuild]] [--oci] [--out docs/benchmarks.md]
+                      [--only-run | --only-egress | --only-oci]
 """
 import argparse
+import gzip
+import hashlib
+import io
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +37,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -422,6 +430,149 @@ def egress_rows(work, runs=5, size=100 * 1024 * 1024):
     return r
 
 
+def oci_layout(path, data_layers=3, layer_mib=33):
+    """An OCI layout of a ~100 MB image: busybox as the base, then layers of random bytes (incompressible, so
+    ~100 MB also travel); gzip level 1. Returns its total blob size."""
+    blobs = os.path.join(path, "blobs", "sha256")
+    os.makedirs(blobs)
+
+    def put(b):
+        d = hashlib.sha256(b).hexdigest()
+        with open(os.path.join(blobs, d), "wb") as f:
+            f.write(b)
+        return "sha256:" + d
+
+    def tar(entries):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+            for name, kind, data in entries:
+                ti = tarfile.TarInfo(name)
+                ti.mtime = 1700000000
+                if kind == "dir":
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                    t.addfile(ti)
+                elif kind == "sym":
+                    ti.type, ti.linkname = tarfile.SYMTYPE, data
+                    t.addfile(ti)
+                else:
+                    ti.size, ti.mode = len(data), 0o755
+                    t.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    applets = subprocess.run(["/bin/busybox", "--list"], check=True, capture_output=True, text=True).stdout.split()
+    base = [("bin", "dir", None), ("etc", "dir", None), ("tmp", "dir", None), ("root", "dir", None),
+            ("bin/busybox", "file", open("/bin/busybox", "rb").read()),
+            ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n")]
+    base += [("bin/" + a, "sym", "busybox") for a in applets if a != "busybox"]
+    layer_tars = [tar(base)] + [tar([("data", "dir", None)] + [(f"data/{i}-{j}", "file", os.urandom(1 << 20))
+                                                              for j in range(layer_mib)]) for i in range(data_layers)]
+    layers, diff_ids = [], []
+    for t in layer_tars:
+        z = gzip.compress(t, compresslevel=1)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(z), "size": len(z)})
+        diff_ids.append("sha256:" + hashlib.sha256(t).hexdigest())
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config),
+                                      "size": len(config)}, "layers": layers}).encode()
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                "digest": put(manifest), "size": len(manifest),
+                                                "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump(index, f)
+    with open(os.path.join(path, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    return sum(l["size"] for l in layers) + len(config) + len(manifest)
+
+
+def oci_rows(args):
+    """`vmgate image pull` and `import` of a ~100 MB image beside `skopeo copy` of it to a local directory."""
+    work = tempfile.mkdtemp(prefix="vmgate-bench-oci-")
+    registry = None
+    try:
+        layout = os.path.join(work, "layout")
+        size = oci_layout(layout)
+        port = free_port()
+        cfg = os.path.join(work, "registry.yml")
+        with open(cfg, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {work}/registry-data\n"
+                    f"http:\n  addr: 127.0.0.1:{port}\n")
+        registry = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, 30)
+        env = dict(os.environ, HOME=os.path.join(work, "home"))  # skopeo's blob-info cache: its own
+        ref = f"127.0.0.1:{port}/bench/big:v1"
+        subprocess.run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{ref}"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        runs = [0]
+
+        def fresh(name):
+            runs[0] += 1
+            return os.path.join(work, f"{name}-{runs[0]}")
+
+        def vmgate(*cmd):
+            cache = fresh("cache")  # nothing cached: every blob fetched, every layer applied
+            try:
+                return timed([VMGATE, *cmd], env=dict(os.environ, VMGATE_CACHE=cache))
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+
+        def skopeo(src):
+            out = fresh("dir")
+            try:
+                return timed(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", src, f"dir:{out}"], env=env)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+
+        n = max(3, args.runs // 4)
+        d = {"size": size}
+        d["pull"], d["skopeo_pull"] = measure_pair(
+            ["vmgate image pull (loopback registry)", "skopeo copy docker:// dir: (same image)"], n,
+            [lambda: vmgate("image", "pull", ref, "--name", "big"), lambda: skopeo(f"docker://{ref}")])
+        d["import"], d["skopeo_import"] = measure_pair(
+            ["vmgate image import oci:", "skopeo copy oci: dir: (same image)"], n,
+            [lambda: vmgate("image", "import", f"oci:{layout}:v1", "--name", "big"), lambda: skopeo(f"oci:{layout}:v1")])
+        print(f"ratios: pull / skopeo {d['pull']['median'] / d['skopeo_pull']['median']:.2f}, "
+              f"import / skopeo {d['import']['median'] / d['skopeo_import']['median']:.2f}", file=sys.stderr)
+        return d
+    finally:
+        if registry:
+            registry.terminate()
+            registry.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def oci_section(d):
+    ms = lambda x: f"{x * 1000:.0f} ms"
+    out = ["## OCI images: pull and import\n\n",
+           f"A {d['size'] / 1e6:.0f} MB image (busybox, then three layers of 33 MiB of random bytes, gzip), pushed by skopeo "
+           "to Debian's docker-registry on loopback. Every run starts from an empty cache (`VMGATE_CACHE`) or an empty "
+           "directory: vmgate fetches every blob, checks its digest, applies the layers and writes the read-only ext4 "
+           "image (debugfs, e2fsck); skopeo only stores the blobs. Runs alternate, and include vmgate's JVM start-up.\n\n",
+           "| what | runs | median | p95 |\n|---|---|---|---|\n"]
+    for k in ["pull", "skopeo_pull", "import", "skopeo_import"]:
+        out.append(f"| {d[k]['name']} | {d[k]['n']} | {ms(d[k]['median'])} | {ms(d[k]['p95'])} |\n")
+    out.append(f"\nRatios: `vmgate image pull` / `skopeo copy docker:// dir:` "
+               f"{d['pull']['median'] / d['skopeo_pull']['median']:.2f}; `vmgate image import oci:` / `skopeo copy oci: dir:` "
+               f"{d['import']['median'] / d['skopeo_import']['median']:.2f}.\n")
+    return "".join(out)
+
+
+def write_oci_section(path, d):
+    """Puts the OCI section into an existing report (replacing an older one), before the ratios."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    section = oci_section(d)
+    text = re.sub(r"## OCI images: pull and import\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n") + "\n"
+    if "\n## Ratios against the floors" in text:
+        head, tail = text.split("\n## Ratios against the floors", 1)
+        text = head.rstrip("\n") + "\n\n" + section + "\n## Ratios against the floors" + tail
+    else:
+        text += "\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote the OCI section of {path}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -433,7 +584,13 @@ def main():
     ap.add_argument("--debian-rebuild", action="store_true", help="time a fresh build of --debian NAME")
     ap.add_argument("--only-egress", action="store_true",
                     help="measure only the egress download rows; print them, write no report")
+    ap.add_argument("--oci", action="store_true", help="also measure OCI image pull and import against skopeo")
+    ap.add_argument("--only-oci", action="store_true",
+                    help="measure only the OCI rows and rewrite that section of the existing report")
     args = ap.parse_args()
+    if args.only_oci:
+        write_oci_section(args.out, oci_rows(args))
+        return
     work = tempfile.mkdtemp(prefix="vmgate-bench-work-")
     key = os.path.join(work, "id")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
@@ -487,6 +644,8 @@ def main():
             srv.close()
     if args.debian:
         r["debian"] = debian_rows(args)
+    if args.oci:
+        r["oci"] = oci_rows(args)
     r["raw_tput"] = statistics.median([raw_throughput() for _ in range(3)])
     r["raw_pipe_tput"] = statistics.median([raw_throughput(piped=True) for _ in range(3)])
     print(f"throughput: ssh {r['ssh_tput'] / 1e6:.1f} MB/s, raw virtio-serial {r['raw_tput'] / 1e6:.1f} MB/s", file=sys.stderr)
@@ -578,6 +737,8 @@ def write_report(args, r):
             f.write(f"\nRatios: Debian / busybox cold boot {d['boot_debian']['median'] / d['boot_busybox']['median']:.2f}, "
                     f"restore {d['restore_debian']['median'] / d['restore_busybox']['median']:.2f}. The Debian VM also "
                     "loads virtio_blk and mounts its read-only ext4 disk at boot; a restore finds both done.\n")
+        if "oci" in r:
+            f.write("\n" + oci_section(r["oci"]))
         f.write("\n## Ratios against the floors (medians)\n\n| ratio | value | bar | met |\n|---|---|---|---|\n")
         for name, ratio, bar in rows:
             f.write(f"| {name} | {ratio:.2f} | {bar} | {meets(ratio, bar)} |\n")

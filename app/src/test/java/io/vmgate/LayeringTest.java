@@ -36,7 +36,7 @@ import org.junit.jupiter.api.Test;
  */
 class LayeringTest {
     private static final List<String> PACKAGES = List.of("io.vmgate.cli", "io.vmgate.metrics", "io.vmgate.control",
-            "io.vmgate.sandbox", "io.vmgate.ssh", "io.vmgate.egress", "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image",
+            "io.vmgate.sandbox", "io.vmgate.ssh", "io.vmgate.egress", "io.vmgate.vm.qemu", "io.vmgate.vm", "io.vmgate.agent", "io.vmgate.image", "io.vmgate.image.oci",
             "io.vmgate.record", "io.vmgate.exec", "io.vmgate.text");
 
     private static JavaClasses classes;

@@ -22,10 +22,10 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-/** {@code vmgate image build|ls|rm|prune|info|warm}: the built-in image and the named root filesystem images. */
+/** {@code vmgate image build|import|pull|ls|rm|prune|info|warm}: the built-in image and the named root filesystem images. */
 @Command(name = "image", description = "Build, list and remove images.", mixinStandardHelpOptions = true,
-        subcommands = {ImageCommand.Build.class, ImageCommand.Ls.class, ImageCommand.Rm.class, ImageCommand.Prune.class,
-                ImageCommand.Info.class, ImageCommand.Warm.class, ImageCommand.QemuArgs.class})
+        subcommands = {ImageCommand.Build.class, OciCommands.Import.class, OciCommands.Pull.class, ImageCommand.Ls.class,
+                ImageCommand.Rm.class, ImageCommand.Prune.class, ImageCommand.Info.class, ImageCommand.Warm.class, ImageCommand.QemuArgs.class})
 final class ImageCommand {
     private static final DateTimeFormatter WHEN = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm").withZone(ZoneId.systemDefault());
 
@@ -97,20 +97,21 @@ final class ImageCommand {
             List<CachePruner.Template> templates = new CachePruner(cache).templates();
             Map<String, String> names = store.names();
             int width = Math.max(12, names.keySet().stream().mapToInt(String::length).max().orElse(0));
-            String fmt = "%-" + width + "s %-44s %9s  %-16s %9s  %s%n";
-            System.out.printf(fmt, "NAME", "SOURCE", "SIZE", "CREATED", "TEMPLATES", "IN USE");
+            String fmt = "%-" + width + "s %-44s %9s  %-16s %9s  %-8s  %s%n";
+            System.out.printf(fmt, "NAME", "SOURCE", "SIZE", "CREATED", "TEMPLATES", "IN USE", "COMMAND");
             ImageStore.atDefaultLocation().lastResolved().ifPresent(img -> {
                 long n = templates.stream().filter(t -> t.rootfsId().isEmpty() && t.imageKey().map(img.contentHash()::equals).orElse(false)).count();
                 long size = size(img.kernel()) + size(img.initrd());
                 System.out.printf(fmt, "(built-in)", "busybox, kernel " + img.kernelRelease(), mib(size), created(img.directory()), n,
-                        users(img.directory()));
+                        users(img.directory()), "-");
             });
             for (RootfsImage img : store.images()) {
                 List<String> its = names.entrySet().stream().filter(e -> e.getValue().equals(img.id())).map(Map.Entry::getKey).toList();
                 long n = templates.stream().filter(t -> t.rootfsId().map(img.id()::equals).orElse(false)).count();
                 String name = its.isEmpty() ? "-" : String.join(",", its);
                 System.out.printf(fmt, name, cut(img.source(), 44) + "", mib(img.usedBytes()), WHEN.format(img.created()), n,
-                        users(img.directory()) + (its.isEmpty() ? "  id " + img.shortId() : ""));
+                        users(img.directory()) + (its.isEmpty() ? "  id " + img.shortId() : ""),
+                        img.defaults().command().isEmpty() ? "-" : cut(OciCommands.command(img.defaults().command()), 40));
             }
             return 0;
         }
@@ -227,6 +228,17 @@ final class ImageCommand {
                 System.out.println("created:        " + r.created());
                 System.out.println("sftp-server:    " + r.sftpServer().orElse("none (vmgate's own is used)"));
                 System.out.println("login users:    " + String.join(", ", r.root().users()));
+                var d = r.defaults();
+                if (!d.isEmpty()) {
+                    System.out.println("entrypoint:     " + (d.entrypoint().isEmpty() ? "-" : OciCommands.command(d.entrypoint())));
+                    System.out.println("cmd:            " + (d.cmd().isEmpty() ? "-" : OciCommands.command(d.cmd())));
+                    System.out.println("user:           " + d.user().orElse("- (root)"));
+                    System.out.println("workdir:        " + d.workdir().orElse("-"));
+                    d.env().forEach(e -> System.out.println("env:            " + e));
+                }
+                if (!r.blobs().isEmpty()) {
+                    System.out.println("blobs:          " + r.blobs().size() + " (" + r.blobs().getFirst() + " first)");
+                }
                 return 0;
             }
             Image img = ImageStore.atDefaultLocation().defaultImage();

@@ -65,29 +65,32 @@ final class RunCommand implements java.util.concurrent.Callable<Integer> {
         startup.add(new Sandbox.Phase("options_parsed", System.nanoTime()));
         Logging.configure(Logging.Format.text, verbose ? "INFO" : "ERROR");
         boolean stdinIsTerminal = Terminal.isTerminal(0);
-        Command cmd;
+        Command cmd = null;
         boolean feedStdin = true;
-        if (!command.isEmpty()) {
-            cmd = Command.of(command);
-        } else if (!stdinIsTerminal) {
-            String input = new String(System.in.readAllBytes(), StandardCharsets.UTF_8);
-            cmd = Command.of(CommandList.argv(input));
-            feedStdin = false;
-        } else {
-            cmd = Command.login();
-            tty = true;
-        }
-        cmd = cmd.env(parseEnv(env));
         int[] size = null;
-        if (tty) {
-            size = stdinIsTerminal ? Terminal.size() : null;
-            String term = System.getenv().getOrDefault("TERM", "xterm");
-            cmd = cmd.pty(Pty.of(term, size != null ? size[0] : 0, size != null ? size[1] : 0));
-        }
-
+        Map<String, String> extraEnv = parseEnv(env);
         Sandbox sandbox;
         try (Sandboxes engine = Sandboxes.builder(vmOptions.options()).abandonStartsOnExit()
                 .buildProgress(ImageCommand.progress("rootfs")).build()) {
+            // No command: the image's own (an OCI image's Entrypoint + Cmd, stdin passed on), else commands
+            // from stdin, else a login shell.
+            if (!command.isEmpty() || !engine.imageCommand().isEmpty()) {
+                cmd = Command.of(command.isEmpty() ? engine.imageCommand() : command);
+                tty |= command.isEmpty() && stdinIsTerminal;
+            } else if (!stdinIsTerminal) {
+                String input = new String(System.in.readAllBytes(), StandardCharsets.UTF_8);
+                cmd = Command.of(CommandList.argv(input));
+                feedStdin = false;
+            } else {
+                cmd = Command.login();
+                tty = true;
+            }
+            cmd = cmd.env(extraEnv);
+            if (tty) {
+                size = stdinIsTerminal ? Terminal.size() : null;
+                String term = System.getenv().getOrDefault("TERM", "xterm");
+                cmd = cmd.pty(Pty.of(term, size != null ? size[0] : 0, size != null ? size[1] : 0));
+            }
             EarlyVm.Taken early = EarlyVm.take(engine, vmId());
             if (early != null) {
                 startup.add(new Sandbox.Phase("image_ready", early.imageReadyNanos()));

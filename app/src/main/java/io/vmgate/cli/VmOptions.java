@@ -22,8 +22,9 @@ final class VmOptions {
             description = "A root filesystem tree on this host as the guest's root (read-only, never modified; made into an image on first use).")
     Path rootfs;
 
-    @Option(names = "--guest-user", paramLabel = "NAME", defaultValue = "root",
-            description = "The guest user commands run as, from the image's /etc/passwd (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--guest-user", paramLabel = "USER",
+            description = "The guest user commands run as (NAME, UID, NAME:GROUP or UID:GID), from the image's /etc/passwd "
+                    + "(default: the image's own user, an OCI image's User, else root).")
     String guestUser;
 
     @Option(names = "--workdir", paramLabel = "DIR", description = "Where commands start in the guest (default: the guest user's home).")

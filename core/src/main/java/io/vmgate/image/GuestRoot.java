@@ -45,20 +45,46 @@ public record GuestRoot(Manifest manifest, Optional<String> passwd, Optional<Str
     }
 
     /**
-     * The user {@code name}, with a shell that exists in the image. Errors name the image and say
-     * what is missing: the user, or their shell.
+     * The user a spec names, with a shell that exists in the image. The spec is what
+     * {@code --guest-user} and an OCI image's {@code User} say, with container runtimes' meaning:
+     * {@code NAME} or {@code UID} (a uid the image's /etc/passwd does not list is that uid with gid 0,
+     * home / and /bin/sh), optionally {@code :GROUP} or {@code :GID} for the primary group (a group
+     * name from /etc/group); supplementary groups come from /etc/group as for a login. Errors name
+     * the image and say what is missing: the user, the group, or the user's shell.
      */
-    public GuestUser user(String name) throws ImageException {
+    public GuestUser user(String spec) throws ImageException {
+        int colon = spec.indexOf(':');
+        String name = colon < 0 ? spec : spec.substring(0, colon);
+        Optional<String> groupSpec = colon < 0 ? Optional.empty() : Optional.of(spec.substring(colon + 1));
+        Optional<Long> uid = numeric(name);
         GuestUser u;
         if (passwd.isEmpty()) {
-            if (!name.equals("root")) {
-                throw new ImageException(describe + " has no /etc/passwd, so it has no user " + name + " (only root can log in)");
+            if (uid.isPresent()) {
+                u = anonymous(uid.get());
+            } else if (!name.equals("root")) {
+                throw new ImageException(describe + " has no /etc/passwd, so it has no user " + name + " (only root or a numeric uid can log in)");
+            } else {
+                u = GuestUser.ROOT;
             }
-            u = GuestUser.ROOT;
         } else {
-            u = GuestUser.parse(passwd.get(), group.orElse(""), name).orElseThrow(() -> new ImageException(
+            Optional<GuestUser> found = GuestUser.parse(passwd.get(), group.orElse(""), name);
+            if (found.isEmpty() && uid.isPresent()) {
+                found = GuestUser.byUid(passwd.get(), group.orElse(""), uid.get());
+            }
+            if (found.isEmpty() && uid.isPresent()) {
+                found = Optional.of(anonymous(uid.get()));
+            }
+            u = found.orElseThrow(() -> new ImageException(
                     "no user '" + name + "' in the /etc/passwd of " + describe + " (users with a shell: "
                             + String.join(", ", GuestUser.loginNames(passwd.get()).stream().limit(12).toList()) + ")"));
+        }
+        if (groupSpec.isPresent()) {
+            long gid = numeric(groupSpec.get()).isPresent() ? numeric(groupSpec.get()).get()
+                    : GuestUser.groupId(group.orElse(""), groupSpec.get()).orElseThrow(() -> new ImageException(
+                            "no group '" + groupSpec.get() + "' in the /etc/group of " + describe));
+            List<Long> groups = new java.util.ArrayList<>(List.of(gid));
+            u.groups().stream().skip(1).filter(g -> g != gid).forEach(groups::add);
+            u = new GuestUser(u.name(), u.uid(), gid, groups, u.home(), u.shell());
         }
         Optional<Manifest.Entry> shell = manifest.lookup(u.shell());
         if (shell.isEmpty() || !shell.get().isExecutableFile()) {
@@ -66,6 +92,26 @@ public record GuestRoot(Manifest manifest, Optional<String> passwd, Optional<Str
                     + describe + " (install it in the image, or change the user's shell in its /etc/passwd)");
         }
         return u;
+    }
+
+    /** A uid the image does not list: as container runtimes run it, gid 0, home /, and /bin/sh for vmgate's shells. */
+    private static GuestUser anonymous(long uid) {
+        return new GuestUser(Long.toString(uid), uid, 0, List.of(0L), "/", "/bin/sh");
+    }
+
+    private static Optional<Long> numeric(String s) throws ImageException {
+        if (s.isEmpty() || !s.chars().allMatch(Character::isDigit)) {
+            return Optional.empty();
+        }
+        try {
+            long v = Long.parseLong(s);
+            if (v <= FsEntry.MAX_ID) {
+                return Optional.of(v);
+            }
+        } catch (NumberFormatException e) {
+            // too long: out of range below
+        }
+        throw new ImageException("'" + s + "' is not a valid uid or gid (at most " + FsEntry.MAX_ID + ")");
     }
 
     /** True if the path leads (symlinks followed) to a directory in the image. */

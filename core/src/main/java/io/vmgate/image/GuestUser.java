@@ -58,6 +58,28 @@ public record GuestUser(String name, long uid, long gid, List<Long> groups, Stri
         return Optional.empty();
     }
 
+    /** The first user of passwd text with this uid, as {@link #parse} reads them. */
+    static Optional<GuestUser> byUid(String passwd, String group, long uid) throws ImageException {
+        for (String line : passwd.split("\n")) {
+            String[] f = line.split(":", -1);
+            if (f.length >= 7 && f[2].equals(Long.toString(uid))) {
+                return parse(passwd, group, f[0]);
+            }
+        }
+        return Optional.empty();
+    }
+
+    /** A group's gid by name from group(5) text. */
+    static Optional<Long> groupId(String group, String name) throws ImageException {
+        for (String g : group.split("\n")) {
+            String[] gf = g.split(":", -1);
+            if (gf.length >= 3 && gf[0].equals(name)) {
+                return Optional.of(id(gf[2], "gid of group " + name, name));
+            }
+        }
+        return Optional.empty();
+    }
+
     /** Names of the users in passwd text that have a real shell, for "did you mean" messages. */
     static List<String> loginNames(String passwd) {
         List<String> names = new ArrayList<>();

@@ -208,13 +208,23 @@ public final class RootfsBuilder {
             }
 
             @Override
-            public void remove(String path) throws IOException {
+            public void remove(String path) throws IOException, ImageException {
                 staging.remove(path);
             }
 
             @Override
-            public void clearDirectory(String path) throws IOException {
+            public void clearDirectory(String path) throws IOException, ImageException {
                 staging.clearDirectory(path);
+            }
+
+            @Override
+            public void beginLayer() {
+                staging.beginLayer();
+            }
+
+            @Override
+            public void ensureDirectory(String path) throws ImageException {
+                staging.ensureDirectory(path, System.currentTimeMillis() / 1000);
             }
         });
         Manifest manifest = staging.manifest();

@@ -3,6 +3,7 @@ package io.vmgate.image;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Optional;
 
 /** Where a root filesystem image comes from. */
 public sealed interface RootfsSource {
@@ -34,10 +35,28 @@ public sealed interface RootfsSource {
     }
 
     /**
-     * Entries written by a producer: tar streams applied in order, later OCI layers with their
-     * whiteouts ({@link TreeSink#remove}).
+     * Entries written by a producer: tar streams applied in order, OCI layers with their whiteouts
+     * ({@link TreeSink#remove}).
+     *
+     * @param key      when the same key always means the same tree (an OCI manifest's digest and the
+     *                 import's options), a 64-hex-digit id under which the image is found again instead
+     *                 of rebuilt; empty: every build is new
+     * @param defaults how the image wants its processes run, kept with it
+     * @param blobs    digests of the blobs it is made from, kept by {@code prune} while it stays
      */
-    record Entries(String description, Producer producer) implements RootfsSource {
+    record Entries(String description, Optional<String> key, ImageDefaults defaults, List<String> blobs, Producer producer)
+            implements RootfsSource {
+        public Entries {
+            blobs = List.copyOf(blobs);
+            if (key.isPresent() && !key.get().matches("[0-9a-f]{64}")) {
+                throw new IllegalArgumentException("an image key is 64 lowercase hex digits, not '" + key.get() + "'");
+            }
+        }
+
+        public Entries(String description, Producer producer) {
+            this(description, Optional.empty(), ImageDefaults.NONE, List.of(), producer);
+        }
+
         public String describe() {
             return description;
         }
@@ -54,10 +73,23 @@ public sealed interface RootfsSource {
         void add(FsEntry entry, java.io.InputStream content) throws IOException, ImageException;
 
         /** Removes a path and everything below it (a whiteout {@code .wh.NAME}); absent paths are ignored. */
-        void remove(String path) throws IOException;
+        void remove(String path) throws IOException, ImageException;
 
         /** Empties a directory, keeping it (an opaque whiteout {@code .wh..wh..opq}). */
-        void clearDirectory(String path) throws IOException;
+        void clearDirectory(String path) throws IOException, ImageException;
+
+        /**
+         * What follows is one more OCI layer: a parent that is a symlink is followed inside the
+         * image's root (as container runtimes do), and whiteouts spare what this layer adds.
+         */
+        void beginLayer();
+
+        /**
+         * Makes a root-owned 0755 directory (with missing parents) unless the path, symlinks
+         * followed, already leads to something; an existing entry is left as it is. For an OCI
+         * image's WorkingDir, which container runtimes make when it is missing.
+         */
+        void ensureDirectory(String path) throws ImageException;
 
         /** Applies a whole tar stream, entry by entry. */
         default void addTar(java.io.InputStream tar) throws IOException, ImageException {

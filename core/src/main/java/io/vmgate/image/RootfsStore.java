@@ -9,7 +9,6 @@ import java.nio.channels.OverlappingFileLockException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryStream;
-import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
@@ -211,6 +210,15 @@ public final class RootfsStore {
         long t0 = System.nanoTime();
         String what = name != null ? "image " + name : source.describe();
         RootfsBuilder.Scan scan = null;
+        if (source instanceof RootfsSource.Entries e && e.key().isPresent()) {
+            Path existing = imagesDir().resolve(e.key().get());
+            if (Files.isRegularFile(existing.resolve(RootfsImage.PROPERTIES_FILE))) {
+                RootfsImage img = RootfsImage.load(existing);
+                log.debug("rootfs_cache_hit source=\"{}\" id={}", source.describe(), img.shortId());
+                progress.accept("already in the store as " + img.shortId());
+                return img;
+            }
+        }
         if (source instanceof RootfsSource.Directory d) {
             progress.accept("reading " + d.dir());
             scan = RootfsBuilder.scan(d.dir());
@@ -244,21 +252,28 @@ public final class RootfsStore {
                 case RootfsSource.Debian d -> b.fromEntries(sink -> DebianBootstrap.run(d, sink, work, progress), work);
                 case RootfsSource.Entries e -> b.fromEntries(e.producer(), work);
             };
-            String id = scan != null ? scan.key() : digest(built.disk());
+            ImageDefaults defaults = source instanceof RootfsSource.Entries e ? e.defaults() : ImageDefaults.NONE;
+            List<String> blobs = source instanceof RootfsSource.Entries e ? e.blobs() : List.of();
+            String id = scan != null ? scan.key()
+                    : source instanceof RootfsSource.Entries e && e.key().isPresent() ? e.key().get() : digest(built.disk());
             RootfsImage img = new RootfsImage(id, imagesDir().resolve(id), source.describe(), Instant.now(), Ext4.usedBytes(built.disk()),
-                    built.files(), RootfsBuilder.sftpServer(built.manifest()));
+                    built.files(), RootfsBuilder.sftpServer(built.manifest()), defaults, blobs);
             GuestRoot.save(work, built.manifest(), built.passwd(), built.group());
-            new RootfsImage(id, work, img.source(), img.created(), img.usedBytes(), img.files(), img.sftpServer()).write();
+            new RootfsImage(id, work, img.source(), img.created(), img.usedBytes(), img.files(), img.sftpServer(), defaults, blobs).write();
             for (Path debris : List.of(work.resolve("mmdebstrap-tmp"))) {
                 ImageStore.deleteTree(debris);
             }
             Files.delete(work.resolve(LOCK));
             try {
                 Files.move(work, img.directory(), StandardCopyOption.ATOMIC_MOVE);
-            } catch (FileAlreadyExistsException | java.nio.file.DirectoryNotEmptyException e) {
-                log.debug("rootfs_exists id={} (built concurrently)", img.shortId()); // same key, same content
             } catch (AtomicMoveNotSupportedException e) {
                 throw new IOException("the cache directory " + imagesDir() + " does not support atomic renames", e);
+            } catch (java.nio.file.FileSystemException e) {
+                // rename(2) says EEXIST or ENOTEMPTY when another build of the same key won: same key, same content
+                if (!Files.isRegularFile(img.directory().resolve(RootfsImage.PROPERTIES_FILE))) {
+                    throw e;
+                }
+                log.debug("rootfs_exists id={} (built concurrently)", img.shortId());
             }
             log.info("rootfs_built source=\"{}\" id={} used_bytes={} files={} ms={}", source.describe(), img.shortId(), img.usedBytes(),
                     img.files(), ms(t0));

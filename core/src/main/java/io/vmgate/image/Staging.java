@@ -9,8 +9,10 @@ import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.NavigableMap;
+import java.util.NavigableSet;
 import java.util.Optional;
 import java.util.TreeMap;
+import java.util.TreeSet;
 
 /**
  * A root filesystem being assembled from entries (a tar stream, later OCI layers): the tree and
@@ -24,6 +26,13 @@ import java.util.TreeMap;
  * <p>A later entry replaces an earlier one at the same path, as tar and layered images expect;
  * {@link #remove} deletes one (a whiteout). A path's parents must be directories: an entry under
  * a symlink, a file or a device is refused.
+ *
+ * <p>After {@link #beginLayer()} the entries are an OCI layer's, with container runtimes' rules
+ * (containerd's, runc's): a parent that is a symlink is followed, inside the image's root only (an
+ * absolute target starts at the image's root, ".." stops there), so {@code etc -> /elsewhere}
+ * followed by {@code etc/passwd} writes {@code elsewhere/passwd} of the image, never anything of the
+ * host; and whiteouts ({@link #remove}, {@link #clearDirectory}) hide only what earlier layers
+ * made, never what the current layer adds, in whatever order its entries come.
  */
 final class Staging {
     /** One inode; hard links share one node. */
@@ -38,9 +47,13 @@ final class Staging {
         }
     }
 
+    /** As the kernel's path walk: more symlinks than this on one path is a loop. */
+    static final int MAX_SYMLINKS = 40;
+
     private final Path dir;
     private final NavigableMap<String, Node> tree = new TreeMap<>();
     private long nextContent;
+    private NavigableSet<String> layerPaths; // null outside layer mode; else what the current layer added
 
     /** Creates the content directory, which must not exist. */
     Staging(Path dir, long rootMtime) throws IOException {
@@ -53,8 +66,26 @@ final class Staging {
         return dir;
     }
 
+    /** From now on entries are one more OCI layer's (see the class comment); called before each layer. */
+    void beginLayer() {
+        layerPaths = new TreeSet<>();
+    }
+
     /** Adds one entry; {@code content} supplies exactly {@code e.size()} bytes of a FILE. */
     void add(FsEntry e, InputStream content) throws IOException, ImageException {
+        if (layerPaths != null) {
+            String p = resolveParents(e.path());
+            if (e.type() == FsEntry.Type.HARDLINK) {
+                String target = resolveParents(e.linkTarget());
+                e = new FsEntry(p, e.type(), e.mode(), e.uid(), e.gid(), e.size(), e.mtime(), target, e.devMajor(), e.devMinor(), e.xattrs());
+            } else if (!p.equals(e.path())) {
+                e = new FsEntry(p, e.type(), e.mode(), e.uid(), e.gid(), e.size(), e.mtime(), e.linkTarget(), e.devMajor(), e.devMinor(),
+                        e.xattrs());
+            }
+            for (String q = p; !q.isEmpty() && layerPaths.add(q); q = parentOf(q)) {
+                // the path and its parents are this layer's now: whiteouts of this layer spare them
+            }
+        }
         String p = e.path();
         if (p.isEmpty()) {
             if (e.type() != FsEntry.Type.DIRECTORY) {
@@ -103,11 +134,17 @@ final class Staging {
         put(p, node);
     }
 
-    /** Removes a path and, for a directory, everything below it. Absent paths are ignored. */
-    void remove(String path) throws IOException {
+    /**
+     * Removes a path and, for a directory, everything below it. Absent paths are ignored. In layer
+     * mode, what the current layer added stays (with the directories above it).
+     */
+    void remove(String path) throws IOException, ImageException {
         String p = FsEntry.normalize(path);
         if (p.isEmpty()) {
             throw new IllegalArgumentException("cannot remove the root");
+        }
+        if (layerPaths != null) {
+            p = resolveParents(p);
         }
         Node n = tree.get(p);
         if (n == null) {
@@ -116,6 +153,9 @@ final class Staging {
         List<String> gone = new ArrayList<>(List.of(p));
         if (n.entry.type() == FsEntry.Type.DIRECTORY) {
             gone.addAll(tree.subMap(p + "/", true, p + "0", false).keySet()); // '0' sorts right after '/'
+        }
+        if (layerPaths != null) {
+            gone.removeAll(layerPaths.subSet(p, true, p + "0", false)); // this layer's own, and the parents they need
         }
         for (String g : gone) {
             Node x = tree.remove(g);
@@ -126,14 +166,97 @@ final class Staging {
     }
 
     /** Removes everything below a directory, keeping the directory (an OCI opaque whiteout). */
-    void clearDirectory(String path) throws IOException {
+    void clearDirectory(String path) throws IOException, ImageException {
         String p = FsEntry.normalize(path);
+        if (layerPaths != null && !p.isEmpty()) {
+            p = resolveParents(p);
+            Node n = tree.get(p);
+            if (n != null && n.entry.type() == FsEntry.Type.SYMLINK) {
+                p = resolveParents(p + "/x"); // the directory a symlink leads to
+                p = p.lastIndexOf('/') < 0 ? "" : p.substring(0, p.lastIndexOf('/'));
+            }
+        }
         String prefix = p.isEmpty() ? "" : p + "/";
         for (String child : List.copyOf(p.isEmpty() ? tree.tailMap("", false).keySet() : tree.subMap(prefix, true, p + "0", false).keySet())) {
             if (tree.containsKey(child) && child.indexOf('/', prefix.length()) < 0) {
                 remove(child);
             }
         }
+    }
+
+    /**
+     * Makes a directory (root-owned, 0755, and its missing parents) unless the path, symlinks
+     * followed inside the tree, already leads to something: what a container runtime does for an
+     * image's WorkingDir. An existing entry is left exactly as it is.
+     */
+    void ensureDirectory(String path, long mtime) throws ImageException {
+        String p = FsEntry.normalize(path);
+        if (p.isEmpty()) {
+            return;
+        }
+        String viaLast = resolveParents(p + "/x"); // follows the last component too
+        String real = viaLast.substring(0, viaLast.length() - 2);
+        if (real.isEmpty() || tree.containsKey(real)) {
+            return;
+        }
+        ensureParents(real, mtime);
+        put(real, new Node(FsEntry.directory(real, 0755, 0, 0, mtime), null));
+    }
+
+    /**
+     * The path with every parent component's symlinks followed inside the tree, as a chroot would
+     * (absolute targets from the root, ".." never above it); the last component is kept as it is.
+     * Components that do not exist yet are kept as they are (they become directories).
+     */
+    String resolveParents(String path) throws ImageException {
+        List<String> todo = new ArrayList<>(List.of(path.split("/")));
+        if (todo.isEmpty()) {
+            return path;
+        }
+        String last = todo.remove(todo.size() - 1);
+        List<String> at = new ArrayList<>();
+        int links = 0;
+        boolean missing = false; // below a component that does not exist, nothing can be a symlink
+        while (!todo.isEmpty()) {
+            String part = todo.remove(0);
+            if (part.isEmpty() || part.equals(".")) {
+                continue;
+            }
+            if (part.equals("..")) {
+                if (!at.isEmpty()) {
+                    at.remove(at.size() - 1);
+                }
+                continue;
+            }
+            at.add(part);
+            Node n = missing ? null : tree.get(String.join("/", at));
+            if (n == null) {
+                missing = true;
+            } else if (n.entry.type() == FsEntry.Type.SYMLINK) {
+                if (++links > MAX_SYMLINKS) {
+                    throw new ImageException(FsEntry.printable(path) + ": too many levels of symbolic links");
+                }
+                String target = n.entry.linkTarget();
+                at.remove(at.size() - 1);
+                if (target.startsWith("/")) {
+                    at.clear();
+                }
+                List<String> next = new ArrayList<>(List.of(target.split("/")));
+                next.addAll(todo);
+                todo = next;
+            }
+        }
+        if (last.equals("..") || last.equals(".")) {
+            throw new ImageException(FsEntry.printable(path) + ": ends in '" + last + "'");
+        }
+        at.add(last);
+        String out = String.join("/", at);
+        return out.equals(path) ? path : FsEntry.normalize(out);
+    }
+
+    private static String parentOf(String p) {
+        int slash = p.lastIndexOf('/');
+        return slash < 0 ? "" : p.substring(0, slash);
     }
 
     private void put(String path, Node n) {

@@ -4,6 +4,7 @@ import io.vmgate.image.ImageException;
 import io.vmgate.image.ImageUsers;
 import io.vmgate.image.RootfsImage;
 import io.vmgate.image.RootfsStore;
+import io.vmgate.image.oci.BlobStore;
 import io.vmgate.vm.qemu.Snapshots;
 import java.io.IOException;
 import java.io.Reader;
@@ -35,7 +36,9 @@ import org.slf4j.LoggerFactory;
  * <li>root filesystem images that no name means and no live process holds ({@link ImageUsers});
  * <li>built images (kernel + initramfs) other than the current one, unless a live process holds them;
  * <li>snapshot templates whose image or root filesystem image goes (or is unknown), unless a live process holds them;
- * <li>debris of builds that died (their lock is free).
+ * <li>debris of builds that died (their lock is free);
+ * <li>OCI blobs ({@link BlobStore}) that no remaining root filesystem image was made from, unless a pull or
+ *     import is running.
  * </ul>
  * A live process is a server or {@code run} (or any program) that launched VMs from the thing:
  * it holds it until it exits, whether or not it has a VM at this moment.
@@ -45,10 +48,12 @@ public final class CachePruner {
 
     private final Path cacheRoot;
     private final RootfsStore rootfs;
+    private final BlobStore blobs;
 
     public CachePruner(Path cacheRoot) {
         this.cacheRoot = cacheRoot;
         this.rootfs = new RootfsStore(cacheRoot);
+        this.blobs = new BlobStore(cacheRoot);
     }
 
     /** One thing to remove (or removed), with why. */
@@ -77,6 +82,38 @@ public final class CachePruner {
 
     /** What {@link #prune} would remove now. */
     public List<Removal> plan() throws ImageException {
+        List<Removal> out = planImages();
+        out.addAll(blobRemovals(false));
+        return out;
+    }
+
+    /** OCI blobs no kept root filesystem image was made from: listed, or removed (under the blob store's lock). */
+    private List<Removal> blobRemovals(boolean remove) throws ImageException {
+        Set<String> keep = new HashSet<>();
+        Set<Path> goes = new HashSet<>();
+        for (Removal r : planImages()) {
+            goes.add(r.path());
+        }
+        for (RootfsImage img : rootfs.images()) {
+            if (!goes.contains(img.directory())) {
+                keep.addAll(img.blobs());
+            }
+        }
+        List<Removal> out = new ArrayList<>();
+        try {
+            for (Path p : blobs.unreferenced(keep, remove)) {
+                String name = p.getFileName().toString();
+                out.add(new Removal(p, name.startsWith(".tmp-") ? "an abandoned OCI blob download"
+                        : "OCI blob " + p.getParent().getFileName() + ":" + name.substring(0, Math.min(12, name.length())) + " (no image uses it)",
+                        remove ? 0 : p.toFile().length()));
+            }
+        } catch (IOException e) {
+            throw new ImageException("cannot list the blob store " + blobs.dir() + ": " + e.getMessage(), e);
+        }
+        return out;
+    }
+
+    private List<Removal> planImages() throws ImageException {
         List<Removal> out = new ArrayList<>();
         Set<String> keptRootfs = new HashSet<>(rootfs.names().values());
         for (Path d : list(rootfs.imagesDir(), "[0-9a-f]*")) {
@@ -128,7 +165,8 @@ public final class CachePruner {
 
     /** Removes what {@link #plan} lists; returns it. */
     public List<Removal> prune() throws ImageException {
-        List<Removal> plan = plan();
+        List<Removal> plan = planImages();
+        List<Removal> blobPlan = blobRemovals(false); // sized now; removed below under the blob store's lock
         for (Removal r : plan) {
             try {
                 deleteTree(r.path());
@@ -137,7 +175,11 @@ public final class CachePruner {
                 throw new ImageException("cannot remove " + r.path() + ": " + e.getMessage(), e);
             }
         }
-        return plan;
+        Set<Path> removedBlobs = new HashSet<>();
+        blobRemovals(true).forEach(r -> removedBlobs.add(r.path()));
+        List<Removal> done = new ArrayList<>(plan);
+        blobPlan.stream().filter(r -> removedBlobs.contains(r.path())).forEach(done::add);
+        return done;
     }
 
     private static String describe(Path rootfsDir) {

@@ -17,7 +17,9 @@ import java.util.OptionalLong;
  * @param rootfs           a Linux root filesystem tree on this host, used (read-only, never modified) as
  *                         the guest's root: made into an image on first use and reused while unchanged;
  *                         null for none (then {@code image} decides)
- * @param guestUser        the user commands run as, from the image's /etc/passwd
+ * @param guestUser        the user commands run as: {@code NAME}, {@code UID}, {@code NAME:GROUP} or {@code UID:GID},
+ *                         from the image's /etc/passwd and /etc/group; null for the image's own user (an OCI
+ *                         image's {@code User}), else root
  * @param workdir          where commands start (an absolute path in the guest), or null for the user's home
  * @param egress           the hosts a sandbox may open TCP connections to, through an HTTP proxy in the
  *                         guest ({@code HOST[:PORT]}, {@code *.DOMAIN[:PORT]}, {@code IP[/BITS][:PORT]};
@@ -74,11 +76,11 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         require(egressMaxConnections.isEmpty() || (egressMaxConnections.getAsInt() >= 1 && egressMaxConnections.getAsInt() <= 64),
                 "egress connections at once must be between 1 and 64");
         require(egressMaxBytes.isEmpty() || egressMaxBytes.getAsLong() >= 1, "the egress byte limit must be positive");
-        guestUser = guestUser == null || guestUser.isEmpty() ? DEFAULT_GUEST_USER : guestUser;
+        guestUser = guestUser == null || guestUser.isEmpty() ? null : guestUser;
         require(image == null || rootfs == null, "give an image or a root filesystem directory, not both");
         require(workdir == null || workdir.startsWith("/"), "the working directory must be an absolute path, not '" + workdir + "'");
-        require(guestUser.matches("[A-Za-z0-9_][A-Za-z0-9_.-]*[$]?") && guestUser.length() <= 64,
-                "'" + guestUser + "' is not a user name");
+        require(guestUser == null || guestUser.matches(io.vmgate.vm.VmConfig.GUEST_USER),
+                "'" + guestUser + "' is not a user: NAME, UID, NAME:GROUP or UID:GID");
         Objects.requireNonNull(bootTimeout, "bootTimeout");
         Objects.requireNonNull(accelerator, "accelerator");
         require(cpus >= 1 && cpus <= 255, "cpus must be between 1 and 255, not " + cpus);
@@ -104,7 +106,7 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         }
     }
 
-    /** The built-in image as root, 1 CPU, 256 MiB, snapshot restores, 30 s boot timeout, accelerator chosen for this host. */
+    /** The built-in image as its own user (root), 1 CPU, 256 MiB, snapshot restores, 30 s boot timeout, accelerator chosen for this host. */
     public static SandboxOptions defaults() {
         return builder().build();
     }
@@ -140,7 +142,7 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
     public static final class Builder {
         private String image;
         private Path rootfs;
-        private String guestUser = DEFAULT_GUEST_USER;
+        private String guestUser;
         private String workdir;
         private OptionalInt scratchDiskMib = OptionalInt.empty();
         private List<String> egress = List.of();
@@ -163,7 +165,8 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         public Builder image(String nameOrDirectory) { image = nameOrDirectory; return this; }
         public Builder image(Path directory) { image = directory == null ? null : directory.toString(); return this; }
         public Builder rootfs(Path directory) { rootfs = directory; return this; }
-        public Builder guestUser(String name) { guestUser = name; return this; }
+        /** NAME, UID, NAME:GROUP or UID:GID; null (the default): the image's own user, else root. */
+        public Builder guestUser(String user) { guestUser = user; return this; }
         public Builder workdir(String guestDirectory) { workdir = guestDirectory; return this; }
         public Builder scratchDiskMib(int mib) { scratchDiskMib = OptionalInt.of(mib); return this; }
         /** Allowlist rules, e.g. {@code List.of("pypi.org", "*.pythonhosted.org", "10.0.0.0/8:5432")}. */

@@ -325,6 +325,16 @@ public final class Sandboxes implements AutoCloseable {
         }
     }
 
+    /**
+     * What the image says to run when the caller has no command of its own: an OCI image's
+     * {@code Entrypoint} followed by its {@code Cmd} ({@code vmgate run --image NAME} with no command
+     * runs it); empty for other images, and with a custom launcher. The image's {@code Env},
+     * {@code WorkingDir} and {@code User} need nothing from the caller: every command gets them.
+     */
+    public List<String> imageCommand() {
+        return config == null ? List.of() : config.rootfs().map(r -> r.defaults().command()).orElse(List.of());
+    }
+
     /** Whether sandboxes are restored from a snapshot template. */
     public boolean restoresFromTemplate() {
         return snapshots != null;
@@ -399,7 +409,7 @@ public final class Sandboxes implements AutoCloseable {
             case TCG -> Accel.TCG;
         };
         VmConfig c = VmConfig.defaults(image).withCpus(o.cpus()).withMemoryMib(o.memoryMib()).withAccel(accel)
-                .withBootTimeout(o.bootTimeout()).withGuestUser(o.guestUser())
+                .withBootTimeout(o.bootTimeout()).withGuestUser(o.guestUser() != null ? o.guestUser() : VmConfig.DEFAULT_GUEST_USER)
                 .withRuntimeRoot(o.runtimeDirectory() != null ? o.runtimeDirectory() : VmConfig.defaultRuntimeRoot());
         if (o.workdir() != null) {
             c = c.withWorkdir(o.workdir());
@@ -438,6 +448,10 @@ public final class Sandboxes implements AutoCloseable {
             VmConfig c = vmConfig(o, boot);
             if (sel.rootfs().isPresent()) {
                 c = c.withRootfs(sel.rootfs().get());
+                Optional<String> imageUser = sel.rootfs().get().defaults().user();
+                if (o.guestUser() == null && imageUser.isPresent()) {
+                    c = c.withGuestUser(imageUser.get()); // an OCI image's User, unless the options name one
+                }
             }
             return c;
         } catch (ImageException e) {

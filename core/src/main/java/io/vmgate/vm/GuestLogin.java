@@ -6,7 +6,9 @@ import io.vmgate.agent.PtySpec;
 import io.vmgate.image.GuestRoot;
 import io.vmgate.image.GuestUser;
 import io.vmgate.image.Image;
+import io.vmgate.image.ImageDefaults;
 import io.vmgate.image.ImageException;
+import io.vmgate.image.RootfsImage;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -20,12 +22,15 @@ import java.util.Optional;
  * ({@link #resolve}), so a missing user, shell or working directory is an error before any VM
  * boots; the specs it makes are plain {@link ProcessSpec}s.
  *
- * @param cwd        {@code --workdir}, else the user's home if the image has it, else "/" (as sshd
+ * @param cwd        {@code --workdir}, else the image's own working directory (an OCI image's
+ *                   {@code WorkingDir}), else the user's home if the image has it, else "/" (as sshd
  *                   falls back when it cannot enter the home)
  * @param sftpServer the argv for the {@code sftp} subsystem: the image's own sftp-server, or
  *                   vmgate's from {@link Image#TOOLS_DIR} when the image has none
+ * @param imageEnv   the image's own environment (an OCI image's {@code Env}): on top of sshd's,
+ *                   under the client's
  */
-public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
+public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer, Map<String, String> imageEnv) {
     /** sshd's defaults on Debian (its _PATH_STDPATH and the root variant). */
     static final String ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     static final String USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games";
@@ -33,6 +38,12 @@ public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
 
     public GuestLogin {
         sftpServer = List.copyOf(sftpServer);
+        imageEnv = java.util.Collections.unmodifiableMap(new LinkedHashMap<>(imageEnv));
+    }
+
+    /** A login without an environment of the image's own. */
+    public GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
+        this(user, cwd, sftpServer, Map.of());
     }
 
     /**
@@ -52,17 +63,20 @@ public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
             }
             GuestRoot r = root.get();
             GuestUser u = r.user(config.guestUser());
+            ImageDefaults defaults = config.rootfs().map(RootfsImage::defaults).orElse(ImageDefaults.NONE);
+            Optional<String> workdir = config.workdir().or(defaults::workdir);
             String cwd;
-            if (config.workdir().isPresent()) {
-                cwd = config.workdir().get();
+            if (workdir.isPresent()) {
+                cwd = workdir.get();
                 if (!r.isDirectory(cwd)) {
-                    throw new VmException("the working directory " + cwd + " is not a directory in " + r.describe());
+                    throw new VmException("the working directory " + cwd + (config.workdir().isEmpty() ? " (the image's WorkingDir)" : "")
+                            + " is not a directory in " + r.describe());
                 }
             } else {
                 cwd = r.isDirectory(u.home()) ? u.home() : "/";
             }
             List<String> sftp = r.sftpServer().map(List::of).orElseGet(() -> tools(config.image()));
-            return new GuestLogin(u, cwd, sftp);
+            return new GuestLogin(u, cwd, sftp, defaults.environment());
         } catch (ImageException e) {
             throw new VmException(e.getMessage(), e);
         }
@@ -76,7 +90,7 @@ public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
         return new Credentials((int) user.uid(), (int) user.gid(), user.groups().stream().map(Long::intValue).toList());
     }
 
-    /** What sshd puts in a session's environment before the client's own variables. */
+    /** What sshd puts in a session's environment, then the image's own, before the client's own variables. */
     public Map<String, String> environment() {
         Map<String, String> env = new LinkedHashMap<>();
         env.put("USER", user.name());
@@ -85,6 +99,7 @@ public record GuestLogin(GuestUser user, String cwd, List<String> sftpServer) {
         env.put("PATH", user.isRoot() ? ROOT_PATH : USER_PATH);
         env.put("MAIL", "/var/mail/" + user.name());
         env.put("SHELL", user.shell());
+        env.putAll(imageEnv);
         return env;
     }
 

@@ -23,7 +23,8 @@ import java.util.OptionalInt;
  *                    {@code --rootfs DIR}); empty: the image's busybox userland
  * @param scratchMib  the writable layer (and /tmp) on a per-VM sparse disk of this size instead of tmpfs
  *                    ({@code --scratch-disk}); the disk lives in the VM's runtime directory and dies with it
- * @param guestUser   who processes run as, from the image's /etc/passwd ({@code --guest-user}); see {@link GuestLogin}
+ * @param guestUser   who processes run as, from the image's /etc/passwd ({@code --guest-user}, else the image's own
+ *                    user, else root): NAME, UID, NAME:GROUP or UID:GID; see {@link GuestLogin}
  * @param workdir     where sessions start ({@code --workdir}); empty: the user's home (or / without one)
  * @param network     {@link Network#NONE} (no network device, the default) or {@link Network#OPEN}
  */
@@ -36,6 +37,8 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
     public static final Duration DEFAULT_BOOT_TIMEOUT = Duration.ofSeconds(30);
     public static final String DEFAULT_QEMU = "qemu-system-x86_64";
     public static final String DEFAULT_GUEST_USER = "root";
+    /** A user as {@code --guest-user} and an OCI image's {@code User} give it: NAME, UID, NAME:GROUP or UID:GID. */
+    public static final String GUEST_USER = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}[$]?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?";
     /** ext4 needs a few MiB for itself; below this a scratch disk would hold nothing. */
     public static final int MIN_SCRATCH_MIB = 64;
 
@@ -71,8 +74,8 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
             throw new IllegalArgumentException("scratch disk size must be between " + MIN_SCRATCH_MIB + " MiB and 16 TiB, not "
                     + scratchMib.getAsInt() + " MiB");
         }
-        if (guestUser.isEmpty() || guestUser.contains(":") || guestUser.contains("\n")) {
-            throw new IllegalArgumentException("'" + guestUser + "' is not a user name");
+        if (!guestUser.matches(GUEST_USER)) {
+            throw new IllegalArgumentException("'" + guestUser + "' is not a user: NAME, UID, NAME:GROUP or UID:GID");
         }
         if (workdir.isPresent() && !workdir.get().startsWith("/")) {
             throw new IllegalArgumentException("working directory must be an absolute path, not '" + workdir.get() + "'");

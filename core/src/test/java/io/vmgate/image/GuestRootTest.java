@@ -64,4 +64,18 @@ class GuestRootTest {
     void withoutPasswdRootStillLogsIn() throws ImageException {
         assertThat(root(Optional.empty()).user("root")).isEqualTo(GuestUser.ROOT);
     }
+
+    @Test
+    void usersAsContainerImagesNameThemUidsGroupsAndUnknownUids() throws ImageException {
+        GuestRoot r = root(Optional.of(PASSWD));
+        assertThat(r.user("1000")).as("a listed uid is that user").isEqualTo(r.user("alice"));
+        assertThat(r.user("alice:sudo")).isEqualTo(new GuestUser("alice", 1000, 27, List.of(27L, 29L), "/home/alice", "/bin/bash"));
+        assertThat(r.user("1000:4242").groups()).containsExactly(4242L, 27L, 29L);
+        assertThat(r.user("4321")).as("an unlisted uid: gid 0, home /, /bin/sh, as runc does")
+                .isEqualTo(new GuestUser("4321", 4321, 0, List.of(0L), "/", "/bin/sh"));
+        assertThat(r.user("4321:77")).isEqualTo(new GuestUser("4321", 4321, 77, List.of(77L), "/", "/bin/sh"));
+        assertThat(root(Optional.empty()).user("65534").uid()).isEqualTo(65534);
+        assertThatThrownBy(() -> r.user("alice:nogroup")).hasMessage("no group 'nogroup' in the /etc/group of image test");
+        assertThatThrownBy(() -> r.user("99999999999")).hasMessageContaining("is not a valid uid");
+    }
 }

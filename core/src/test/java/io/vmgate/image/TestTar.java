@@ -5,10 +5,10 @@ import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 
 /** Hand-made tar archives for tests, including ones no honest tar would write. */
-final class TestTar {
+public final class TestTar {
     private final ByteArrayOutputStream out = new ByteArrayOutputStream();
 
-    TestTar entry(String name, char type, int mode, long uid, long gid, byte[] data, String link) {
+    public TestTar entry(String name, char type, int mode, long uid, long gid, byte[] data, String link) {
         byte[] h = header(name, type, mode, uid, gid, data.length, link);
         out.writeBytes(h);
         out.writeBytes(data);
@@ -16,24 +16,45 @@ final class TestTar {
         return this;
     }
 
-    TestTar file(String name, String content) {
+    public TestTar file(String name, String content) {
         return entry(name, '0', 0644, 0, 0, content.getBytes(StandardCharsets.UTF_8), "");
     }
 
-    TestTar dir(String name) {
+    public TestTar dir(String name) {
         return entry(name, '5', 0755, 0, 0, new byte[0], "");
     }
 
-    TestTar symlink(String name, String target) {
+    public TestTar symlink(String name, String target) {
         return entry(name, '2', 0777, 0, 0, new byte[0], target);
     }
 
-    TestTar hardlink(String name, String target) {
+    public TestTar hardlink(String name, String target) {
         return entry(name, '1', 0644, 0, 0, new byte[0], target);
     }
 
+    /** A character ('3') or block ('4') device node. */
+    public TestTar device(String name, char type, int major, int minor) {
+        byte[] h = header(name, type, 0600, 0, 0, 0, "");
+        octal(h, 329, 8, major);
+        octal(h, 337, 8, minor);
+        java.util.Arrays.fill(h, 148, 156, (byte) ' ');
+        long sum = 0;
+        for (byte b : h) {
+            sum += b & 0xff;
+        }
+        octal(h, 148, 7, sum);
+        h[155] = ' ';
+        out.writeBytes(h);
+        return this;
+    }
+
+    /** A regular file with its mode and owner. */
+    public TestTar file(String name, String content, int mode, long uid, long gid) {
+        return entry(name, '0', mode, uid, gid, content.getBytes(StandardCharsets.UTF_8), "");
+    }
+
     /** A pax extended header ('x') for the next entry. */
-    TestTar pax(String... records) {
+    public TestTar pax(String... records) {
         ByteArrayOutputStream b = new ByteArrayOutputStream();
         for (String r : records) {
             byte[] kv = r.getBytes(StandardCharsets.UTF_8);
@@ -48,21 +69,21 @@ final class TestTar {
         return entry("PaxHeaders/x", 'x', 0644, 0, 0, b.toByteArray(), "");
     }
 
-    TestTar raw(byte[] bytes) {
+    public TestTar raw(byte[] bytes) {
         out.writeBytes(bytes);
         return this;
     }
 
-    byte[] end() {
+    public byte[] end() {
         out.writeBytes(new byte[1024]);
         return out.toByteArray();
     }
 
-    byte[] unterminated() {
+    public byte[] unterminated() {
         return out.toByteArray();
     }
 
-    static byte[] header(String name, char type, int mode, long uid, long gid, long size, String link) {
+    public static byte[] header(String name, char type, int mode, long uid, long gid, long size, String link) {
         byte[] h = new byte[512];
         put(h, 0, 100, name.getBytes(StandardCharsets.UTF_8));
         octal(h, 100, 8, mode);

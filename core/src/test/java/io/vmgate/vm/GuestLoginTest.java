@@ -8,6 +8,7 @@ import io.vmgate.agent.ProcessSpec;
 import io.vmgate.agent.PtySpec;
 import io.vmgate.image.FsEntry;
 import io.vmgate.image.Image;
+import io.vmgate.image.ImageDefaults;
 import io.vmgate.image.Manifest;
 import io.vmgate.image.RootfsImage;
 import java.nio.file.Files;
@@ -96,7 +97,8 @@ class GuestLoginTest {
                 .hasMessageContaining("no user 'mallory'");
         assertThatThrownBy(() -> GuestLogin.resolve(debian.withWorkdir("/nope"))).hasMessageContaining("/nope is not a directory in image ffffffffffff");
         assertThatThrownBy(() -> debian.withWorkdir("relative")).isInstanceOf(IllegalArgumentException.class);
-        assertThatThrownBy(() -> debian.withGuestUser("a:b")).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> debian.withGuestUser("a:b:c")).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> debian.withGuestUser("-o")).isInstanceOf(IllegalArgumentException.class);
     }
 
     @Test
@@ -114,5 +116,25 @@ class GuestLoginTest {
         VmConfig bare = VmConfig.defaults(image);
         assertThat(GuestLogin.resolve(bare).user().name()).isEqualTo("root");
         assertThatThrownBy(() -> GuestLogin.resolve(bare.withGuestUser("alice"))).hasMessageContaining("only --guest-user root works");
+    }
+
+    @Test
+    void anImagesOwnEnvironmentAndWorkingDirectoryApplyUnderTheClientsAndTheOperators() throws Exception {
+        RootfsImage plain = debian.rootfs().get();
+        RootfsImage oci = new RootfsImage(plain.id(), plain.directory(), "oci:x", Instant.EPOCH, 1, 1, plain.sftpServer(),
+                new ImageDefaults(List.of("PATH=/opt/bin:/bin", "HOME=/srv", "A=1"), Optional.of("/srv"), Optional.of("alice"),
+                        List.of(), List.of("bash")), List.of());
+        GuestLogin login = GuestLogin.resolve(debian.withRootfs(oci));
+        assertThat(login.cwd()).isEqualTo("/srv");
+        ProcessSpec p = login.exec(List.of("env"), null, Map.of("A", "from-client"));
+        assertThat(p.env()).containsEntry("PATH", "/opt/bin:/bin").containsEntry("HOME", "/srv").containsEntry("A", "from-client")
+                .containsEntry("USER", "root");
+        assertThat(p.cwd()).isEqualTo("/srv");
+        assertThat(GuestLogin.resolve(debian.withRootfs(oci).withWorkdir("/root")).cwd()).as("--workdir wins").isEqualTo("/root");
+        RootfsImage noDir = new RootfsImage(plain.id(), plain.directory(), "oci:x", Instant.EPOCH, 1, 1, plain.sftpServer(),
+                new ImageDefaults(List.of(), Optional.of("/nope"), Optional.empty(), List.of(), List.of()), List.of());
+        assertThatThrownBy(() -> GuestLogin.resolve(debian.withRootfs(noDir))).hasMessageContaining("/nope (the image's WorkingDir) is not a directory");
+        assertThat(GuestLogin.resolve(debian.withRootfs(oci).withGuestUser("1000:27")).credentials())
+                .isEqualTo(new Credentials(1000, 27, List.of(27)));
     }
 }
