@@ -151,7 +151,9 @@ public final class QemuVm implements Vm {
         } catch (BootFailure | RuntimeException e) {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
             vm.close(); // first: QEMU's stderr is complete only once it has exited
-            log.warn("vm_boot_failed vm={} reason={}", vmId, reason);
+            // The console's last lines say what the guest saw (a panic, a poweroff): the first thing to read.
+            log.warn("vm_boot_failed vm={} reason=\"{}\" restore={} diagnostics=\"{}\"", vmId, reason.replace("\"", "'"), state != null,
+                    vm.diagnostics().strip().replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n"));
             throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null);
         }
     }
