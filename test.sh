@@ -24,5 +24,5 @@ echo "== examples: the library from a project of its own (./examples/run.sh hell
 example=$(./examples/run.sh hello-sandbox)
 printf '%s\n' "$example"
 for want in "-cloud-amd64 (exit status 0)" "rev said: desserts" "hello over ssh from vmgate" "ssh exit status: 0"; do
-    grep -qF "$want" <<<"$example" || die "examples/hello-sandbox: no '$want' in its output"
+    grep -qF -e "$want" <<<"$example" || die "examples/hello-sandbox: no '$want' in its output"
 done
