@@ -15,6 +15,7 @@ against, and writes docs/benchmarks.md:
 Usage: bench/bench.py [--runs N] [--cold-runs N] [--out docs/benchmarks.md]
 """
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,9 +36,19 @@ HELLO, START, DATA, EOF, WINDOW, EXIT, ERROR, CONFIGURE, CONFIGURED = 1, 2, 4, 5
 
 
 def qemu_args(rundir, template=False):
+    """(state file, memory file, argv): the template's files (None for a cold boot) and the command line."""
     cmd = [VMGATE, "image", "qemu-args", rundir] + (["--template"] if template else [])
     lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
-    return (lines[0], lines[1:]) if template else (None, lines)
+    return (lines[0], lines[1], lines[2:]) if template else (None, None, lines)
+
+
+def template_stream(state):
+    """QEMU's device state from a template state file (docs/templates.md: a header, then the stream)."""
+    data = open(state, "rb").read()
+    magic, memory, blank, stream = data.split(b"\n", 3)
+    if magic != b"vmgate-template 3" or not memory.startswith(b"memory ") or blank:
+        raise RuntimeError(f"{state}: not a vmgate template")
+    return stream
 
 
 def frame(ftype, fid, payload=b""):
@@ -67,7 +78,7 @@ class RawVm:
     def __init__(self, extra_ports=(), template=False):
         self.dir = tempfile.mkdtemp(prefix="vmgate-bench-")
         os.chmod(self.dir, 0o700)
-        state, argv = qemu_args(self.dir, template)
+        state, memory, argv = qemu_args(self.dir, template)
         self.listeners = {}
         for name in ["console", "agent", "qmp"] + list(extra_ports):
             srv = socket.socket(socket.AF_UNIX)
@@ -77,13 +88,33 @@ class RawVm:
         for name in extra_ports:
             argv += ["-chardev", f"socket,id={name},path={self.dir}/{name}.sock,server=off",
                      "-device", f"virtserialport,chardev={name},name=org.vmgate.{name}"]
-        stdin = open(state, "rb") if template else subprocess.DEVNULL
+        # A restore maps the template's memory file through QEMU's stdin; its state goes over QMP.
+        stdin = open(memory, "rb") if template else subprocess.DEVNULL
+        stream = template_stream(state) if template else None
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.socks = {n: l.accept()[0] for n, l in self.listeners.items()}
-        for n in ("console", "qmp"):  # keep QEMU from ever blocking on an unread socket
-            threading.Thread(target=self._drain, args=(self.socks[n],), daemon=True).start()
+        threading.Thread(target=self._drain, args=(self.socks["console"],), daemon=True).start()
         self.agent = self.socks["agent"]
+        qmp = self.socks["qmp"].makefile("rw")
+        qmp.readline()  # greeting
+        if template:
+            self.agent.sendall(frame(CONFIGURE, 0, configure_payload()))  # read by QEMU once the guest runs
+            incoming = os.path.join(self.dir, "state.sock")
+            for cmd, args in [("qmp_capabilities", {}),
+                              ("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
+                              ("migrate-incoming", {"uri": "unix:" + incoming})]:
+                qmp.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+                qmp.flush()
+                answer = json.loads(qmp.readline())
+                while "return" not in answer and "error" not in answer:
+                    answer = json.loads(qmp.readline())
+                if "error" in answer:
+                    raise RuntimeError(f"QMP {cmd}: {answer}")
+            with socket.socket(socket.AF_UNIX) as st:
+                st.connect(incoming)
+                st.sendall(stream)
+        threading.Thread(target=self._drain, args=(self.socks["qmp"],), daemon=True).start()
 
     @staticmethod
     def _drain(sock):
@@ -121,9 +152,8 @@ def configure_payload():
 
 
 def raw_restore():
-    vm = RawVm(template=True)
+    vm = RawVm(template=True)  # sends CONFIGURE
     try:
-        vm.agent.sendall(frame(CONFIGURE, 0, configure_payload()))
         vm.await_type(CONFIGURED)
         return time.monotonic() - vm.t0
     finally:

@@ -44,7 +44,7 @@ final class ImageCommand {
         @picocli.CommandLine.Parameters(index = "0", paramLabel = "DIR")
         java.nio.file.Path dir;
 
-        @picocli.CommandLine.Option(names = "--template", description = "Print the snapshot template's state file path on the first line, then the restore command line.")
+        @picocli.CommandLine.Option(names = "--template", description = "Print the snapshot template's state file and memory file paths on the first two lines, then the restore command line.")
         boolean template;
 
         @Override
@@ -53,8 +53,10 @@ final class ImageCommand {
             io.vmgate.vm.VmConfig c = vmOptions.config();
             var cmd = io.vmgate.vm.qemu.QemuCommand.of(c, new io.vmgate.vm.qemu.RuntimeDir(dir), "bench");
             if (template) {
-                System.out.println(VmOptions.snapshots(c, false).ensureTemplate());
-                cmd = cmd.withIncoming("fd:0");
+                var t = VmOptions.snapshots(c, false).ensureTemplate();
+                System.out.println(t.state());
+                System.out.println(t.memory());
+                cmd = cmd.asClone();
             }
             cmd.argv().forEach(System.out::println);
             return 0;

@@ -98,24 +98,34 @@ public final class QemuVm implements Vm {
 
     /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
     public static QemuVm boot(VmConfig config, String vmId) throws VmException {
-        return start(config, vmId, null, phase -> { });
+        return start(config, vmId, GuestMemory.ANONYMOUS, null, phase -> { });
     }
 
     /** {@link #boot(VmConfig, String)}, telling {@code progress} of each phase as it completes. */
     public static QemuVm boot(VmConfig config, String vmId, Consumer<Phase> progress) throws VmException {
-        return start(config, vmId, null, progress);
+        return start(config, vmId, GuestMemory.ANONYMOUS, null, progress);
     }
 
     /**
-     * Starts a fresh QEMU from a saved template state (see {@link Snapshots}) and returns once
-     * the agent has answered CONFIGURE, which gives the guest the current time and new entropy
-     * before anything else runs in it. On any failure nothing is left behind.
+     * Cold-boots the VM a template is saved from: its guest RAM is {@code memoryFile}, mapped
+     * shared (see {@link Snapshots}).
      */
-    public static QemuVm restore(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
-        return start(config, vmId, state, progress);
+    static QemuVm bootTemplate(VmConfig config, String vmId, Path memoryFile) throws VmException {
+        return start(config, vmId, new GuestMemory.TemplateFile(memoryFile), null, phase -> { });
     }
 
-    private static QemuVm start(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
+    /**
+     * Starts a fresh QEMU from a template (see {@link Snapshots}): guest RAM is a private,
+     * copy-on-write mapping of the template's memory file, the device state is fed over QMP,
+     * and it returns once the agent has answered CONFIGURE, which gives the guest the current
+     * time and new entropy before anything else runs in it. On any failure nothing is left behind.
+     */
+    public static QemuVm restore(VmConfig config, String vmId, Template template, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, GuestMemory.CLONE, template, progress);
+    }
+
+    private static QemuVm start(VmConfig config, String vmId, GuestMemory memory, Template template, Consumer<Phase> progress)
+            throws VmException {
         if (!RuntimeDirs.isValidVmId(vmId)) {
             throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
         }
@@ -132,7 +142,7 @@ public final class QemuVm implements Vm {
         }
         QemuVm vm = new QemuVm(config, vmId, dir, progress);
         try {
-            vm.start(qemu, sandbox, state);
+            vm.start(qemu, sandbox, memory, template);
             return vm;
         } catch (BootFailure | RuntimeException e) {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
@@ -149,7 +159,8 @@ public final class QemuVm implements Vm {
         }
     }
 
-    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, Path restoreFrom) throws BootFailure {
+    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, GuestMemory memory, Template restoreFrom)
+            throws BootFailure {
         long deadline = createdNanos + config.bootTimeout().toNanos();
         RuntimeDir.Owners owners = RuntimeDir.Owners.self();
         ServerSocketChannel consoleL, agentL, qmpL;
@@ -167,11 +178,7 @@ public final class QemuVm implements Vm {
         if (config.accel() == Accel.TCG && tsc.isEmpty()) {
             log.warn("vm_tsc_rate_unknown vm={} (no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang calibrating their clock)", id);
         }
-        command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, Optional.empty());
-        if (restoreFrom != null) {
-            // The saved state arrives on QEMU's stdin: no helper process, nothing spawned.
-            command = command.withIncoming("fd:0");
-        }
+        command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, memory);
         List<String> argv = new ArrayList<>();
         Optional<Path> setpriv = QemuBinary.setpriv();
         if (setpriv.isPresent()) {
@@ -181,7 +188,8 @@ public final class QemuVm implements Vm {
         }
         argv.addAll(command.argv());
         ProcessBuilder pb = new ProcessBuilder(argv)
-                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
+                // A clone maps the template's memory file through its stdin (see GuestMemory.Clone).
+                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.memory().toFile() : new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
                 .redirectErrorStream(true);
         try {
@@ -218,25 +226,18 @@ public final class QemuVm implements Vm {
         agent = AgentClient.connect(c[1], id);
 
         if (restoreFrom != null) {
+            restoreState(restoreFrom, qmpNegotiated, deadline);
+            phase("agent_restored");
+        } else {
             try {
-                agent.configureFresh(HOSTNAME, remaining(deadline));
+                hello = agent.awaitHello(remaining(deadline));
             } catch (TimeoutException e) {
-                throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
-                        + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+                throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
+                        + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
+                        + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
             } catch (IOException e) {
                 throw new BootFailure(agentFailure(e), e);
             }
-            phase("agent_restored");
-        } else try {
-            hello = agent.awaitHello(remaining(deadline));
-        } catch (TimeoutException e) {
-            throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
-                    + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
-                    + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
-        } catch (IOException e) {
-            throw new BootFailure(agentFailure(e), e);
-        }
-        if (restoreFrom == null) {
             phase("agent_hello");
             // A cold-booted guest gets the same set-up as a restored one, so callers never must.
             // HELLO proved the agent live, and it handles frames in order: whatever the caller
@@ -254,6 +255,61 @@ public final class QemuVm implements Vm {
                 throw new BootFailure(agentFailure(e), e);
             }
         }
+        awaitQmp(qmpNegotiated, deadline);
+        if (hello == null) {
+            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
+        } else {
+            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
+                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
+        }
+    }
+
+    /**
+     * Feeds a clone its template's device state and waits until the agent answers CONFIGURE.
+     * CONFIGURE goes out first: QEMU reads the agent socket only once the loaded guest runs, so
+     * it is the first frame the guest sees. Then, over QMP: the {@code x-ignore-shared}
+     * capability (the state was saved with it; QEMU 7.2 has no command-line switch for it), and
+     * {@code migrate-incoming} on a socket in the runtime directory, where the host writes the
+     * state.
+     */
+    private void restoreState(Template template, CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
+        CompletableFuture<Void> configured;
+        try {
+            configured = agent.configureFreshAsync(HOSTNAME);
+        } catch (IOException e) {
+            throw new BootFailure(agentFailure(e), e);
+        }
+        awaitQmp(qmpNegotiated, deadline);
+        try {
+            qmp.execute("migrate-set-capabilities", Map.of("capabilities",
+                    List.of(Map.of("capability", "x-ignore-shared", "state", true))), remaining(deadline));
+            qmp.execute("migrate-incoming", Map.of("uri", "unix:" + dir.stateSocket()), remaining(deadline));
+        } catch (IOException | TimeoutException e) {
+            throw new BootFailure("QEMU refused the template's state: " + e.getMessage(), e);
+        }
+        try (SocketChannel s = SocketChannel.open(UnixDomainSocketAddress.of(dir.stateSocket()))) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(template.stream());
+            while (b.hasRemaining()) {
+                s.write(b);
+            }
+        } catch (IOException e) {
+            throw new BootFailure("cannot send the template's state to QEMU: " + e.getMessage(), e);
+        }
+        phase("state_sent");
+        try {
+            configured.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
+                    + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+        } catch (ExecutionException e) {
+            throw new BootFailure(agentFailure(e.getCause() instanceof IOException io ? io : new IOException(e.getCause())), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new BootFailure("interrupted while booting", e);
+        }
+    }
+
+    private void awaitQmp(CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
         try {
             qmpNegotiated.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (ExecutionException | TimeoutException e) {
@@ -262,12 +318,6 @@ public final class QemuVm implements Vm {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new BootFailure("interrupted while booting", e);
-        }
-        if (hello == null) {
-            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
-        } else {
-            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
-                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
         }
     }
 

@@ -6,23 +6,31 @@ import io.vmgate.vm.VmConfig;
 import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
 
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
 import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.Map;
+import java.util.OptionalLong;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.locks.ReentrantLock;
@@ -30,20 +38,31 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Snapshot templates: boot one VM per configuration to the agent's hello, pause it, save its
- * state, and start every later VM by restoring that state into a fresh QEMU. A restore costs a
- * fraction of a cold boot. Anything that goes wrong with a template falls back to a cold boot
- * (logged with the reason) and the template is rebuilt; a session a cold boot would serve is
- * never failed by the snapshot path.
+ * Snapshot templates: boot one VM per configuration, save it once its guest is idle, and start
+ * every later VM from it. A template is a guest-memory file plus QEMU's device state (~60 KB);
+ * a restored VM maps the memory file privately, copy-on-write, so it costs only the pages its
+ * guest writes, and restores in a fraction of a cold boot (docs/templates.md).
  *
- * <p>Templates live in {@code <root>/<key>/state}; the key covers everything that must match
- * between save and restore: the image, CPUs, memory, accelerator, agent settings, the TSC rate
- * given to the guest, and the QEMU binary itself.
+ * <p>Anything that goes wrong with a template falls back to a cold boot (logged with the reason)
+ * and the template is rebuilt; a session a cold boot would serve is never failed by the
+ * snapshot path. A published template never changes: a rebuild writes a new memory file, then
+ * renames a new state file (naming that memory file) into place, and only then unlinks the old
+ * memory file, which VMs still running from it keep mapped.
+ *
+ * <p>Templates live in {@code <root>/<key>/}: {@code state}, {@code memory-<hex>} and a
+ * {@code lock} file that serialises builds across processes. The key covers everything that
+ * must match between save and restore: the format, the image, CPUs, memory, accelerator, agent
+ * settings, QEMU's machine, CPU model and kernel command line, and the QEMU binary itself.
  */
 public final class Snapshots implements VmLauncher {
     private static final Logger log = LoggerFactory.getLogger(Snapshots.class);
-    static final int FORMAT_VERSION = 2;
+    static final int FORMAT_VERSION = 3;
     private static final ReentrantLock JVM_LOCK = new ReentrantLock();
+    private static final SecureRandom RANDOM = new SecureRandom();
+    /** The template is saved once its QEMU uses less CPU than this over {@link #IDLE_WINDOW}: boot work done. */
+    private static final double IDLE_CPU_FRACTION = 0.05;
+    private static final Duration IDLE_WINDOW = Duration.ofMillis(300);
+    private static final Duration MAX_SETTLE = Duration.ofSeconds(10);
 
     private final VmConfig config;
     private final Path root;
@@ -68,101 +87,291 @@ public final class Snapshots implements VmLauncher {
 
     @Override
     public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
-        Path state;
+        Template template;
         try {
-            state = ensureTemplate();
+            template = current();
+            if (template == null) {
+                template = ensureTemplate();
+            }
+        } catch (Template.Corrupt e) {
+            return fallBack(vmId, progress, null, e.getMessage());
         } catch (VmException e) {
             log.warn("snapshot_unavailable vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
             return QemuVm.boot(config, vmId, progress);
         }
-        try {
-            return QemuVm.restore(config, vmId, state, progress);
-        } catch (VmException e) {
-            if (!e.qemuRan()) {
-                throw e; // a host-side problem: the template is not at fault, and a cold boot would meet it too
+        for (int attempt = 1; ; attempt++) {
+            try {
+                return QemuVm.restore(config, vmId, template, progress);
+            } catch (VmException e) {
+                if (!e.qemuRan() && Files.exists(template.memory())) {
+                    throw e; // a host-side problem: the template is not at fault, and a cold boot would meet it too
+                }
+                if (!e.qemuRan()) {
+                    // QEMU could not open the memory file. A newer template may have replaced this
+                    // one between reading its state and starting QEMU (the old file is unlinked
+                    // then): use the newer one. Otherwise the state names a file that is gone.
+                    Template now = currentQuietly();
+                    if (attempt == 1 && now != null && !now.memory().equals(template.memory())) {
+                        log.info("snapshot_replaced vm={} (a newer template appeared while this VM started; retrying with it)", vmId);
+                        template = now;
+                        continue;
+                    }
+                    return fallBack(vmId, progress, template, "the template's memory file " + template.memory() + " is missing");
+                }
+                return fallBack(vmId, progress, template, e.getMessage());
             }
-            log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=discarded", vmId,
-                    firstLine(e.getMessage()));
-            discard(state);
-            if (rebuildInBackground) {
-                rebuildInBackground();
-            }
-            return QemuVm.boot(config, vmId, progress);
         }
     }
 
-    /** Builds the template if it is missing; returns its state file. */
-    public Path ensureTemplate() throws VmException {
-        Path state = statePath();
-        if (Files.isRegularFile(state)) {
-            return state;
+    /** After a failed restore: discard the template (unless already replaced), rebuild it, cold-boot this VM. */
+    private Vm fallBack(String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason)
+            throws VmException {
+        log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=discarded", vmId, firstLine(reason));
+        discard(failed);
+        if (rebuildInBackground) {
+            rebuildInBackground();
         }
+        return QemuVm.boot(config, vmId, progress);
+    }
+
+    /** The published template, or null if there is none yet; throws {@link Template.Corrupt} for a bad one. */
+    private Template current() throws VmException, Template.Corrupt {
+        Path state = statePath();
+        try {
+            return Template.read(state);
+        } catch (NoSuchFileException e) {
+            return null;
+        } catch (Template.Corrupt e) {
+            throw e;
+        } catch (IOException e) {
+            throw new VmException("cannot read the snapshot template " + state + ": " + e.getMessage(), e);
+        }
+    }
+
+    private Template currentQuietly() {
+        try {
+            return current();
+        } catch (VmException | Template.Corrupt e) {
+            return null;
+        }
+    }
+
+    /** Builds the template if it is missing (or not one of ours); returns it. */
+    public Template ensureTemplate() throws VmException {
+        try {
+            Template t = current();
+            if (t != null) {
+                return t;
+            }
+        } catch (Template.Corrupt e) {
+            log.warn("snapshot_corrupt reason=\"{}\" (rebuilding it)", e.getMessage());
+        }
+        Path state = statePath();
         Path dir = state.getParent();
         JVM_LOCK.lock();
         try {
             Files.createDirectories(dir);
             try (FileChannel lockFile = FileChannel.open(dir.resolve("lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
                     FileLock ignored = lockFile.lock()) {
-                if (!Files.isRegularFile(state)) {
-                    build(state);
+                try {
+                    Template t = Template.read(state);
+                    if (Files.exists(t.memory())) {
+                        return t; // another process built it while we waited
+                    }
+                } catch (NoSuchFileException | Template.Corrupt e) {
+                    // build it
                 }
+                return build(state);
             }
         } catch (IOException e) {
             throw new VmException("cannot write the snapshot template under " + dir + ": " + e.getMessage(), e);
         } finally {
             JVM_LOCK.unlock();
         }
-        return state;
     }
 
-    private void build(Path state) throws VmException, IOException {
+    /** Boots the template VM with a fresh memory file, saves it once idle, publishes it and retires older memory files. */
+    private Template build(Path state) throws VmException, IOException {
         long t0 = System.nanoTime();
-        String id = "template-" + state.getParent().getFileName().toString().substring(0, 12);
+        Path dir = state.getParent();
+        String memoryName = "memory-" + HexFormat.of().formatHex(randomBytes());
+        Path memory = dir.resolve(memoryName);
         Path tmp = state.resolveSibling("state.tmp");
-        try (QemuVm vm = QemuVm.boot(config, id)) {
-            Qmp qmp = vm.qmp();
-            Path sock = vm.runtimeDir().path().resolve("migrate.sock");
-            try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
-                server.bind(UnixDomainSocketAddress.of(sock), 1);
-                Duration timeout = Duration.ofSeconds(60);
-                // Migrate the idle guest without pausing it first: a state saved while paused
-                // restores paused, and would need a QMP "cont" on every restore.
-                qmp.execute("migrate", Map.of("uri", "unix:" + sock), timeout);
-                try (SocketChannel in = server.accept();
-                        FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                                StandardOpenOption.TRUNCATE_EXISTING)) {
-                    long n = 0;
-                    // QEMU closes the connection when the migration stream is complete.
-                    while (out.transferFrom(in, n, 1 << 24) > 0) {
-                        n = out.size();
-                    }
-                    out.force(true);
-                }
-                Map<String, Object> status = qmp.execute("query-migrate", Map.of(), timeout);
-                if (!"completed".equals(status.get("status"))) {
-                    throw new VmException("saving the template failed: migration status " + status);
-                }
-            } catch (TimeoutException e) {
-                throw new VmException("saving the template timed out: " + e.getMessage(), e);
+        Files.deleteIfExists(tmp);
+        Files.createFile(memory, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+        byte[] stream;
+        try (QemuVm vm = QemuVm.bootTemplate(config, "template-" + dir.getFileName().toString().substring(0, 12), memory)) {
+            vm.agent().configureFresh(QemuVm.HOSTNAME, Duration.ofSeconds(30));
+            long settleMs = settle(vm);
+            stream = save(vm);
+            log.info("snapshot_template_saved key={} state_bytes={} settle_ms={}", dir.getFileName(), stream.length, settleMs);
+        } catch (VmException | IOException | RuntimeException e) {
+            Files.deleteIfExists(memory);
+            throw e;
+        } catch (TimeoutException e) {
+            Files.deleteIfExists(memory);
+            throw new VmException("the template VM did not answer CONFIGURE: " + e.getMessage(), e);
+        }
+        try {
+            try (FileChannel m = FileChannel.open(memory, StandardOpenOption.WRITE)) {
+                m.force(true); // the guest's memory, written through QEMU's shared mapping
             }
-        } catch (VmException | IOException e) {
+            try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+                ByteBuffer b = ByteBuffer.allocate(Template.header(memoryName).length + stream.length)
+                        .put(Template.header(memoryName)).put(stream).flip();
+                while (b.hasRemaining()) {
+                    out.write(b);
+                }
+                out.force(true);
+            }
+            try {
+                Files.move(tmp, state, StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(tmp, state, StandardCopyOption.REPLACE_EXISTING);
+            }
+            syncDirectory(dir);
+        } catch (IOException e) {
             Files.deleteIfExists(tmp);
+            Files.deleteIfExists(memory);
             throw e;
         }
-        try {
-            Files.move(tmp, state, StandardCopyOption.ATOMIC_MOVE);
-        } catch (AtomicMoveNotSupportedException e) {
-            Files.move(tmp, state, StandardCopyOption.REPLACE_EXISTING);
-        }
-        log.info("snapshot_template_built key={} bytes={} ms={}", state.getParent().getFileName(), Files.size(state),
-                (System.nanoTime() - t0) / 1_000_000);
+        int retired = retireOthers(dir, memoryName);
+        log.info("snapshot_template_built key={} state_bytes={} memory_mib={} retired={} ms={}", dir.getFileName(), stream.length,
+                Files.size(memory) >> 20, retired, (System.nanoTime() - t0) / 1_000_000);
+        return Template.read(state);
     }
 
-    private void discard(Path state) {
+    private static byte[] randomBytes() {
+        byte[] b = new byte[8];
+        RANDOM.nextBytes(b);
+        return b;
+    }
+
+    /**
+     * Waits until the template guest is idle (its boot-time work done: deferred kernel work, the
+     * agent's warm-up process), so that clones do not repeat that work, each writing (and so
+     * copying) memory for it. Returns how long it waited.
+     */
+    private static long settle(QemuVm vm) {
+        long t0 = System.nanoTime();
+        OptionalLong pid = vm.pid();
+        if (pid.isEmpty()) {
+            return 0;
+        }
+        long deadline = t0 + MAX_SETTLE.toNanos();
+        long ticksPerSecond = 100; // USER_HZ on Linux
+        long budget = Math.max(1, Math.round(IDLE_WINDOW.toMillis() * IDLE_CPU_FRACTION * ticksPerSecond / 1000.0));
         try {
-            Files.deleteIfExists(state);
+            OptionalLong before = ProcStat.cpuTicks(pid.getAsLong());
+            while (before.isPresent() && System.nanoTime() < deadline) {
+                Thread.sleep(IDLE_WINDOW.toMillis());
+                OptionalLong after = ProcStat.cpuTicks(pid.getAsLong());
+                if (after.isEmpty() || after.getAsLong() - before.getAsLong() < budget) {
+                    break;
+                }
+                before = after;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return (System.nanoTime() - t0) / 1_000_000;
+    }
+
+    /**
+     * Migrates the running guest into a socket with {@code x-ignore-shared}: its RAM stays in the
+     * memory file, the stream carries the device state only. The guest is not paused first: a
+     * state saved while paused restores paused, and would need a QMP "cont" on every restore.
+     */
+    private static byte[] save(QemuVm vm) throws VmException, IOException {
+        Qmp qmp = vm.qmp();
+        Path sock = vm.runtimeDir().migrateSocket();
+        Duration timeout = Duration.ofSeconds(60);
+        try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+            server.bind(UnixDomainSocketAddress.of(sock), 1);
+            qmp.execute("migrate-set-capabilities", Map.of("capabilities",
+                    List.of(Map.of("capability", "x-ignore-shared", "state", true))), timeout);
+            qmp.execute("migrate", Map.of("uri", "unix:" + sock), timeout);
+            ByteArrayOutputStream out = new ByteArrayOutputStream(1 << 17);
+            try (SocketChannel in = server.accept()) {
+                ByteBuffer buf = ByteBuffer.allocate(1 << 16);
+                // QEMU closes the connection when the migration stream is complete.
+                while (in.read(buf.clear()) >= 0) {
+                    out.write(buf.array(), 0, buf.position());
+                    if (out.size() > Template.MAX_STATE_BYTES) {
+                        throw new VmException("saving the template failed: the state exceeds " + Template.MAX_STATE_BYTES
+                                + " bytes (is x-ignore-shared unsupported by this QEMU?)");
+                    }
+                }
+            }
+            Map<String, Object> status = qmp.execute("query-migrate", Map.of(), timeout);
+            if (!"completed".equals(status.get("status"))) {
+                throw new VmException("saving the template failed: migration status " + status);
+            }
+            return out.toByteArray();
+        } catch (TimeoutException e) {
+            throw new VmException("saving the template timed out: " + e.getMessage(), e);
+        }
+    }
+
+    /** Unlinks memory files other than the current one (VMs mapping them keep them) and a stray state.tmp. */
+    private static int retireOthers(Path dir, String keep) {
+        int n = 0;
+        try (DirectoryStream<Path> files = Files.newDirectoryStream(dir, "memory-*")) {
+            for (Path f : files) {
+                if (!f.getFileName().toString().equals(keep)) {
+                    Files.deleteIfExists(f);
+                    n++;
+                }
+            }
         } catch (IOException e) {
-            log.warn("snapshot_discard_failed path={} error={}", state, e.toString());
+            log.warn("snapshot_retire_failed dir={} error={}", dir, e.toString());
+        }
+        return n;
+    }
+
+    private static void syncDirectory(Path dir) {
+        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (IOException e) {
+            // not every file system lets a directory be synced; the rename is atomic regardless
+        }
+    }
+
+    /**
+     * Removes the published template if it is still {@code failed} (a corrupt state file when
+     * null). Skipped while another thread or process builds one: it is about to be replaced.
+     */
+    private void discard(Template failed) {
+        if (!JVM_LOCK.tryLock()) {
+            return;
+        }
+        try {
+            Path state = statePath();
+            Files.createDirectories(state.getParent());
+            try (FileChannel lockFile = FileChannel.open(state.resolveSibling("lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+                    FileLock lock = lockFile.tryLock()) {
+                if (lock == null) {
+                    return;
+                }
+                Template now;
+                try {
+                    now = Template.read(state);
+                } catch (Template.Corrupt e) {
+                    now = null;
+                }
+                if (failed == null ? now == null : now != null && now.memory().equals(failed.memory())) {
+                    Files.deleteIfExists(state);
+                    if (failed != null) {
+                        Files.deleteIfExists(failed.memory());
+                    }
+                }
+            }
+        } catch (NoSuchFileException e) {
+            // already gone
+        } catch (IOException | VmException e) {
+            log.warn("snapshot_discard_failed error={}", e.toString());
+        } finally {
+            JVM_LOCK.unlock();
         }
     }
 
@@ -183,6 +392,8 @@ public final class Snapshots implements VmLauncher {
     /** Everything that must be identical between the saving QEMU and the restoring one. */
     String key() throws VmException {
         Path qemu = QemuBinary.resolve(config.qemuBinary());
+        OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
+        QemuCommand cmd = new QemuCommand(qemu, config, new RuntimeDir(root), "key", false, tsc, GuestMemory.CLONE);
         StringBuilder b = new StringBuilder()
                 .append("format=").append(FORMAT_VERSION)
                 .append("\nimage=").append(config.image().contentHash())
@@ -191,8 +402,10 @@ public final class Snapshots implements VmLauncher {
                 .append("\naccel=").append(config.accel().qemuName())
                 .append("\nrwsize=").append(config.rwsizeMib())
                 .append("\nmaxprocs=").append(config.maxProcs())
-                .append("\nmachine=").append(QemuCommand.MACHINE)
-                .append("\ntsc=").append(config.accel() == Accel.TCG ? HostClock.tscKhz() : "");
+                .append("\nmachine=").append(cmd.machine())
+                .append("\ncpu=").append(cmd.cpu())
+                .append("\ncmdline=").append(cmd.kernelCmdline())
+                .append("\ntsc=").append(tsc);
         try {
             b.append("\nqemu=").append(qemu.toRealPath()).append(' ').append(Files.size(qemu)).append(' ')
                     .append(Files.getLastModifiedTime(qemu).toMillis());

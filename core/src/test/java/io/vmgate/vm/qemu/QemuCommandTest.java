@@ -11,7 +11,6 @@ import io.vmgate.image.Image;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.Optional;
 import java.util.OptionalInt;
 import java.util.OptionalLong;
 import org.junit.jupiter.api.Test;
@@ -35,18 +34,19 @@ class QemuCommandTest {
     @Test
     void tcgColdBoot() {
         QemuCommand c = new QemuCommand(Path.of("/usr/bin/qemu-system-x86_64"), config(Accel.TCG), DIR, "vm1", true,
-                OptionalLong.of(2_299_998), Optional.empty());
+                OptionalLong.of(2_299_998), GuestMemory.ANONYMOUS);
         List<String> a = c.argv();
         assertThat(a.getFirst()).isEqualTo("/usr/bin/qemu-system-x86_64");
-        assertThat(after(a, "-machine")).isEqualTo("microvm,pit=on,pic=on,rtc=on,acpi=on");
+        assertThat(after(a, "-machine")).as("no PIT: the guest knows its TSC rate").isEqualTo("microvm,pic=on,rtc=on,acpi=on,pit=off");
         assertThat(after(a, "-accel")).isEqualTo("tcg");
-        assertThat(a).doesNotContain("-cpu");
+        assertThat(after(a, "-cpu")).as("ARAT: tickless idle").isEqualTo("qemu64,+arat");
         assertThat(after(a, "-smp")).isEqualTo("1");
         assertThat(after(a, "-m")).isEqualTo("256M");
         assertThat(a).contains("-nodefaults", "-no-user-config", "-nographic", "-no-reboot");
         assertThat(after(a, "-kernel")).isEqualTo("/cache/img/vmlinux");
         assertThat(after(a, "-initrd")).isEqualTo("/cache/img/initrd.img");
-        assertThat(after(a, "-append")).isEqualTo("console=ttyS0 quiet panic=-1 tsc_early_khz=2299998");
+        assertThat(after(a, "-append")).isEqualTo("console=ttyS0 quiet panic=-1 tsc_early_khz=2299998 tsc=reliable"
+                + " nowatchdog psi=0 sysctl.vm.compaction_proactiveness=0");
         assertThat(a).containsSubsequence("-chardev", "socket,id=console,path=/run/vmgate/vm1/console.sock,server=off",
                 "-serial", "chardev:console");
         assertThat(a).containsSubsequence("-chardev", "socket,id=agent,path=/run/vmgate/vm1/agent.sock,server=off",
@@ -54,15 +54,16 @@ class QemuCommandTest {
         assertThat(a).containsSubsequence("-chardev", "socket,id=qmp,path=/run/vmgate/vm1/qmp.sock,server=off",
                 "-mon", "chardev=qmp,mode=control");
         assertThat(after(a, "-sandbox")).isEqualTo("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-        assertThat(String.join(" ", a)).doesNotContain("-netdev", "-nic", "virtio-net", "-incoming", "server=on");
+        assertThat(String.join(" ", a)).doesNotContain("-netdev", "-nic", "virtio-net", "-incoming", "server=on", "memory-backend");
     }
 
     @Test
     void kvmUsesTheHostCpuAndNeedsNoClockHint() {
         QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.KVM).withCpus(2).withMemoryMib(512), DIR, "vm1", false,
-                OptionalLong.of(2_299_998), Optional.empty());
+                OptionalLong.of(2_299_998), GuestMemory.ANONYMOUS);
         List<String> a = c.argv();
         assertThat(after(a, "-accel")).isEqualTo("kvm");
+        assertThat(after(a, "-machine")).isEqualTo("microvm,pic=on,rtc=on,acpi=on,pit=on");
         assertThat(after(a, "-cpu")).isEqualTo("host");
         assertThat(after(a, "-smp")).isEqualTo("2");
         assertThat(after(a, "-m")).isEqualTo("512M");
@@ -73,22 +74,37 @@ class QemuCommandTest {
     @Test
     void agentSettingsGoOnTheKernelCommandLine() {
         VmConfig cfg = config(Accel.TCG).withRwsizeMib(64).withMaxProcs(100);
-        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
-        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 vmgate.rwsize=64 vmgate.maxprocs=100");
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
+        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 nowatchdog psi=0 sysctl.vm.compaction_proactiveness=0"
+                + " vmgate.rwsize=64 vmgate.maxprocs=100");
+        assertThat(c.machine()).as("without a known TSC rate the guest calibrates against the PIT").endsWith(",pit=on");
     }
 
     @Test
-    void restoreIsTheSameMachinePlusIncoming() {
-        QemuCommand cold = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.of(1), Optional.empty());
-        QemuCommand warm = cold.withIncoming("exec:cat /state");
-        assertThat(warm.argv().subList(0, cold.argv().size())).isEqualTo(cold.argv());
-        assertThat(warm.argv().subList(cold.argv().size(), warm.argv().size())).containsExactly("-incoming", "exec:cat /state");
+    void templateAndCloneDifferFromAColdBootOnlyInWhereGuestRamLives() {
+        QemuCommand cold = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.of(1), GuestMemory.ANONYMOUS);
+        QemuCommand template = cold.withMemory(new GuestMemory.TemplateFile(Path.of("/cache/t,1/memory-ab")));
+        QemuCommand clone = cold.asClone();
+        assertThat(after(template.argv(), "-machine")).isEqualTo(cold.machine() + ",memory-backend=mem");
+        assertThat(after(template.argv(), "-object")).isEqualTo("memory-backend-file,id=mem,size=256M,mem-path=/cache/t,,1/memory-ab,share=on");
+        assertThat(after(clone.argv(), "-machine")).isEqualTo(cold.machine() + ",memory-backend=mem");
+        assertThat(after(clone.argv(), "-object")).as("a private copy-on-write mapping of the file on stdin")
+                .isEqualTo("memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/0,share=off");
+        assertThat(clone.argv().subList(clone.argv().size() - 2, clone.argv().size())).containsExactly("-incoming", "defer");
+        assertThat(template.argv()).doesNotContain("-incoming");
+        // Everything else is the cold boot's, in the same order.
+        List<String> rest = new java.util.ArrayList<>(clone.argv());
+        rest.subList(rest.size() - 2, rest.size()).clear();
+        int obj = rest.indexOf("-object");
+        rest.subList(obj, obj + 2).clear();
+        rest.set(rest.indexOf("-machine") + 1, cold.machine());
+        assertThat(rest).isEqualTo(cold.argv());
     }
 
     @Test
     void commasInPathsAreEscapedForQemu() {
         RuntimeDir odd = new RuntimeDir(Path.of("/tmp/a,b/vm1"));
-        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), Optional.empty());
+        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), GuestMemory.ANONYMOUS);
         assertThat(c.argv()).contains("socket,id=agent,path=/tmp/a,,b/vm1/agent.sock,server=off");
     }
 
