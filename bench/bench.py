@@ -239,12 +239,12 @@ def wait_port(port, timeout=300):
 
 
 class Serve:
-    def __init__(self, work, authorized_keys, *extra):
+    def __init__(self, work, authorized_keys, *extra, max_sessions=4):
         self.port = free_port()
         self.log = open(os.path.join(work, f"serve-{self.port}.log"), "w")
         self.proc = subprocess.Popen([VMGATE, "serve", "--listen", f"127.0.0.1:{self.port}", "--authorized-keys",
                                       authorized_keys, "--host-key", os.path.join(work, "vmgate_host_key"),
-                                      "--max-sessions", "4", *extra], stdout=self.log, stderr=self.log)
+                                      "--max-sessions", str(max_sessions), *extra], stdout=self.log, stderr=self.log)
         wait_port(self.port)
 
     def close(self):

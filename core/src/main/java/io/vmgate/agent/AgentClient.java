@@ -30,7 +30,9 @@ public final class AgentClient implements Closeable {
     private final Map<Integer, GuestProcess> processes = new ConcurrentHashMap<>();
     private final AtomicInteger nextId = new AtomicInteger(1);
     private final CompletableFuture<Message.Hello> hello = new CompletableFuture<>();
-    private volatile CompletableFuture<Void> configured = new CompletableFuture<>();
+    /** CONFIGUREs sent and not yet answered, oldest first: the guest answers them in order. */
+    private final java.util.Queue<CompletableFuture<Void>> configuring = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private final Object configureLock = new Object();
     private final CompletableFuture<Void> disconnected = new CompletableFuture<>();
 
     private AgentClient(ByteChannel channel, String name) {
@@ -71,8 +73,16 @@ public final class AgentClient implements Closeable {
      */
     public CompletableFuture<Void> configureAsync(long unixTimeNanos, String hostname, byte[] entropy) throws IOException {
         CompletableFuture<Void> answer = new CompletableFuture<>();
-        configured = answer;
-        send(new Message.Configure(unixTimeNanos, hostname, entropy));
+        // Queued and sent under one lock, so the queue's order is the wire's: each CONFIGURED
+        // answers the oldest CONFIGURE (two in flight, e.g. a cold boot's and a pool's hand-out,
+        // must not leave the first one waiting forever).
+        synchronized (configureLock) {
+            configuring.add(answer);
+            if (disconnected.isDone()) {
+                answer.completeExceptionally(gone(null));
+            }
+            send(new Message.Configure(unixTimeNanos, hostname, entropy));
+        }
         return answer;
     }
 
@@ -186,7 +196,13 @@ public final class AgentClient implements Closeable {
                     hello.complete(h);
                 }
             }
-            case Message.Configured c -> configured.complete(null);
+            case Message.Configured c -> {
+                CompletableFuture<Void> oldest = configuring.poll();
+                if (oldest == null) {
+                    throw ProtocolException.message("CONFIGURED without a CONFIGURE");
+                }
+                oldest.complete(null);
+            }
             case Message.Started s -> process(s.id()).started.complete(s.pid());
             case Message.Data d -> {
                 GuestProcess p = process(d.id());
@@ -246,7 +262,10 @@ public final class AgentClient implements Closeable {
         }
         AgentGoneException gone = gone(cause);
         hello.completeExceptionally(gone);
-        configured.completeExceptionally(gone);
+        CompletableFuture<Void> c;
+        while ((c = configuring.poll()) != null) {
+            c.completeExceptionally(gone);
+        }
         processes.values().forEach(p -> p.fail(gone));
         processes.clear();
         try {

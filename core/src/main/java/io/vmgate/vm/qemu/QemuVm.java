@@ -51,6 +51,16 @@ public final class QemuVm implements Vm {
     private static final Duration TERM_GRACE = Duration.ofSeconds(2);
     private static final Duration KILL_WAIT = Duration.ofSeconds(10);
 
+    /**
+     * VMs starting at once in this process; more wait their turn, and the wait does not count
+     * against their boot timeout. A start is CPU-bound (QEMU's own start-up, then the guest's
+     * boot or, after a restore, TCG translating its code anew: ~0.25 s of CPU for a restore here),
+     * so twenty at once on two cores all finish late, and under load past their boot timeout;
+     * a few per core finish as fast, in order.
+     */
+    static final int MAX_PARALLEL_STARTS = Math.max(2, 2 * Runtime.getRuntime().availableProcessors());
+    private static final java.util.concurrent.Semaphore STARTS = new java.util.concurrent.Semaphore(MAX_PARALLEL_STARTS, true);
+
     private final String id;
     private final VmConfig config;
     private final RuntimeDir dir;
@@ -70,6 +80,7 @@ public final class QemuVm implements Vm {
     private volatile AgentClient agent;
     private volatile Message.Hello hello;
     private volatile String finalDiagnostics;
+    private volatile boolean killed;
 
     /** Every VM this driver returns has been configured (clock, hostname, entropy) with this name. */
     public static final String HOSTNAME = Vm.HOSTNAME;
@@ -89,11 +100,16 @@ public final class QemuVm implements Vm {
      * capability probe early.
      */
     public static VmLauncher launcher(VmConfig config) {
+        prepare(config);
+        return (vmId, progress) -> boot(config, vmId, progress);
+    }
+
+    /** Reaps (once per runtime root and process) what crashed servers left, and starts the QEMU capability probe. */
+    static void prepare(VmConfig config) {
         QemuBinary.find(config.qemuBinary()).ifPresent(QemuBinary::sandboxSupported);
         if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
             RuntimeDirs.reapStale(config.runtimeRoot());
         }
-        return (vmId, progress) -> boot(config, vmId, progress);
     }
 
     /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
@@ -131,6 +147,26 @@ public final class QemuVm implements Vm {
         }
         Path qemu = QemuBinary.resolve(config.qemuBinary());
         CompletableFuture<Boolean> sandbox = QemuBinary.sandboxSupported(qemu);
+        long queued = System.nanoTime();
+        try {
+            STARTS.acquire();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new VmException("VM " + vmId + " did not start: interrupted while waiting for its turn to start", e);
+        }
+        try {
+            long waitedMs = (System.nanoTime() - queued) / 1_000_000;
+            if (waitedMs >= 100) {
+                log.info("vm_start_queued vm={} waited_ms={} max_parallel_starts={}", vmId, waitedMs, MAX_PARALLEL_STARTS);
+            }
+            return startNow(config, vmId, memory, template, progress, qemu, sandbox);
+        } finally {
+            STARTS.release();
+        }
+    }
+
+    private static QemuVm startNow(VmConfig config, String vmId, GuestMemory memory, Template template, Consumer<Phase> progress,
+            Path qemu, CompletableFuture<Boolean> sandbox) throws VmException {
         RuntimeDir dir;
         try {
             dir = RuntimeDirs.create(config.runtimeRoot(), vmId);
@@ -146,16 +182,29 @@ public final class QemuVm implements Vm {
             return vm;
         } catch (BootFailure | RuntimeException e) {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
+            boolean timedOut = e instanceof BootFailure b && b.timedOut && vm.process != null && vm.process.isAlive();
             vm.close(); // first: QEMU's stderr is complete only once it has exited
             log.warn("vm_boot_failed vm={} reason={}", vmId, reason);
-            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null);
+            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null, timedOut);
         }
     }
 
     /** Why a boot failed, in words for the user; the diagnostics are added by {@link #boot}. */
     private static final class BootFailure extends Exception {
+        final boolean timedOut;
+
         BootFailure(String message, Throwable cause) {
+            this(message, cause, false);
+        }
+
+        private BootFailure(String message, Throwable cause, boolean timedOut) {
             super(message, cause);
+            this.timedOut = timedOut;
+        }
+
+        /** The boot deadline passed with QEMU still running. */
+        static BootFailure timeout(String message, Throwable cause) {
+            return new BootFailure(message, cause, true);
         }
     }
 
@@ -232,7 +281,7 @@ public final class QemuVm implements Vm {
             try {
                 hello = agent.awaitHello(remaining(deadline));
             } catch (TimeoutException e) {
-                throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
+                throw BootFailure.timeout("the guest agent did not say hello within " + seconds(config.bootTimeout())
                         + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
                         + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
             } catch (IOException e) {
@@ -299,7 +348,7 @@ public final class QemuVm implements Vm {
         try {
             configured.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
-            throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
+            throw BootFailure.timeout("the restored guest agent did not answer within " + seconds(config.bootTimeout())
                     + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
         } catch (ExecutionException e) {
             throw new BootFailure(agentFailure(e.getCause() instanceof IOException io ? io : new IOException(e.getCause())), e);
@@ -371,7 +420,7 @@ public final class QemuVm implements Vm {
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
-                    throw new BootFailure("QEMU did not connect to its sockets within " + seconds(config.bootTimeout()), null);
+                    throw BootFailure.timeout("QEMU did not connect to its sockets within " + seconds(config.bootTimeout()), null);
                 }
                 sel.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
                 if (Thread.currentThread().isInterrupted()) { // select() returns at once from now on
@@ -424,9 +473,23 @@ public final class QemuVm implements Vm {
         }
     }
 
+    /**
+     * Kills QEMU at once (SIGKILL), for a template VM whose state is saved: nothing of QEMU's
+     * exit path may touch the guest memory file after the state was taken. {@link #close} still
+     * cleans up.
+     */
+    void kill() {
+        Process p = process;
+        if (p != null && p.isAlive()) {
+            killed = true;
+            p.destroyForcibly();
+            waitExit(p, KILL_WAIT);
+        }
+    }
+
     private void onQemuExit() {
         exited.complete(null);
-        if (!closing.get()) {
+        if (!closing.get() && !killed) {
             Process p = process;
             log.warn("vm_exited vm={} status={} uptime_ms={} (unexpected: not closed by vmgate)", id,
                     p == null ? -1 : p.exitValue(), (System.nanoTime() - createdNanos) / 1_000_000);

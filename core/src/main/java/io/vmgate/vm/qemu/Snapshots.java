@@ -68,6 +68,11 @@ public final class Snapshots implements VmLauncher {
     private final Path root;
     private final boolean rebuildInBackground;
     private final AtomicBoolean rebuilding = new AtomicBoolean();
+    private volatile long noBuildBefore = System.nanoTime();
+    private volatile int buildFailures;
+    /** Memory files of templates that restored at least once in this process. */
+    private static final java.util.Set<Path> PROVEN = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private static final Duration BUILD_BACKOFF = Duration.ofSeconds(30);
 
     /**
      * @param rebuildInBackground after a failed restore, rebuild the template at once in the
@@ -78,6 +83,7 @@ public final class Snapshots implements VmLauncher {
         this.config = config;
         this.root = root;
         this.rebuildInBackground = rebuildInBackground;
+        QemuVm.prepare(config);
     }
 
     /** The template's state file (which may not exist yet). */
@@ -90,18 +96,23 @@ public final class Snapshots implements VmLauncher {
         Template template;
         try {
             template = current();
-            if (template == null) {
-                template = ensureTemplate();
-            }
         } catch (Template.Corrupt e) {
-            return fallBack(vmId, progress, null, e.getMessage());
+            return fallBack(vmId, progress, null, e.getMessage(), true);
         } catch (VmException e) {
             log.warn("snapshot_unavailable vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
             return QemuVm.boot(config, vmId, progress);
         }
+        if (template == null) {
+            template = buildForLaunch(vmId);
+            if (template == null) {
+                return QemuVm.boot(config, vmId, progress);
+            }
+        }
         for (int attempt = 1; ; attempt++) {
             try {
-                return QemuVm.restore(config, vmId, template, progress);
+                Vm vm = QemuVm.restore(config, vmId, template, progress);
+                PROVEN.add(template.memory());
+                return vm;
             } catch (VmException e) {
                 if (!e.qemuRan() && Files.exists(template.memory())) {
                     throw e; // a host-side problem: the template is not at fault, and a cold boot would meet it too
@@ -116,16 +127,64 @@ public final class Snapshots implements VmLauncher {
                         template = now;
                         continue;
                     }
-                    return fallBack(vmId, progress, template, "the template's memory file " + template.memory() + " is missing");
+                    return fallBack(vmId, progress, template, "the template's memory file " + template.memory() + " is missing", true);
                 }
-                return fallBack(vmId, progress, template, e.getMessage());
+                // A timeout proves nothing against a template that restored before: the host is busy.
+                boolean suspect = !(e.timedOut() && PROVEN.contains(template.memory()));
+                return fallBack(vmId, progress, template, e.getMessage(), suspect);
             }
         }
     }
 
-    /** After a failed restore: discard the template (unless already replaced), rebuild it, cold-boot this VM. */
-    private Vm fallBack(String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason)
-            throws VmException {
+    /**
+     * No template yet. A server never waits for a build (one may be slow or fail under load, and
+     * sessions queued behind it would wait for each in turn): it starts one in the background
+     * and cold-boots meanwhile. A one-shot command builds it now, unless another thread or
+     * process is building it already. Returns the new template, or null to cold-boot.
+     */
+    private Template buildForLaunch(String vmId) throws VmException {
+        if (rebuildInBackground) {
+            log.info("snapshot_missing vm={} fallback=cold_boot (building it in the background)", vmId);
+            rebuildInBackground();
+            return null;
+        }
+        Path state = statePath();
+        if (!JVM_LOCK.tryLock()) {
+            log.info("snapshot_missing vm={} fallback=cold_boot (being built by another thread)", vmId);
+            return null;
+        }
+        try {
+            Files.createDirectories(state.getParent());
+            try (FileChannel lockFile = FileChannel.open(state.resolveSibling("lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+                    FileLock lock = lockFile.tryLock()) {
+                if (lock == null) {
+                    log.info("snapshot_missing vm={} fallback=cold_boot (being built by another process)", vmId);
+                    return null;
+                }
+                Template t = currentQuietly();
+                return t != null && Files.exists(t.memory()) ? t : build(state);
+            }
+        } catch (IOException e) {
+            throw new VmException("cannot write the snapshot template under " + state.getParent() + ": " + e.getMessage(), e);
+        } catch (VmException e) {
+            log.warn("snapshot_build_failed vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
+            return null;
+        } finally {
+            JVM_LOCK.unlock();
+        }
+    }
+
+    /**
+     * After a failed restore: discard the template if it is {@code suspect} (unless already
+     * replaced) and rebuild it, then cold-boot this VM.
+     */
+    private Vm fallBack(String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason,
+            boolean suspect) throws VmException {
+        if (!suspect) {
+            log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=kept"
+                    + " (it restored before: a busy host, not a bad template)", vmId, firstLine(reason));
+            return QemuVm.boot(config, vmId, progress);
+        }
         log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=discarded", vmId, firstLine(reason));
         discard(failed);
         if (rebuildInBackground) {
@@ -200,10 +259,12 @@ public final class Snapshots implements VmLauncher {
         Files.deleteIfExists(tmp);
         Files.createFile(memory, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
         byte[] stream;
-        try (QemuVm vm = QemuVm.bootTemplate(config, "template-" + dir.getFileName().toString().substring(0, 12), memory)) {
+        String vmId = "template-" + dir.getFileName().toString().substring(0, 12) + "-" + HexFormat.of().formatHex(randomBytes()).substring(0, 6);
+        try (QemuVm vm = QemuVm.bootTemplate(config, vmId, memory)) {
             vm.agent().configureFresh(QemuVm.HOSTNAME, Duration.ofSeconds(30));
             long settleMs = settle(vm);
             stream = save(vm);
+            vm.kill();
             log.info("snapshot_template_saved key={} state_bytes={} settle_ms={}", dir.getFileName(), stream.length, settleMs);
         } catch (VmException | IOException | RuntimeException e) {
             Files.deleteIfExists(memory);
@@ -375,18 +436,25 @@ public final class Snapshots implements VmLauncher {
         }
     }
 
+    /** Builds the template on a background thread, one build at a time, backing off after failures. */
     private void rebuildInBackground() {
-        if (rebuilding.compareAndSet(false, true)) {
-            Thread.ofVirtual().name("template-rebuild").start(() -> {
-                try {
-                    ensureTemplate();
-                } catch (VmException e) {
-                    log.warn("snapshot_rebuild_failed reason=\"{}\"", firstLine(e.getMessage()));
-                } finally {
-                    rebuilding.set(false);
-                }
-            });
+        if (System.nanoTime() - noBuildBefore < 0 || !rebuilding.compareAndSet(false, true)) {
+            return;
         }
+        Thread.ofVirtual().name("template-rebuild").start(() -> {
+            try {
+                ensureTemplate();
+                buildFailures = 0;
+            } catch (VmException e) {
+                int n = ++buildFailures;
+                Duration backoff = BUILD_BACKOFF.multipliedBy(1L << Math.min(n - 1, 4));
+                noBuildBefore = System.nanoTime() + backoff.toNanos();
+                log.warn("snapshot_rebuild_failed attempt={} retry_after_s={} reason=\"{}\"", n, backoff.toSeconds(),
+                        firstLine(e.getMessage()));
+            } finally {
+                rebuilding.set(false);
+            }
+        });
     }
 
     /** Everything that must be identical between the saving QEMU and the restoring one. */
