@@ -37,6 +37,7 @@ import java.util.Objects;
  *                                 entropy), or null to leave configuring the guest to the launcher
  * @param sftpServer               the guest's sftp-server, run for the {@code sftp} subsystem
  * @param launcher                 makes a VM for a connection
+ * @param startupLimits            limits on connections that have not authenticated yet (see {@link StartupLimits})
  */
 public record ServerConfig(
         String listenHost,
@@ -60,7 +61,8 @@ public record ServerConfig(
         Duration timeoutGrace,
         String guestHostname,
         String sftpServer,
-        VmLauncher launcher) {
+        VmLauncher launcher,
+        StartupLimits startupLimits) {
 
     public static final String DEFAULT_LISTEN_HOST = "127.0.0.1";
     public static final int DEFAULT_PORT = 2222;
@@ -89,6 +91,7 @@ public record ServerConfig(
         timeoutGrace = timeoutGrace == null ? DEFAULT_TIMEOUT_GRACE : timeoutGrace;
         sftpServer = sftpServer == null || sftpServer.isBlank() ? DEFAULT_SFTP_SERVER : sftpServer;
         user = user == null || user.isEmpty() ? null : user;
+        startupLimits = startupLimits == null ? StartupLimits.DEFAULT : startupLimits;
         require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
         require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
         require(maxSessionsPerUser >= 0, "max sessions per user must be at least 1 (or 0 for no limit), not " + maxSessionsPerUser);
@@ -155,6 +158,7 @@ public record ServerConfig(
         b.timeoutGrace = timeoutGrace;
         b.guestHostname = guestHostname;
         b.sftpServer = sftpServer;
+        b.startupLimits = startupLimits;
         return b;
     }
 
@@ -182,6 +186,7 @@ public record ServerConfig(
         private Duration timeoutGrace = DEFAULT_TIMEOUT_GRACE;
         private String guestHostname = DEFAULT_GUEST_HOSTNAME;
         private String sftpServer = DEFAULT_SFTP_SERVER;
+        private StartupLimits startupLimits = StartupLimits.DEFAULT;
 
         private Builder(VmLauncher launcher, Path hostKeyPath) {
             this.launcher = launcher;
@@ -210,6 +215,7 @@ public record ServerConfig(
         public Builder timeoutGrace(Duration v) { timeoutGrace = v; return this; }
         public Builder guestHostname(String v) { guestHostname = v; return this; }
         public Builder sftpServer(String v) { sftpServer = v; return this; }
+        public Builder startupLimits(StartupLimits v) { startupLimits = v; return this; }
 
         /** Lets a caller set a group of options in one step of a chain. */
         public Builder apply(java.util.function.Consumer<Builder> options) {
@@ -221,7 +227,7 @@ public record ServerConfig(
             return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
                     allowPasswordless, envAllowlist, maxSessions, maxSessionsPerUser, authTimeout, maxAuthAttempts,
                     maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, idleTimeout, maxSessionTime,
-                    timeoutWarning, timeoutGrace, guestHostname, sftpServer, launcher);
+                    timeoutWarning, timeoutGrace, guestHostname, sftpServer, launcher, startupLimits);
         }
     }
 }
