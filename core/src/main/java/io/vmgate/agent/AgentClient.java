@@ -164,14 +164,25 @@ public final class AgentClient implements Closeable {
 
     private void readLoop() {
         Throwable cause = null;
+        ByteBuffer header = ByteBuffer.allocate(Protocol.HEADER);
+        ByteBuffer fdByte = ByteBuffer.allocate(1);
         try {
-            Frame f;
-            while ((f = Frame.read(channel)) != null) {
+            Frame.Header h;
+            while ((h = Frame.readHeader(channel, header)) != null) {
                 try {
-                    dispatch(Message.decode(f));
+                    if (h.type() == Protocol.DATA && h.payloadLength() >= 1) {
+                        fdByte.clear();
+                        Frame.readFully(channel, fdByte);
+                        data(h.id(), fdByte.get(0) & 0xff, h.payloadLength() - 1);
+                        continue;
+                    }
+                    dispatch(Message.decode(Frame.readPayload(channel, h)));
                 } catch (ProtocolException e) {
+                    if (e.isFraming()) {
+                        throw e;
+                    }
                     // The guest is not trusted: a bad message is logged and dropped.
-                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, f.type(), f.id(), e.getMessage());
+                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, h.type(), h.id(), e.getMessage());
                 }
             }
         } catch (ProtocolException e) {
@@ -204,16 +215,6 @@ public final class AgentClient implements Closeable {
                 oldest.complete(null);
             }
             case Message.Started s -> process(s.id()).started.complete(s.pid());
-            case Message.Data d -> {
-                GuestProcess p = process(d.id());
-                InboundStream s = d.fd() == Protocol.FD_STDERR ? p.stderr : d.fd() == Protocol.FD_STDOUT ? p.stdout : null;
-                if (s == null || !s.offer(d.data())) {
-                    if (s != null && s.finished()) {
-                        return; // output after kill(): discarded on purpose
-                    }
-                    throw ProtocolException.message("DATA on fd " + d.fd() + " beyond the granted window or after EOF");
-                }
-            }
             case Message.Eof e -> {
                 GuestProcess p = process(e.id());
                 (e.fd() == Protocol.FD_STDERR ? p.stderr : p.stdout).finish();
@@ -245,6 +246,24 @@ public final class AgentClient implements Closeable {
                 }
             }
             default -> throw ProtocolException.message(m.getClass().getSimpleName() + " is not sent by a guest");
+        }
+    }
+
+    /**
+     * A DATA payload of {@code n} bytes, still on the channel: read straight into the stream's
+     * buffer, or consumed and dropped (with the same checks as any message) when it is not
+     * acceptable. The guest is not trusted: its fd, id and credit are all checked.
+     */
+    private void data(int id, int fd, int n) throws IOException {
+        GuestProcess p = processes.get(id);
+        InboundStream s = p == null ? null : fd == Protocol.FD_STDERR ? p.stderr : fd == Protocol.FD_STDOUT ? p.stdout : null;
+        if (s == null) {
+            Frame.readFully(channel, ByteBuffer.allocate(n)); // bounded by MAX_PAYLOAD
+            throw ProtocolException.message(p == null ? "unknown process id " + id : "DATA from the guest on fd " + fd);
+        }
+        switch (s.offer(channel, n)) {
+            case ACCEPTED, DISCARDED -> { } // DISCARDED: output after kill(), dropped on purpose
+            case OVERRUN -> throw ProtocolException.message("DATA on fd " + fd + " beyond the granted window or after EOF");
         }
     }
 
