@@ -132,6 +132,19 @@ public final class AgentClient implements Closeable {
         write(m.encode());
     }
 
+    /**
+     * DATA, encoded straight from the caller's bytes into the frame that goes on the wire (stdin:
+     * one copy, where building a {@link Message.Data} and its {@link Frame} took three).
+     */
+    void sendData(int id, int fd, byte[] b, int off, int len) throws IOException {
+        if (len > Protocol.MAX_PAYLOAD - 1) {
+            throw new IllegalArgumentException("DATA of " + len + " bytes exceeds MAX_PAYLOAD");
+        }
+        ByteBuffer frame = ByteBuffer.allocate(Protocol.HEADER + 1 + len);
+        frame.putInt(5 + 1 + len).put(Protocol.DATA).putInt(id).put((byte) fd).put(b, off, len).flip();
+        write(frame);
+    }
+
     /** For credit grants and kills from paths that cannot usefully handle a dead connection. */
     void sendQuietly(Message m) {
         try {
@@ -142,10 +155,13 @@ public final class AgentClient implements Closeable {
     }
 
     private void write(Frame f) throws IOException {
+        write(f.encode());
+    }
+
+    private void write(ByteBuffer buf) throws IOException {
         if (disconnected.isDone()) {
             throw gone(null);
         }
-        ByteBuffer buf = f.encode();
         synchronized (writeLock) {
             try {
                 while (buf.hasRemaining()) {
