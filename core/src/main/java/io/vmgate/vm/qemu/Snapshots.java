@@ -32,7 +32,9 @@ import java.util.List;
 import java.util.Map;
 import java.util.OptionalLong;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.ReentrantLock;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -67,7 +69,9 @@ public final class Snapshots implements VmLauncher {
     private final VmConfig config;
     private final Path root;
     private final boolean rebuildInBackground;
-    private final AtomicBoolean rebuilding = new AtomicBoolean();
+    /** Builds in progress in this process, by state file: later launches wait for them rather than build again. */
+    private static final java.util.concurrent.ConcurrentHashMap<Path, CompletableFuture<Template>> BUILDS =
+            new java.util.concurrent.ConcurrentHashMap<>();
     private volatile long noBuildBefore = System.nanoTime();
     private volatile int buildFailures;
     /** Memory files of templates that restored at least once in this process. */
@@ -137,38 +141,62 @@ public final class Snapshots implements VmLauncher {
     }
 
     /**
-     * No template yet. A server never waits for a build (one may be slow or fail under load, and
-     * sessions queued behind it would wait for each in turn): it starts one in the background
-     * and cold-boots meanwhile. A one-shot command builds it now, unless another thread or
-     * process is building it already. Returns the new template, or null to cold-boot.
+     * No template yet. If one is being built in this process, wait for that build, at most the
+     * boot timeout: never start another one in turn (under load a build can be slow or fail, and
+     * issue 13 saw sessions queued for one build after another, silently, for minutes). A server
+     * starts one in the background (unless backing off after failures) and waits for it the same
+     * way; a one-shot command builds it now, unless another process is building it. Returns the
+     * template, or null to cold-boot (logged).
      */
     private Template buildForLaunch(String vmId) throws VmException {
-        if (rebuildInBackground) {
-            log.info("snapshot_missing vm={} fallback=cold_boot (building it in the background)", vmId);
-            rebuildInBackground();
+        Path state = statePath();
+        CompletableFuture<Template> building = BUILDS.get(state);
+        if (building == null && rebuildInBackground) {
+            building = rebuildInBackground();
+        } else if (building == null) {
+            if (lockedByAnotherProcess(state)) {
+                log.info("snapshot_missing vm={} fallback=cold_boot (being built by another process)", vmId);
+                return null;
+            }
+            building = build(); // the first `run`: this process builds it and waits, as before
+            try {
+                return join(building);
+            } catch (VmException e) {
+                log.warn("snapshot_build_failed vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
+                return null;
+            }
+        }
+        if (building == null) {
+            log.info("snapshot_missing vm={} fallback=cold_boot (backing off after a failed build)", vmId);
             return null;
         }
-        Path state = statePath();
+        try {
+            return building.get(config.bootTimeout().toMillis(), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            log.info("snapshot_missing vm={} fallback=cold_boot (the template build takes longer than {} s)", vmId,
+                    config.bootTimeout().toSeconds());
+        } catch (ExecutionException e) {
+            log.info("snapshot_missing vm={} fallback=cold_boot (the template build failed: {})", vmId,
+                    firstLine(e.getCause().getMessage()));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new VmException("interrupted while waiting for the snapshot template", e);
+        }
+        return null;
+    }
+
+    private static boolean lockedByAnotherProcess(Path state) {
         if (!JVM_LOCK.tryLock()) {
-            log.info("snapshot_missing vm={} fallback=cold_boot (being built by another thread)", vmId);
-            return null;
+            return false; // this process builds: not another one
         }
         try {
             Files.createDirectories(state.getParent());
             try (FileChannel lockFile = FileChannel.open(state.resolveSibling("lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
                     FileLock lock = lockFile.tryLock()) {
-                if (lock == null) {
-                    log.info("snapshot_missing vm={} fallback=cold_boot (being built by another process)", vmId);
-                    return null;
-                }
-                Template t = currentQuietly();
-                return t != null && Files.exists(t.memory()) ? t : build(state);
+                return lock == null;
             }
         } catch (IOException e) {
-            throw new VmException("cannot write the snapshot template under " + state.getParent() + ": " + e.getMessage(), e);
-        } catch (VmException e) {
-            log.warn("snapshot_build_failed vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
-            return null;
+            return false; // the build will report it
         } finally {
             JVM_LOCK.unlock();
         }
@@ -215,7 +243,7 @@ public final class Snapshots implements VmLauncher {
         }
     }
 
-    /** Builds the template if it is missing (or not one of ours); returns it. */
+    /** Builds the template if it is missing (or not one of ours), or waits for the build in progress; returns it. */
     public Template ensureTemplate() throws VmException {
         try {
             Template t = current();
@@ -225,7 +253,45 @@ public final class Snapshots implements VmLauncher {
         } catch (Template.Corrupt e) {
             log.warn("snapshot_corrupt reason=\"{}\" (rebuilding it)", e.getMessage());
         }
+        return join(build());
+    }
+
+    /** The build in progress for this template in this process, or a new one on its own thread. */
+    private CompletableFuture<Template> build() throws VmException {
         Path state = statePath();
+        CompletableFuture<Template> mine = new CompletableFuture<>();
+        CompletableFuture<Template> theirs = BUILDS.putIfAbsent(state, mine);
+        if (theirs != null) {
+            return theirs;
+        }
+        Thread.ofVirtual().name("template-build").start(() -> {
+            try {
+                mine.complete(buildLocked(state));
+            } catch (VmException | RuntimeException e) {
+                mine.completeExceptionally(e);
+            } finally {
+                BUILDS.remove(state, mine);
+            }
+        });
+        return mine;
+    }
+
+    private static Template join(CompletableFuture<Template> f) throws VmException {
+        try {
+            return f.get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof VmException v) {
+                throw v;
+            }
+            throw new VmException("building the snapshot template failed: " + e.getCause(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new VmException("interrupted while waiting for the snapshot template", e);
+        }
+    }
+
+    /** Under the JVM lock and the directory's file lock (another process may build too): the template, built if missing. */
+    private Template buildLocked(Path state) throws VmException {
         Path dir = state.getParent();
         JVM_LOCK.lock();
         try {
@@ -436,25 +502,31 @@ public final class Snapshots implements VmLauncher {
         }
     }
 
-    /** Builds the template on a background thread, one build at a time, backing off after failures. */
-    private void rebuildInBackground() {
-        if (System.nanoTime() - noBuildBefore < 0 || !rebuilding.compareAndSet(false, true)) {
-            return;
+    /**
+     * Starts a build on a background thread (or returns the one in progress), unless backing off
+     * after failed ones (30 s, doubling to 8 min); null when backing off.
+     */
+    private CompletableFuture<Template> rebuildInBackground() throws VmException {
+        CompletableFuture<Template> running = BUILDS.get(statePath());
+        if (running != null) {
+            return running;
         }
-        Thread.ofVirtual().name("template-rebuild").start(() -> {
-            try {
-                ensureTemplate();
+        if (System.nanoTime() - noBuildBefore < 0) {
+            return null;
+        }
+        CompletableFuture<Template> f = build();
+        f.whenComplete((t, e) -> {
+            if (e == null) {
                 buildFailures = 0;
-            } catch (VmException e) {
-                int n = ++buildFailures;
-                Duration backoff = BUILD_BACKOFF.multipliedBy(1L << Math.min(n - 1, 4));
-                noBuildBefore = System.nanoTime() + backoff.toNanos();
-                log.warn("snapshot_rebuild_failed attempt={} retry_after_s={} reason=\"{}\"", n, backoff.toSeconds(),
-                        firstLine(e.getMessage()));
-            } finally {
-                rebuilding.set(false);
+                return;
             }
+            int n = ++buildFailures;
+            Duration backoff = BUILD_BACKOFF.multipliedBy(1L << Math.min(n - 1, 4));
+            noBuildBefore = System.nanoTime() + backoff.toNanos();
+            log.warn("snapshot_rebuild_failed attempt={} retry_after_s={} reason=\"{}\"", n, backoff.toSeconds(),
+                    firstLine((e.getCause() != null ? e.getCause() : e).getMessage()));
         });
+        return f;
     }
 
     /** Everything that must be identical between the saving QEMU and the restoring one. */
