@@ -580,7 +580,7 @@ def main():
             finally:
                 srv.close()
     if "bulk" in rows or "idle" in rows:
-        srv = Serve(work, key + ".pub")
+        srv = Serve(work, key + ".pub", max_sessions=16)  # room for the idle sessions and their warm-up
         try:
             if "bulk" in rows:
                 bulk(srv, ssh, r, args.quick)
@@ -633,7 +633,9 @@ def write_report(args, r):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     measured = [g for g in ROWS if g in r["rows"]]
     cmd = "python3 bench/bench.py" + (" --quick" if args.quick else "") + (
-        f" --rows {','.join(measured)}" if len(measured) < len(ROWS) else "")
+        f" --rows {','.join(measured)}" if len(measured) < len(ROWS) else "") + (
+        f" --runs {args.runs}" if args.runs != (5 if args.quick else 20) else "") + (
+        f" --cold-runs {args.cold_runs}" if args.cold_runs != (5 if args.quick else 20) else "")
     with open(args.out, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write(f"Produced by `bench/bench.py` (command: `{cmd}`), which measures every row below in one run on one "

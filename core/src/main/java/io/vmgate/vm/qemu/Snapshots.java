@@ -51,6 +51,11 @@ import org.slf4j.LoggerFactory;
  * renames a new state file (naming that memory file) into place, and only then unlinks the old
  * memory file, which VMs still running from it keep mapped.
  *
+ * <p>A launch that finds no template waits for the one build in progress in this process (a
+ * server starts one in the background) for at most the boot timeout, then cold-boots; it never
+ * starts a build of its own after another one failed. A restore that times out on a template
+ * that restored before in this process keeps the template: a busy host is not a bad template.
+ *
  * <p>Templates live in {@code <root>/<key>/}: {@code state}, {@code memory-<hex>} and a
  * {@code lock} file that serialises builds across processes. The key covers everything that
  * must match between save and restore: the format, the image, CPUs, memory, accelerator, agent
