@@ -485,7 +485,7 @@ static void start(uint32_t id, const struct proto_start *s) {
             err = errno;
         kid[k] = err ? -1 : pp[k ? 1 : 0];
         mine[k] = err ? -1 : pp[k ? 0 : 1];
-        if (k && !err) /* best effort: a bigger pipe, fewer wakeups (see OUT_PIPE_SIZE) */
+        if (!err) /* best effort: a bigger pipe, fewer wakeups (see OUT_PIPE_SIZE); stdin too */
             fcntl(pp[0], F_SETPIPE_SZ, OUT_PIPE_SIZE);
     }
     if (!err) {
@@ -524,15 +524,30 @@ static void stdin_data(struct proc *p, const struct proto_msg *m) {
         return;
     if (p->in_fd < 0) /* nobody reads stdin any more: discard, give the credit back */
         return send_fd(MSG_WINDOW, p->id, 0, m->len);
+    const uint8_t *data = m->data;
+    uint32_t len = m->len;
+    if (!p->inlen) { /* nothing queued: straight into the child's pipe, buffer only what it refuses */
+        ssize_t n = write(p->in_fd, data, len);
+        if (n > 0) {
+            data += n;
+            len -= (uint32_t)n;
+            send_fd(MSG_WINDOW, p->id, 0, (uint32_t)n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            drop_stdin(p, 1); /* EPIPE: nobody reads it any more; EIO: PTY slave gone */
+            return send_fd(MSG_WINDOW, p->id, 0, len);
+        }
+        if (!len)
+            return;
+    }
     if (!p->inbuf && !(p->inbuf = malloc(PROTO_INITIAL_WINDOW)))
         return send_error(p->id, E_SYSTEM, "stdin buffer: out of memory");
-    if (p->inoff + p->inlen + m->len > PROTO_INITIAL_WINDOW) {
+    if (p->inoff + p->inlen + len > PROTO_INITIAL_WINDOW) {
         memmove(p->inbuf, p->inbuf + p->inoff, p->inlen);
         p->inoff = 0;
     }
-    memcpy(p->inbuf + p->inoff + p->inlen, m->data, m->len);
-    p->inlen += m->len;
-    p->in_credit -= m->len;
+    memcpy(p->inbuf + p->inoff + p->inlen, data, len);
+    p->inlen += len;
+    p->in_credit -= len;
     pump_in(p);
 }
 

@@ -343,9 +343,11 @@ def test_output_flow_control():
 def test_stdin_window_enforced():
     a = Agent()
     p = a.start(1, ["sleep", "1"])  # never reads stdin: the pipe fills, the agent buffers
-    a.send(frame(DATA, 1, b"\0" + b"x" * 200000) + frame(DATA, 1, b"\0" + b"y" * 200000))
+    # The agent writes into the pipe directly and gives that credit back at once, so only more than
+    # the pipe (64-256 KiB) plus the window (256 KiB) is sure to overrun: 800 KB without waiting.
+    a.send(b"".join(frame(DATA, 1, b"\0" + bytes([c]) * 200000) for c in b"wxyz"))
     p = a.wait_exit(1)
-    assert [e[0] for e in p.errors] == [1] and "beyond the window" in p.errors[0][1], vars(p)
+    assert p.errors and all(e[0] == 1 and "beyond the window" in e[1] for e in p.errors), vars(p)
     a.close()
 
 

@@ -192,7 +192,7 @@ final class ImageCommand {
         @Parameters(index = "0", paramLabel = "DIR")
         Path dir;
 
-        @Option(names = "--template", description = "Print the snapshot template's state file path on the first line, then the restore command line.")
+        @Option(names = "--template", description = "Print the snapshot template's state file and memory file paths on the first two lines, then the restore command line.")
         boolean template;
 
         @Override
@@ -200,8 +200,7 @@ final class ImageCommand {
             Logging.configure(Logging.Format.text, "WARN");
             try (Sandboxes engine = Sandboxes.create(vmOptions.options())) {
                 if (template) {
-                    System.out.println(engine.prepare().orElseThrow(() ->
-                            new IllegalArgumentException("--template needs snapshot restores (drop --no-snapshot)")));
+                    engine.templateFiles().forEach(System.out::println);
                 }
                 engine.qemuCommandLine(dir, template).forEach(System.out::println);
             }

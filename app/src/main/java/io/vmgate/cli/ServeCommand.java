@@ -88,6 +88,18 @@ final class ServeCommand implements Callable<Integer> {
             description = "When a timeout ends a session: time between SIGTERM to its processes and destroying the VM (default: ${DEFAULT-VALUE}).")
     Duration timeoutGrace;
 
+    @Option(names = "--max-startups", paramLabel = "START:RATE:FULL", defaultValue = "10:30:100",
+            description = "Unauthenticated connections: from START on, drop new ones with RATE %% chance, rising to all at FULL; N means N:100:N (default: ${DEFAULT-VALUE}).")
+    String maxStartups;
+
+    @Option(names = "--per-source-max-startups", paramLabel = "N", defaultValue = "8",
+            description = "Unauthenticated connections at once from one address; 0 is unlimited (default: ${DEFAULT-VALUE}).")
+    int perSourceMaxStartups;
+
+    @Option(names = "--per-source-rate", paramLabel = "N/DURATION", defaultValue = "300/1m",
+            description = "Connections accepted per address per DURATION; 0/1s is unlimited (default: ${DEFAULT-VALUE}).")
+    String perSourceRate;
+
     @Option(names = "--pool", paramLabel = "N", defaultValue = "0",
             description = "Keep N VMs started and idle so a connection only waits for the hand-over (default: ${DEFAULT-VALUE}).")
     int pool;
@@ -161,6 +173,7 @@ final class ServeCommand implements Callable<Integer> {
                 .apply(this::sessionLimits)
                 .recordings(recordings)
                 .observer(metrics != null ? metrics.ssh() : null)
+                .startupLimits(startupLimits())
                 .build();
         VmgateSshServer server = new VmgateSshServer(cfg);
         Path socket = controlSocket != null ? controlSocket : cfg.hostKeyPath().toAbsolutePath().resolveSibling("control.sock");
@@ -240,6 +253,16 @@ final class ServeCommand implements Callable<Integer> {
     ServerConfig.Builder sessionLimits(ServerConfig.Builder b) {
         return b.maxSessionsPerUser(maxSessionsPerUser).idleTimeout(idleTimeout).maxSessionTime(maxSessionTime)
                 .timeoutWarning(timeoutWarning).timeoutGrace(timeoutGrace);
+    }
+
+    /** --max-startups, --per-source-max-startups, --per-source-rate; a bad value is a usage error naming it. */
+    io.vmgate.ssh.StartupLimits startupLimits() {
+        try {
+            return io.vmgate.ssh.StartupLimits.DEFAULT.withMaxStartups(maxStartups).withPerSourceMaxStartups(perSourceMaxStartups)
+                    .withPerSourceRate(perSourceRate);
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), e.getMessage());
+        }
     }
 
     /** 30s, 10m, 1h, 500ms, plain seconds, or off. */

@@ -31,7 +31,9 @@ public final class AgentClient implements Closeable {
     private final Map<Integer, GuestProcess> processes = new ConcurrentHashMap<>();
     private final AtomicInteger nextId = new AtomicInteger(1);
     private final CompletableFuture<Message.Hello> hello = new CompletableFuture<>();
-    private volatile CompletableFuture<Void> configured = new CompletableFuture<>();
+    /** CONFIGUREs sent and not yet answered, oldest first: the guest answers them in order. */
+    private final java.util.Queue<CompletableFuture<Void>> configuring = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private final Object configureLock = new Object();
     private final CompletableFuture<Void> disconnected = new CompletableFuture<>();
     private final Map<Integer, GuestTunnel> tunnels = new ConcurrentHashMap<>();
     private volatile TunnelHandler tunnelHandler;
@@ -79,8 +81,16 @@ public final class AgentClient implements Closeable {
      */
     public CompletableFuture<Void> configureAsync(long unixTimeNanos, String hostname, byte[] entropy) throws IOException {
         CompletableFuture<Void> answer = new CompletableFuture<>();
-        configured = answer;
-        send(new Message.Configure(unixTimeNanos, hostname, entropy));
+        // Queued and sent under one lock, so the queue's order is the wire's: each CONFIGURED
+        // answers the oldest CONFIGURE (two in flight, e.g. a cold boot's and a pool's hand-out,
+        // must not leave the first one waiting forever).
+        synchronized (configureLock) {
+            configuring.add(answer);
+            if (disconnected.isDone()) {
+                answer.completeExceptionally(gone(null));
+            }
+            send(new Message.Configure(unixTimeNanos, hostname, entropy));
+        }
         return answer;
     }
 
@@ -152,6 +162,19 @@ public final class AgentClient implements Closeable {
         write(m.encode());
     }
 
+    /**
+     * DATA, encoded straight from the caller's bytes into the frame that goes on the wire (stdin:
+     * one copy, where building a {@link Message.Data} and its {@link Frame} took three).
+     */
+    void sendData(int id, int fd, byte[] b, int off, int len) throws IOException {
+        if (len > Protocol.MAX_PAYLOAD - 1) {
+            throw new IllegalArgumentException("DATA of " + len + " bytes exceeds MAX_PAYLOAD");
+        }
+        ByteBuffer frame = ByteBuffer.allocate(Protocol.HEADER + 1 + len);
+        frame.putInt(5 + 1 + len).put(Protocol.DATA).putInt(id).put((byte) fd).put(b, off, len).flip();
+        write(frame);
+    }
+
     /** For credit grants and kills from paths that cannot usefully handle a dead connection. */
     void sendQuietly(Message m) {
         try {
@@ -196,10 +219,13 @@ public final class AgentClient implements Closeable {
     }
 
     private void write(Frame f) throws IOException {
+        write(f.encode());
+    }
+
+    private void write(ByteBuffer buf) throws IOException {
         if (disconnected.isDone()) {
             throw gone(null);
         }
-        ByteBuffer buf = f.encode();
         synchronized (writeLock) {
             try {
                 while (buf.hasRemaining()) {
@@ -218,14 +244,25 @@ public final class AgentClient implements Closeable {
 
     private void readLoop() {
         Throwable cause = null;
+        ByteBuffer header = ByteBuffer.allocate(Protocol.HEADER);
+        ByteBuffer fdByte = ByteBuffer.allocate(1);
         try {
-            Frame f;
-            while ((f = Frame.read(channel)) != null) {
+            Frame.Header h;
+            while ((h = Frame.readHeader(channel, header)) != null) {
                 try {
-                    dispatch(Message.decode(f));
+                    if (h.type() == Protocol.DATA && h.payloadLength() >= 1) {
+                        fdByte.clear();
+                        Frame.readFully(channel, fdByte);
+                        data(h.id(), fdByte.get(0) & 0xff, h.payloadLength() - 1);
+                        continue;
+                    }
+                    dispatch(Message.decode(Frame.readPayload(channel, h)));
                 } catch (ProtocolException e) {
+                    if (e.isFraming()) {
+                        throw e;
+                    }
                     // The guest is not trusted: a bad message is logged and dropped.
-                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, f.type(), f.id(), e.getMessage());
+                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, h.type(), h.id(), e.getMessage());
                 }
             }
         } catch (ProtocolException e) {
@@ -250,18 +287,14 @@ public final class AgentClient implements Closeable {
                     hello.complete(h);
                 }
             }
-            case Message.Configured c -> configured.complete(null);
-            case Message.Started s -> process(s.id()).started.complete(s.pid());
-            case Message.Data d -> {
-                GuestProcess p = process(d.id());
-                InboundStream s = d.fd() == Protocol.FD_STDERR ? p.stderr : d.fd() == Protocol.FD_STDOUT ? p.stdout : null;
-                if (s == null || !s.offer(d.data())) {
-                    if (s != null && s.finished()) {
-                        return; // output after kill(): discarded on purpose
-                    }
-                    throw ProtocolException.message("DATA on fd " + d.fd() + " beyond the granted window or after EOF");
+            case Message.Configured c -> {
+                CompletableFuture<Void> oldest = configuring.poll();
+                if (oldest == null) {
+                    throw ProtocolException.message("CONFIGURED without a CONFIGURE");
                 }
+                oldest.complete(null);
             }
+            case Message.Started s -> process(s.id()).started.complete(s.pid());
             case Message.Eof e -> {
                 GuestProcess p = process(e.id());
                 (e.fd() == Protocol.FD_STDERR ? p.stderr : p.stdout).finish();
@@ -336,6 +369,24 @@ public final class AgentClient implements Closeable {
         return t;
     }
 
+    /**
+     * A DATA payload of {@code n} bytes, still on the channel: read straight into the stream's
+     * buffer, or consumed and dropped (with the same checks as any message) when it is not
+     * acceptable. The guest is not trusted: its fd, id and credit are all checked.
+     */
+    private void data(int id, int fd, int n) throws IOException {
+        GuestProcess p = processes.get(id);
+        InboundStream s = p == null ? null : fd == Protocol.FD_STDERR ? p.stderr : fd == Protocol.FD_STDOUT ? p.stdout : null;
+        if (s == null) {
+            Frame.readFully(channel, ByteBuffer.allocate(n)); // bounded by MAX_PAYLOAD
+            throw ProtocolException.message(p == null ? "unknown process id " + id : "DATA from the guest on fd " + fd);
+        }
+        switch (s.offer(channel, n)) {
+            case ACCEPTED, DISCARDED -> { } // DISCARDED: output after kill(), dropped on purpose
+            case OVERRUN -> throw ProtocolException.message("DATA on fd " + fd + " beyond the granted window or after EOF");
+        }
+    }
+
     private GuestProcess process(int id) throws ProtocolException {
         GuestProcess p = processes.get(id);
         if (p == null) {
@@ -350,7 +401,10 @@ public final class AgentClient implements Closeable {
         }
         AgentGoneException gone = gone(cause);
         hello.completeExceptionally(gone);
-        configured.completeExceptionally(gone);
+        CompletableFuture<Void> c;
+        while ((c = configuring.poll()) != null) {
+            c.completeExceptionally(gone);
+        }
         egressAnswer.completeExceptionally(gone);
         processes.values().forEach(p -> p.fail(gone));
         processes.clear();

@@ -27,20 +27,40 @@ public record Frame(byte type, int id, byte[] payload) {
      * on an impossible length, before allocating anything for it.
      */
     public static Frame read(ReadableByteChannel in) throws IOException {
-        ByteBuffer header = ByteBuffer.allocate(Protocol.HEADER);
-        if (!fill(in, header, true)) {
+        Header h = readHeader(in, ByteBuffer.allocate(Protocol.HEADER));
+        return h == null ? null : readPayload(in, h);
+    }
+
+    /** A frame's header, checked; its payload is still on the channel. */
+    record Header(byte type, int id, int payloadLength) {}
+
+    /**
+     * Reads and checks a header into {@code buf} (reused; {@link Protocol#HEADER} bytes). Null on a
+     * clean end of stream; a framing {@link ProtocolException} on an impossible length.
+     */
+    static Header readHeader(ReadableByteChannel in, ByteBuffer buf) throws IOException {
+        buf.clear().limit(Protocol.HEADER);
+        if (!fill(in, buf, true)) {
             return null;
         }
-        header.flip();
-        long length = Integer.toUnsignedLong(header.getInt());
+        buf.flip();
+        long length = Integer.toUnsignedLong(buf.getInt());
         if (length < 5 || length > 5L + Protocol.MAX_PAYLOAD) {
             throw ProtocolException.framing("frame length " + length + " outside [5, " + (5 + Protocol.MAX_PAYLOAD) + "]");
         }
-        byte type = header.get();
-        int id = header.getInt();
-        ByteBuffer payload = ByteBuffer.allocate((int) length - 5);
+        return new Header(buf.get(), buf.getInt(), (int) length - 5);
+    }
+
+    /** The rest of the frame whose header was read. */
+    static Frame readPayload(ReadableByteChannel in, Header h) throws IOException {
+        ByteBuffer payload = ByteBuffer.allocate(h.payloadLength());
         fill(in, payload, false);
-        return new Frame(type, id, payload.array());
+        return new Frame(h.type(), h.id(), payload.array());
+    }
+
+    /** Reads exactly {@code buf.remaining()} bytes; EOFException if the stream ends first. */
+    static void readFully(ReadableByteChannel in, ByteBuffer buf) throws IOException {
+        fill(in, buf, false);
     }
 
     private static boolean fill(ReadableByteChannel in, ByteBuffer buf, boolean eofAllowedAtStart) throws IOException {

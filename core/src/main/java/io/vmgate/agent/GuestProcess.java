@@ -28,8 +28,8 @@ public final class GuestProcess {
         this.stdout = new InboundStream(n -> agent.sendQuietly(new Message.Window(id, Protocol.FD_STDOUT, n)));
         this.stderr = new InboundStream(n -> agent.sendQuietly(new Message.Window(id, Protocol.FD_STDERR, n)));
         this.stdin = new OutboundStream(new OutboundStream.Sink() {
-            public void data(byte[] chunk) throws IOException {
-                agent.send(new Message.Data(id, Protocol.FD_STDIN, chunk));
+            public void data(byte[] b, int off, int len) throws IOException {
+                agent.sendData(id, Protocol.FD_STDIN, b, off, len);
             }
 
             public void eof() throws IOException {

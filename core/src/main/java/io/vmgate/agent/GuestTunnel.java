@@ -71,8 +71,8 @@ public final class GuestTunnel {
         this.agent = agent;
         this.fromGuest = new InboundStream(n -> sendIfOpen(new Message.TunnelWindow(id, n)), Protocol.TUNNEL_WINDOW);
         this.toGuest = new OutboundStream(new OutboundStream.Sink() {
-            public void data(byte[] chunk) throws IOException {
-                send(new Message.TunnelData(id, chunk));
+            public void data(byte[] b, int off, int len) throws IOException {
+                send(new Message.TunnelData(id, java.util.Arrays.copyOfRange(b, off, off + len)));
             }
 
             public void eof() throws IOException {

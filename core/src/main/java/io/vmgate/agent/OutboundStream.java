@@ -11,7 +11,8 @@ import java.io.OutputStream;
  */
 final class OutboundStream extends OutputStream {
     interface Sink {
-        void data(byte[] chunk) throws IOException;
+        /** Sends {@code len} bytes of {@code b} from {@code off}; the sink copies what it keeps. */
+        void data(byte[] b, int off, int len) throws IOException;
 
         void eof() throws IOException;
     }
@@ -76,7 +77,7 @@ final class OutboundStream extends OutputStream {
                 n = (int) Math.min(Math.min(len, credit), chunk);
                 credit -= n;
             }
-            sink.data(java.util.Arrays.copyOfRange(b, off, off + n));
+            sink.data(b, off, n);
             off += n;
             len -= n;
         }

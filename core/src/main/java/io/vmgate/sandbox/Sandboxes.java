@@ -20,6 +20,7 @@ import io.vmgate.vm.VmException;
 import io.vmgate.vm.VmLauncher;
 import io.vmgate.vm.WarmPool;
 import io.vmgate.vm.qemu.QemuCommand;
+import io.vmgate.vm.qemu.Template;
 import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
 import io.vmgate.vm.qemu.RuntimeDirs;
@@ -319,7 +320,23 @@ public final class Sandboxes implements AutoCloseable {
             return Optional.empty();
         }
         try {
-            return Optional.of(snapshots.ensureTemplate());
+            return Optional.of(snapshots.ensureTemplate().state());
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /**
+     * For benchmarks and debugging: the template's files (state, guest memory, and the saved
+     * scratch disk when there is one), built first if missing; empty without snapshot restores.
+     */
+    public List<Path> templateFiles() throws SandboxException {
+        if (snapshots == null) {
+            return List.of();
+        }
+        try {
+            Template t = snapshots.ensureTemplate();
+            return config.scratchMib().isPresent() ? List.of(t.state(), t.memory(), t.scratch()) : List.of(t.state(), t.memory());
         } catch (VmException e) {
             throw new SandboxException(e.getMessage(), e);
         }
@@ -367,8 +384,9 @@ public final class Sandboxes implements AutoCloseable {
 
     /**
      * For benchmarks and debugging: the exact QEMU command line a sandbox with runtime directory
-     * {@code dir} gets; with {@code restore}, the one that restores the template (its state arrives on
-     * stdin; the template is built first if missing). A scratch disk a cold boot needs is made in {@code dir}.
+     * {@code dir} gets; with {@code restore}, the one that restores the template (the template's memory
+     * file on stdin, its state fed later over QMP with {@code migrate-incoming}; the template is built
+     * first if missing). A scratch disk a cold boot needs is made in {@code dir}.
      */
     public List<String> qemuCommandLine(Path dir, boolean restore) throws SandboxException {
         if (config == null) {
@@ -377,10 +395,13 @@ public final class Sandboxes implements AutoCloseable {
         try {
             QemuCommand cmd = QemuCommand.of(config, new RuntimeDir(dir), "bench");
             if (restore) {
-                Path state = prepare().orElseThrow(() -> new IllegalStateException("these sandboxes are not restored from a template"));
-                cmd = cmd.withIncoming("fd:0");
+                if (snapshots == null) {
+                    throw new IllegalStateException("these sandboxes are not restored from a template");
+                }
+                Template t = snapshots.ensureTemplate();
+                cmd = cmd.asClone();
                 if (config.scratchMib().isPresent()) {
-                    cmd = cmd.withScratchTemplate(state.resolveSibling(ScratchDisk.FILE));
+                    cmd = cmd.withScratchTemplate(t.scratch());
                 }
             } else if (config.scratchMib().isPresent()) {
                 ScratchDisk.create(cmd.scratchFile(), config.scratchMib().getAsInt()); // a cold boot's own disk, as QemuVm makes it

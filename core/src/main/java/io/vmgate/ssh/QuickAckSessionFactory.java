@@ -19,7 +19,7 @@ import org.apache.sshd.server.session.SessionFactory;
  * after receiving turns delayed ACKs back on), so it is re-armed on every read, which also sends
  * a pending ACK right away. Elsewhere the option is unsupported and this is MINA's factory.
  */
-final class QuickAckSessionFactory extends SessionFactory {
+class QuickAckSessionFactory extends SessionFactory {
     private volatile boolean unsupported;
 
     QuickAckSessionFactory(ServerFactoryManager server) {

@@ -36,6 +36,7 @@ import java.util.Objects;
  * @param guests                   gives each connection its guest, at its first shell, exec or subsystem
  * @param recordings               where every channel is recorded (asciicast v2), or null for no recording
  * @param observer                 hears connections, authentications, refusals and bytes (for metrics)
+ * @param startupLimits            limits on connections that have not authenticated yet (see {@link StartupLimits})
  */
 public record ServerConfig(
         String listenHost,
@@ -59,7 +60,8 @@ public record ServerConfig(
         Duration timeoutGrace,
         GuestSource guests,
         Recordings recordings,
-        SshObserver observer) {
+        SshObserver observer,
+        StartupLimits startupLimits) {
 
     public static final String DEFAULT_LISTEN_HOST = "127.0.0.1";
     public static final int DEFAULT_PORT = 2222;
@@ -86,6 +88,7 @@ public record ServerConfig(
         timeoutGrace = timeoutGrace == null ? DEFAULT_TIMEOUT_GRACE : timeoutGrace;
         user = user == null || user.isEmpty() ? null : user;
         observer = observer == null ? SshObserver.NONE : observer;
+        startupLimits = startupLimits == null ? StartupLimits.DEFAULT : startupLimits;
         require(port >= 0 && port <= 65535, "port must be 0..65535, not " + port);
         require(maxSessions >= 1, "max sessions must be at least 1, not " + maxSessions);
         require(maxSessionsPerUser >= 0, "max sessions per user must be at least 1 (or 0 for no limit), not " + maxSessionsPerUser);
@@ -152,6 +155,7 @@ public record ServerConfig(
         b.timeoutGrace = timeoutGrace;
         b.recordings = recordings;
         b.observer = observer;
+        b.startupLimits = startupLimits;
         return b;
     }
 
@@ -179,6 +183,7 @@ public record ServerConfig(
         private Duration timeoutGrace = DEFAULT_TIMEOUT_GRACE;
         private Recordings recordings;
         private SshObserver observer = SshObserver.NONE;
+        private StartupLimits startupLimits = StartupLimits.DEFAULT;
 
         private Builder(GuestSource guests, Path hostKeyPath) {
             this.guests = guests;
@@ -209,6 +214,8 @@ public record ServerConfig(
         public Builder recordings(Recordings v) { recordings = v; return this; }
         /** Tell this observer what happens (for metrics). */
         public Builder observer(SshObserver v) { observer = v; return this; }
+        /** Limits on connections that have not authenticated yet (OpenSSH's MaxStartups and more). */
+        public Builder startupLimits(StartupLimits v) { startupLimits = v; return this; }
 
         /** Lets a caller set a group of options in one step of a chain. */
         public Builder apply(java.util.function.Consumer<Builder> options) {
@@ -220,7 +227,7 @@ public record ServerConfig(
             return new ServerConfig(listenHost, port, hostKeyPath, authorizedKeys, user, passwordFile,
                     allowPasswordless, envAllowlist, maxSessions, maxSessionsPerUser, authTimeout, maxAuthAttempts,
                     maxChannelsPerConnection, keepaliveInterval, keepaliveCountMax, idleTimeout, maxSessionTime,
-                    timeoutWarning, timeoutGrace, guests, recordings, observer);
+                    timeoutWarning, timeoutGrace, guests, recordings, observer, startupLimits);
         }
     }
 }

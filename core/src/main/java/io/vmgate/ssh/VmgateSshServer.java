@@ -181,7 +181,7 @@ public final class VmgateSshServer implements AutoCloseable {
         CoreModuleProperties.MAX_CONCURRENT_CHANNELS.set(s, config.maxChannelsPerConnection() + 16);
 
         s.setServiceFactories(List.of(ServerUserAuthServiceFactory.INSTANCE, new Channels.ConnectionServiceFactory()));
-        s.setSessionFactory(new QuickAckSessionFactory(s));
+        s.setSessionFactory(new GatedSessionFactory(s, new StartupGate(config.startupLimits())));
         s.addSessionListener(new Listener());
         try {
             s.start();
@@ -194,12 +194,12 @@ public final class VmgateSshServer implements AutoCloseable {
         }
         sshd = s;
         Events.log.info("server_started listen={} port={} host_key={} fingerprint={} auth={} max_sessions={}"
-                        + " max_sessions_per_user={} idle_timeout={} max_session_time={}",
+                        + " max_sessions_per_user={} idle_timeout={} max_session_time={} {}",
                 Events.v(config.listenHost()), port(), Events.v(config.hostKeyPath()), HostKeys.fingerprint(hostKey),
                 String.join(",", methods.stream().map(UserAuthFactory::getName).toList()), config.maxSessions(),
                 config.maxSessionsPerUser() == 0 ? "unlimited" : config.maxSessionsPerUser(),
                 config.idleTimeout().isZero() ? "off" : Durations.format(config.idleTimeout()),
-                config.maxSessionTime().isZero() ? "off" : Durations.format(config.maxSessionTime()));
+                config.maxSessionTime().isZero() ? "off" : Durations.format(config.maxSessionTime()), config.startupLimits());
     }
 
     private boolean decidePasswordless(boolean loopback) {

@@ -15,7 +15,8 @@ import org.slf4j.LoggerFactory;
 /**
  * Keeps up to {@code size} VMs started and idle, so a connection costs only the hand-over.
  * A pooled VM serves exactly one caller and is never reused; each hand-out triggers a
- * replacement in the background. The pool never lets its idle VMs plus the VMs it has
+ * replacement in the background, but only once no connection that found the pool empty is
+ * still starting its own VM (refilling never competes with a waiting user). The pool never lets its idle VMs plus the VMs it has
  * handed out exceed {@code maxVms}, stops refilling (and sheds idle VMs) when the host is
  * short of memory, and {@link #close()} leaves nothing running.
  */
@@ -29,6 +30,8 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
     private final long guestMemoryBytes;
     private final LinkedBlockingDeque<Vm> idle = new LinkedBlockingDeque<>();
     private final AtomicInteger handedOut = new AtomicInteger();
+    /** Connections that found the pool empty and are starting their own VM right now. */
+    private final AtomicInteger missesInFlight = new AtomicInteger();
     private final AtomicLong serial = new AtomicLong();
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition changed = lock.newCondition();
@@ -78,7 +81,13 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         }
         if (vm == null) {
             log.info("pool_miss for={} reason=empty", vmId);
-            return source.launch(vmId, progress);
+            missesInFlight.incrementAndGet();
+            try {
+                return source.launch(vmId, progress);
+            } finally {
+                missesInFlight.decrementAndGet();
+                signal();
+            }
         }
         log.info("pool_hit vm={} for={} idle_left={}", vm.id(), vmId, idle.size());
         refresh(vm);
@@ -144,8 +153,13 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         }
     }
 
+    /**
+     * Whether the filler should start a VM now. Never while connections that found the pool empty
+     * are starting their own: a start is CPU-bound, and a waiting user comes before the pool.
+     */
     private boolean needsOne() {
-        return idle.size() < size && idle.size() + handedOut.get() < maxVms && memoryAvailable() > 2 * guestMemoryBytes + 512 * MIB;
+        return missesInFlight.get() == 0 && idle.size() < size && idle.size() + handedOut.get() < maxVms
+                && memoryAvailable() > 2 * guestMemoryBytes + 512 * MIB;
     }
 
     private void shedIfShortOfMemory() {

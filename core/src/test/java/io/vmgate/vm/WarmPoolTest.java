@@ -64,7 +64,7 @@ class WarmPoolTest {
         public void close() throws java.io.IOException { in.close(); out.close(); }
     }
 
-    static final class FakeLauncher implements VmLauncher {
+    static class FakeLauncher implements VmLauncher {
         final List<FakeVm> made = new CopyOnWriteArrayList<>();
 
         public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) {
@@ -119,6 +119,52 @@ class WarmPoolTest {
             a.close();
             b.close();
             await(() -> pool.idle() == 3, "pool to refill once sessions end");
+        }
+        assertThat(source.alive()).isZero();
+    }
+
+    @Test
+    void theFillerWaitsWhileAConnectionThatFoundThePoolEmptyStartsItsOwnVm() throws Exception {
+        java.util.concurrent.Semaphore poolGate = new java.util.concurrent.Semaphore(2);
+        java.util.concurrent.CountDownLatch missGate = new java.util.concurrent.CountDownLatch(1);
+        FakeLauncher source = new FakeLauncher() {
+            @Override
+            public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) {
+                try {
+                    if (vmId.startsWith("pool-")) {
+                        poolGate.acquire();
+                    } else {
+                        missGate.await();
+                    }
+                } catch (InterruptedException e) {
+                    throw new IllegalStateException(e);
+                }
+                return super.launch(vmId, progress);
+            }
+        };
+        java.util.function.LongSupplier poolLaunches = () -> source.made.stream().filter(v -> v.id.startsWith("pool-")).count();
+        try (WarmPool pool = new WarmPool(source, 2, 100, 64)) {
+            await(() -> pool.idle() == 2, "pool to fill");
+            Vm a = pool.launch("a");
+            Vm c = pool.launch("c"); // the pool is empty; the filler's next start waits at the gate
+            await(poolGate::hasQueuedThreads, "the filler to begin a refill");
+            CompletableFuture<Vm> b = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return pool.launch("b"); // a miss: its own start, held at missGate
+                } catch (VmException e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            Thread.sleep(200); // b's launch has counted itself as a miss in flight
+            poolGate.release(10);
+            await(() -> poolLaunches.getAsLong() == 3, "the refill that had begun before the miss");
+            Thread.sleep(300);
+            assertThat(poolLaunches.getAsLong()).as("no refill while the miss is starting").isEqualTo(3);
+            missGate.countDown();
+            Vm bv = b.get(10, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(bv.id()).isEqualTo("b");
+            await(() -> pool.idle() == 2, "refill once the miss has its VM");
+            List.of(a, c, bv).forEach(Vm::close);
         }
         assertThat(source.alive()).isZero();
     }

@@ -38,6 +38,31 @@ final class ProcStat {
         }
     }
 
+    /** CPU time a process has used, user + system, in clock ticks (fields 14 and 15). */
+    static OptionalLong cpuTicks(long pid) {
+        try {
+            return parseCpuTicks(Files.readString(Path.of("/proc", Long.toString(pid), "stat")));
+        } catch (IOException | RuntimeException e) {
+            return OptionalLong.empty();
+        }
+    }
+
+    static OptionalLong parseCpuTicks(String stat) {
+        int close = stat.lastIndexOf(')');
+        if (close < 0) {
+            return OptionalLong.empty();
+        }
+        String[] f = stat.substring(close + 1).strip().split("\\s+");
+        if (f.length < 13) {
+            return OptionalLong.empty();
+        }
+        try {
+            return OptionalLong.of(Long.parseLong(f[11]) + Long.parseLong(f[12]));
+        } catch (NumberFormatException e) {
+            return OptionalLong.empty();
+        }
+    }
+
     /** True if {@code pid} runs and is the process that started at {@code startTime}. */
     static boolean isSameProcess(long pid, long startTime) {
         OptionalLong now = startTime(pid);

@@ -13,9 +13,10 @@ import java.util.Optional;
 import java.util.OptionalLong;
 
 /**
- * The QEMU command line for one VM, in one place, because a snapshot restore must recreate
- * exactly the devices of the VM that was saved ({@link #withIncoming} adds only {@code -incoming},
- * {@link #withScratchTemplate} only changes where the scratch disk's bytes come from).
+ * The QEMU command line for one VM, in one place, because a VM restored from a template must
+ * recreate exactly the devices of the VM that was saved: the three command lines (cold boot,
+ * template, clone) differ only in where guest RAM lives ({@link GuestMemory}) and, for a clone,
+ * {@code -incoming defer}, plus where a clone's scratch disk comes from ({@link #withScratchTemplate}).
  *
  * <p>Every chardev is a <em>client</em> socket: the host listens first and QEMU connects while it
  * starts, so nobody polls for a socket file. There is no default device, and no network device
@@ -23,68 +24,107 @@ import java.util.OptionalLong;
  * Disks: the root filesystem image read-only (serial {@code vmgate-root}), and the scratch disk
  * (serial {@code vmgate-scratch}); the agent finds them by serial (docs/protocol.md).
  *
+ * <p>Idle cost under TCG (measured, see docs/benchmarks.md): every guest timer interrupt wakes
+ * QEMU's main loop and its vCPU thread, and under emulation each wakeup costs far more than on
+ * hardware. So the guest gets a CPU with ARAT (high-resolution timers, tickless idle), no PIT
+ * (QEMU's PIT, left in its reset state, fires 36 times a second into a masked IRQ 0), and a
+ * kernel command line without the periodic housekeeping an idle sandbox does not need.
+ *
  * @param tscKhz          the host TSC rate, for TCG guests (see {@link HostClock}); ignored under KVM
- * @param incoming        a migration source to restore from (e.g. {@code exec:cat state}), or empty for a cold boot
+ * @param memory          where guest RAM lives: anonymous (cold boot), a template's shared file, or a clone's private copy of it
  * @param scratchTemplate a template's saved scratch disk, opened with {@code snapshot=on} (writes go to a
  *                        temporary file QEMU makes in $TMPDIR, the runtime directory, and deletes at once);
  *                        empty: the VM's own {@link ScratchDisk#FILE} in its runtime directory
  */
 public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmId, boolean sandbox, OptionalLong tscKhz,
-        Optional<String> incoming, Optional<Path> scratchTemplate) {
+        GuestMemory memory, Optional<Path> scratchTemplate) {
 
     public static final String ROOT_SERIAL = "vmgate-root";
     public static final String SCRATCH_SERIAL = "vmgate-scratch";
-
-    public QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmId, boolean sandbox, OptionalLong tscKhz,
-            Optional<String> incoming) {
-        this(qemu, config, dir, vmId, sandbox, tscKhz, incoming, Optional.empty());
-    }
-
-    /** The virtio-serial port name the agent looks for (its default for {@code vmgate.port=}). */
-    public static final String AGENT_PORT = "org.vmgate.agent";
-    /**
-     * Under TCG the microvm machine needs the legacy PIT, PIC and RTC or the kernel cannot
-     * calibrate its clock, and ACPI so that the kernel (without virtio_mmio.device= support)
-     * finds the virtio-mmio devices.
-     */
-    static final String MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=on";
     /**
      * What the agent configures for {@link Network#OPEN} ({@code vmgate.net=}): QEMU's user-mode
      * network, whose gateway is 10.0.2.2 and resolver 10.0.2.3.
      */
     static final String USER_NET = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
+    public QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmId, boolean sandbox, OptionalLong tscKhz,
+            GuestMemory memory) {
+        this(qemu, config, dir, vmId, sandbox, tscKhz, memory, Optional.empty());
+    }
+
+    /** The virtio-serial port name the agent looks for (its default for {@code vmgate.port=}). */
+    public static final String AGENT_PORT = "org.vmgate.agent";
+    /** The memory backend's id: it names the RAM block in the saved state, so template and clone must agree. */
+    static final String MEMORY_ID = "mem";
     /**
-     * The exact command line vmgate would use for a VM in {@code dir} (for benchmarks that
-     * measure raw QEMU beside vmgate, and for debugging).
+     * Under TCG the kernel looks for the virtio-mmio devices through ACPI (it has no
+     * virtio_mmio.device= support), and takes its interrupts through the PIC and IOAPIC.
+     */
+    private static final String MACHINE_BASE = "microvm,pic=on,rtc=on,acpi=on";
+    /**
+     * For an idle guest under TCG: {@code tsc=reliable} (under host load the clocksource watchdog
+     * sometimes declares the emulated TSC unstable at boot, and the guest falls back to jiffies and a
+     * 250 Hz periodic tick for good), no soft-lockup watchdog (a timer every 4 s), no pressure-stall
+     * averaging (every 2 s while anything ran), and no proactive compaction (kcompactd wakes every
+     * 500 ms otherwise).
+     */
+    static final String IDLE_CMDLINE = "nowatchdog psi=0 sysctl.vm.compaction_proactiveness=0";
+
+    /**
+     * The exact command line vmgate would use to cold-boot a VM in {@code dir} (for benchmarks that
+     * measure raw QEMU beside vmgate, and for debugging); {@link #asClone()} gives a restore's.
      */
     public static QemuCommand of(VmConfig config, RuntimeDir dir, String vmId) throws VmException {
         Path qemu = QemuBinary.resolve(config.qemuBinary());
         boolean sandbox = QemuBinary.sandboxSupported(qemu).join();
-        java.util.OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : java.util.OptionalLong.empty();
-        return new QemuCommand(qemu, config, dir, vmId, sandbox, tsc, Optional.empty());
+        OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tsc, GuestMemory.ANONYMOUS);
     }
 
-    public QemuCommand withIncoming(String source) {
-        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, Optional.of(source), scratchTemplate);
+    public QemuCommand withMemory(GuestMemory m) {
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, m, scratchTemplate);
     }
 
     public QemuCommand withScratchTemplate(Path savedScratch) {
-        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, incoming, Optional.of(savedScratch));
+        return new QemuCommand(qemu, config, dir, vmId, sandbox, tscKhz, memory, Optional.of(savedScratch));
     }
 
-    /** The VM's own scratch disk (a cold boot's), in its runtime directory. */
+    /** The VM's own scratch disk (a cold boot's or a template's), in its runtime directory. */
     public Path scratchFile() {
         return dir.path().resolve(ScratchDisk.FILE);
     }
 
-    /** The kernel command line: the image's, plus clock hints under TCG, plus the agent's settings. */
+    /** The command line of a VM restored from a template: the template's file on stdin, state later over QMP. */
+    public QemuCommand asClone() {
+        return withMemory(GuestMemory.CLONE);
+    }
+
+    /**
+     * Without the PIT a TCG guest must know its TSC rate ({@code tsc_early_khz=}): then it
+     * calibrates its local APIC timer against the TSC, and needs no PIT at all.
+     */
+    private boolean withoutPit() {
+        return config.accel() == Accel.TCG && tscKhz.isPresent();
+    }
+
+    /** The {@code -machine} value, without the memory backend. */
+    public String machine() {
+        return MACHINE_BASE + (withoutPit() ? ",pit=off" : ",pit=on");
+    }
+
+    /** The {@code -cpu} value: the host's under KVM; under TCG QEMU's default model plus ARAT (see the class comment). */
+    public String cpu() {
+        return config.accel() == Accel.KVM ? "host" : "qemu64,+arat";
+    }
+
+    /** The kernel command line: the image's, plus clock and idle settings under TCG, plus the agent's settings. */
     public String kernelCmdline() {
         StringBuilder b = new StringBuilder(config.image().cmdline().strip());
         if (config.accel() == Accel.TCG && tscKhz.isPresent()) {
             // Skip the PIT calibration that fails under emulation (HostClock explains).
-            b.append(" tsc_early_khz=").append(tscKhz.getAsLong());
+            b.append(" tsc_early_khz=").append(tscKhz.getAsLong()).append(" tsc=reliable");
         }
+        b.append(' ').append(IDLE_CMDLINE);
         config.rwsizeMib().ifPresent(v -> b.append(" vmgate.rwsize=").append(v));
         config.maxProcs().ifPresent(v -> b.append(" vmgate.maxprocs=").append(v));
         config.rootfs().ifPresent(r -> b.append(" vmgate.root=").append(ROOT_SERIAL).append(" vmgate.rootfstype=").append(r.fsType()));
@@ -99,12 +139,16 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         List<String> a = new ArrayList<>();
         a.add(qemu.toString());
         a.addAll(List.of("-name", "vmgate-" + vmId));
-        a.addAll(List.of("-machine", MACHINE));
+        boolean fileBacked = !(memory instanceof GuestMemory.Anonymous);
+        a.addAll(List.of("-machine", machine() + (fileBacked ? ",memory-backend=" + MEMORY_ID : "")));
         a.addAll(List.of("-accel", config.accel().qemuName()));
-        if (config.accel() == Accel.KVM) {
-            a.addAll(List.of("-cpu", "host"));
-        }
+        a.addAll(List.of("-cpu", cpu()));
         a.addAll(List.of("-smp", Integer.toString(config.cpus()), "-m", config.memoryMib() + "M"));
+        switch (memory) {
+            case GuestMemory.Anonymous m -> { }
+            case GuestMemory.TemplateFile t -> a.addAll(List.of("-object", memoryBackend(escape(t.file()), true)));
+            case GuestMemory.Clone c -> a.addAll(List.of("-object", memoryBackend("/proc/self/fd/0", false)));
+        }
         a.addAll(List.of("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"));
         a.addAll(List.of("-kernel", config.image().kernel().toString(), "-initrd", config.image().initrd().toString(),
                 "-append", kernelCmdline()));
@@ -133,8 +177,15 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         if (sandbox) {
             a.addAll(List.of("-sandbox", QemuBinary.SANDBOX));
         }
-        incoming.ifPresent(src -> a.addAll(List.of("-incoming", src)));
+        if (memory instanceof GuestMemory.Clone) {
+            a.addAll(List.of("-incoming", "defer"));
+        }
         return List.copyOf(a);
+    }
+
+    private String memoryBackend(String path, boolean shared) {
+        return "memory-backend-file,id=" + MEMORY_ID + ",size=" + config.memoryMib() + "M,mem-path=" + path
+                + ",share=" + (shared ? "on" : "off");
     }
 
     /** QEMU option values escape a comma by doubling it. */

@@ -54,6 +54,16 @@ public final class QemuVm implements Vm {
     private static final Duration TERM_GRACE = Duration.ofSeconds(2);
     private static final Duration KILL_WAIT = Duration.ofSeconds(10);
 
+    /**
+     * VMs starting at once in this process; more wait their turn, and the wait does not count
+     * against their boot timeout. A start is CPU-bound (QEMU's own start-up, then the guest's
+     * boot or, after a restore, TCG translating its code anew: ~0.25 s of CPU for a restore here),
+     * so twenty at once on two cores all finish late, and under load past their boot timeout;
+     * a few per core finish as fast, in order.
+     */
+    static final int MAX_PARALLEL_STARTS = Math.max(2, 2 * Runtime.getRuntime().availableProcessors());
+    private static final java.util.concurrent.Semaphore STARTS = new java.util.concurrent.Semaphore(MAX_PARALLEL_STARTS, true);
+
     private final String id;
     private final VmConfig config;
     private final RuntimeDir dir;
@@ -73,6 +83,7 @@ public final class QemuVm implements Vm {
     private volatile AgentClient agent;
     private volatile Message.Hello hello;
     private volatile String finalDiagnostics;
+    private volatile boolean killed;
 
     /** Every VM this driver returns has been configured (clock, hostname, entropy) with this name. */
     public static final String HOSTNAME = Vm.HOSTNAME;
@@ -92,31 +103,48 @@ public final class QemuVm implements Vm {
      * capability probe early.
      */
     public static VmLauncher launcher(VmConfig config) {
+        prepare(config);
+        return (vmId, progress) -> boot(config, vmId, progress);
+    }
+
+    /**
+     * Reaps (once per runtime root and process) what crashed servers left, starts the QEMU
+     * capability probe, and holds the config's images (see {@link #holdImages}).
+     */
+    static void prepare(VmConfig config) {
         holdImages(config);
         QemuBinary.find(config.qemuBinary()).ifPresent(QemuBinary::sandboxSupported);
         if (REAPED_ROOTS.add(config.runtimeRoot().toAbsolutePath())) {
             RuntimeDirs.reapStale(config.runtimeRoot());
         }
-        return (vmId, progress) -> boot(config, vmId, progress);
     }
 
     /** Boots a VM and returns once its agent has said hello; on any failure nothing is left behind. */
     public static QemuVm boot(VmConfig config, String vmId) throws VmException {
-        return start(config, vmId, null, phase -> { });
+        return start(config, vmId, GuestMemory.ANONYMOUS, null, phase -> { });
     }
 
     /** {@link #boot(VmConfig, String)}, telling {@code progress} of each phase as it completes. */
     public static QemuVm boot(VmConfig config, String vmId, Consumer<Phase> progress) throws VmException {
-        return start(config, vmId, null, progress);
+        return start(config, vmId, GuestMemory.ANONYMOUS, null, progress);
     }
 
     /**
-     * Starts a fresh QEMU from a saved template state (see {@link Snapshots}) and returns once
-     * the agent has answered CONFIGURE, which gives the guest the current time and new entropy
-     * before anything else runs in it. On any failure nothing is left behind.
+     * Cold-boots the VM a template is saved from: its guest RAM is {@code memoryFile}, mapped
+     * shared (see {@link Snapshots}).
      */
-    public static QemuVm restore(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
-        return start(config, vmId, state, progress);
+    static QemuVm bootTemplate(VmConfig config, String vmId, Path memoryFile) throws VmException {
+        return start(config, vmId, new GuestMemory.TemplateFile(memoryFile), null, phase -> { });
+    }
+
+    /**
+     * Starts a fresh QEMU from a template (see {@link Snapshots}): guest RAM is a private,
+     * copy-on-write mapping of the template's memory file, the device state is fed over QMP,
+     * and it returns once the agent has answered CONFIGURE, which gives the guest the current
+     * time and new entropy before anything else runs in it. On any failure nothing is left behind.
+     */
+    public static QemuVm restore(VmConfig config, String vmId, Template template, Consumer<Phase> progress) throws VmException {
+        return start(config, vmId, GuestMemory.CLONE, template, progress);
     }
 
     /**
@@ -128,13 +156,34 @@ public final class QemuVm implements Vm {
         config.rootfs().ifPresent(r -> ImageUsers.hold(r.directory()));
     }
 
-    private static QemuVm start(VmConfig config, String vmId, Path state, Consumer<Phase> progress) throws VmException {
+    private static QemuVm start(VmConfig config, String vmId, GuestMemory memory, Template template, Consumer<Phase> progress)
+            throws VmException {
         if (!RuntimeDirs.isValidVmId(vmId)) {
             throw new VmException("bad VM id '" + vmId + "': use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit");
         }
         holdImages(config);
         Path qemu = QemuBinary.resolve(config.qemuBinary());
         CompletableFuture<Boolean> sandbox = QemuBinary.sandboxSupported(qemu);
+        long queued = System.nanoTime();
+        try {
+            STARTS.acquire();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new VmException("VM " + vmId + " did not start: interrupted while waiting for its turn to start", e);
+        }
+        try {
+            long waitedMs = (System.nanoTime() - queued) / 1_000_000;
+            if (waitedMs >= 100) {
+                log.info("vm_start_queued vm={} waited_ms={} max_parallel_starts={}", vmId, waitedMs, MAX_PARALLEL_STARTS);
+            }
+            return startNow(config, vmId, memory, template, progress, qemu, sandbox);
+        } finally {
+            STARTS.release();
+        }
+    }
+
+    private static QemuVm startNow(VmConfig config, String vmId, GuestMemory memory, Template template, Consumer<Phase> progress,
+            Path qemu, CompletableFuture<Boolean> sandbox) throws VmException {
         RuntimeDir dir;
         try {
             dir = RuntimeDirs.create(config.runtimeRoot(), vmId);
@@ -146,26 +195,40 @@ public final class QemuVm implements Vm {
         }
         QemuVm vm = new QemuVm(config, vmId, dir, progress);
         try {
-            vm.start(qemu, sandbox, state);
+            vm.start(qemu, sandbox, memory, template);
             return vm;
         } catch (BootFailure | RuntimeException e) {
             String reason = e instanceof BootFailure ? e.getMessage() : "internal error: " + e;
+            boolean timedOut = e instanceof BootFailure b && b.timedOut && vm.process != null && vm.process.isAlive();
             vm.close(); // first: QEMU's stderr is complete only once it has exited
             // The console's last lines say what the guest saw (a panic, a poweroff): the first thing to read.
-            log.warn("vm_boot_failed vm={} reason=\"{}\" restore={} diagnostics=\"{}\"", vmId, reason.replace("\"", "'"), state != null,
+            log.warn("vm_boot_failed vm={} reason=\"{}\" restore={} diagnostics=\"{}\"", vmId, reason.replace("\"", "'"), template != null,
                     vm.diagnostics().strip().replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n"));
-            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null);
+            throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null, timedOut);
         }
     }
 
     /** Why a boot failed, in words for the user; the diagnostics are added by {@link #boot}. */
     private static final class BootFailure extends Exception {
+        final boolean timedOut;
+
         BootFailure(String message, Throwable cause) {
+            this(message, cause, false);
+        }
+
+        private BootFailure(String message, Throwable cause, boolean timedOut) {
             super(message, cause);
+            this.timedOut = timedOut;
+        }
+
+        /** The boot deadline passed with QEMU still running. */
+        static BootFailure timeout(String message, Throwable cause) {
+            return new BootFailure(message, cause, true);
         }
     }
 
-    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, Path restoreFrom) throws BootFailure {
+    private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, GuestMemory memory, Template restoreFrom)
+            throws BootFailure {
         long deadline = createdNanos + config.bootTimeout().toNanos();
         RuntimeDir.Owners owners = RuntimeDir.Owners.self();
         ServerSocketChannel consoleL, agentL, qmpL;
@@ -183,11 +246,7 @@ public final class QemuVm implements Vm {
         if (config.accel() == Accel.TCG && tsc.isEmpty()) {
             log.warn("vm_tsc_rate_unknown vm={} (no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang calibrating their clock)", id);
         }
-        command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, Optional.empty());
-        if (restoreFrom != null) {
-            // The saved state arrives on QEMU's stdin: no helper process, nothing spawned.
-            command = command.withIncoming("fd:0");
-        }
+        command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, memory);
         if (config.scratchMib().isPresent()) {
             try {
                 if (restoreFrom == null) {
@@ -195,7 +254,7 @@ public final class QemuVm implements Vm {
                 } else {
                     // The template's disk as it was when its memory was saved: the restored guest's
                     // ext4 expects exactly those bytes. Read-only underneath, written through an overlay.
-                    Path saved = restoreFrom.resolveSibling(ScratchDisk.FILE);
+                    Path saved = restoreFrom.scratch();
                     if (!Files.isRegularFile(saved)) {
                         throw new BootFailure("the snapshot template has no saved scratch disk (" + saved + ")", null);
                     }
@@ -214,7 +273,8 @@ public final class QemuVm implements Vm {
         }
         argv.addAll(command.argv());
         ProcessBuilder pb = new ProcessBuilder(argv)
-                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.toFile() : new File("/dev/null")))
+                // A clone maps the template's memory file through its stdin (see GuestMemory.Clone).
+                .redirectInput(ProcessBuilder.Redirect.from(restoreFrom != null ? restoreFrom.memory().toFile() : new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.qemuStderr().toFile()))
                 .redirectErrorStream(true);
         // A temporary disk overlay (snapshot=on) goes here, so it dies with the VM's directory.
@@ -258,25 +318,18 @@ public final class QemuVm implements Vm {
         agent = AgentClient.connect(c[1], id);
 
         if (restoreFrom != null) {
+            restoreState(restoreFrom, qmpNegotiated, deadline);
+            phase("agent_restored");
+        } else {
             try {
-                agent.configureFresh(HOSTNAME, remaining(deadline));
+                hello = agent.awaitHello(remaining(deadline));
             } catch (TimeoutException e) {
-                throw new BootFailure("the restored guest agent did not answer within " + seconds(config.bootTimeout())
-                        + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+                throw BootFailure.timeout("the guest agent did not say hello within " + seconds(config.bootTimeout())
+                        + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
+                        + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
             } catch (IOException e) {
                 throw new BootFailure(agentFailure(e), e);
             }
-            phase("agent_restored");
-        } else try {
-            hello = agent.awaitHello(remaining(deadline));
-        } catch (TimeoutException e) {
-            throw new BootFailure("the guest agent did not say hello within " + seconds(config.bootTimeout())
-                    + ". A cold boot takes about 3 s under TCG; if the console below shows the kernel still booting, "
-                    + "raise the boot timeout; if it shows a panic or nothing at all, the image is broken", e);
-        } catch (IOException e) {
-            throw new BootFailure(agentFailure(e), e);
-        }
-        if (restoreFrom == null) {
             phase("agent_hello");
             // A cold-booted guest gets the same set-up as a restored one, so callers never must.
             // HELLO proved the agent live, and it handles frames in order: whatever the caller
@@ -294,6 +347,61 @@ public final class QemuVm implements Vm {
                 throw new BootFailure(agentFailure(e), e);
             }
         }
+        awaitQmp(qmpNegotiated, deadline);
+        if (hello == null) {
+            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
+        } else {
+            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
+                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
+        }
+    }
+
+    /**
+     * Feeds a clone its template's device state and waits until the agent answers CONFIGURE.
+     * CONFIGURE goes out first: QEMU reads the agent socket only once the loaded guest runs, so
+     * it is the first frame the guest sees. Then, over QMP: the {@code x-ignore-shared}
+     * capability (the state was saved with it; QEMU 7.2 has no command-line switch for it), and
+     * {@code migrate-incoming} on a socket in the runtime directory, where the host writes the
+     * state.
+     */
+    private void restoreState(Template template, CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
+        CompletableFuture<Void> configured;
+        try {
+            configured = agent.configureFreshAsync(HOSTNAME);
+        } catch (IOException e) {
+            throw new BootFailure(agentFailure(e), e);
+        }
+        awaitQmp(qmpNegotiated, deadline);
+        try {
+            qmp.execute("migrate-set-capabilities", Map.of("capabilities",
+                    List.of(Map.of("capability", "x-ignore-shared", "state", true))), remaining(deadline));
+            qmp.execute("migrate-incoming", Map.of("uri", "unix:" + dir.stateSocket()), remaining(deadline));
+        } catch (IOException | TimeoutException e) {
+            throw new BootFailure("QEMU refused the template's state: " + e.getMessage(), e);
+        }
+        try (SocketChannel s = SocketChannel.open(UnixDomainSocketAddress.of(dir.stateSocket()))) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(template.stream());
+            while (b.hasRemaining()) {
+                s.write(b);
+            }
+        } catch (IOException e) {
+            throw new BootFailure("cannot send the template's state to QEMU: " + e.getMessage(), e);
+        }
+        phase("state_sent");
+        try {
+            configured.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            throw BootFailure.timeout("the restored guest agent did not answer within " + seconds(config.bootTimeout())
+                    + " (a restore normally takes well under a second; the template may not match this QEMU)", e);
+        } catch (ExecutionException e) {
+            throw new BootFailure(agentFailure(e.getCause() instanceof IOException io ? io : new IOException(e.getCause())), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new BootFailure("interrupted while booting", e);
+        }
+    }
+
+    private void awaitQmp(CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
         try {
             qmpNegotiated.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (ExecutionException | TimeoutException e) {
@@ -302,12 +410,6 @@ public final class QemuVm implements Vm {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new BootFailure("interrupted while booting", e);
-        }
-        if (hello == null) {
-            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
-        } else {
-            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
-                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
         }
     }
 
@@ -361,7 +463,7 @@ public final class QemuVm implements Vm {
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
-                    throw new BootFailure("QEMU did not connect to its sockets within the boot timeout (" + seconds(config.bootTimeout()) + ")", null);
+                    throw BootFailure.timeout("QEMU did not connect to its sockets within the boot timeout (" + seconds(config.bootTimeout()) + ")", null);
                 }
                 sel.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
                 if (Thread.currentThread().isInterrupted()) { // select() returns at once from now on
@@ -414,9 +516,23 @@ public final class QemuVm implements Vm {
         }
     }
 
+    /**
+     * Kills QEMU at once (SIGKILL), for a template VM whose state is saved: nothing of QEMU's
+     * exit path may touch the guest memory file after the state was taken. {@link #close} still
+     * cleans up.
+     */
+    void kill() {
+        Process p = process;
+        if (p != null && p.isAlive()) {
+            killed = true;
+            p.destroyForcibly();
+            waitExit(p, KILL_WAIT);
+        }
+    }
+
     private void onQemuExit() {
         exited.complete(null);
-        if (!closing.get()) {
+        if (!closing.get() && !killed) {
             Process p = process;
             log.warn("vm_exited vm={} status={} uptime_ms={} (unexpected: not closed by vmgate)", id,
                     p == null ? -1 : p.exitValue(), (System.nanoTime() - createdNanos) / 1_000_000);

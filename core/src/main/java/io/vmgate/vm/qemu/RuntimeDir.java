@@ -11,7 +11,9 @@ import java.util.Properties;
 /**
  * One VM's private directory (mode 0700): {@code agent.sock}, {@code qmp.sock},
  * {@code console.sock} (all three listened on by the host), {@code console.log},
- * {@code qemu.stderr} and {@code qemu.pid}.
+ * {@code qemu.stderr} and {@code qemu.pid}; while a VM is restored, {@code state.sock} (QEMU
+ * listens, the host sends the template's state); while a template is saved, {@code migrate.sock}
+ * (the host listens, QEMU sends its state).
  */
 public record RuntimeDir(Path path) {
     /** A Unix socket path must fit sun_path (108 bytes with its NUL). */
@@ -27,6 +29,16 @@ public record RuntimeDir(Path path) {
 
     public Path consoleSocket() {
         return path.resolve("console.sock");
+    }
+
+    /** Where a restoring QEMU listens for the saved state ({@code migrate-incoming}); no longer than {@link #consoleSocket}. */
+    public Path stateSocket() {
+        return path.resolve("state.sock");
+    }
+
+    /** Where the host listens for a template's state while QEMU saves it. */
+    public Path migrateSocket() {
+        return path.resolve("migrate.sock");
     }
 
     public Path consoleLog() {

@@ -35,18 +35,19 @@ class QemuCommandTest {
     @Test
     void tcgColdBoot() {
         QemuCommand c = new QemuCommand(Path.of("/usr/bin/qemu-system-x86_64"), config(Accel.TCG), DIR, "vm1", true,
-                OptionalLong.of(2_299_998), Optional.empty());
+                OptionalLong.of(2_299_998), GuestMemory.ANONYMOUS);
         List<String> a = c.argv();
         assertThat(a.getFirst()).isEqualTo("/usr/bin/qemu-system-x86_64");
-        assertThat(after(a, "-machine")).isEqualTo("microvm,pit=on,pic=on,rtc=on,acpi=on");
+        assertThat(after(a, "-machine")).as("no PIT: the guest knows its TSC rate").isEqualTo("microvm,pic=on,rtc=on,acpi=on,pit=off");
         assertThat(after(a, "-accel")).isEqualTo("tcg");
-        assertThat(a).doesNotContain("-cpu");
+        assertThat(after(a, "-cpu")).as("ARAT: tickless idle").isEqualTo("qemu64,+arat");
         assertThat(after(a, "-smp")).isEqualTo("1");
         assertThat(after(a, "-m")).isEqualTo("256M");
         assertThat(a).contains("-nodefaults", "-no-user-config", "-nographic", "-no-reboot");
         assertThat(after(a, "-kernel")).isEqualTo("/cache/img/vmlinux");
         assertThat(after(a, "-initrd")).isEqualTo("/cache/img/initrd.img");
-        assertThat(after(a, "-append")).isEqualTo("console=ttyS0 quiet panic=-1 tsc_early_khz=2299998");
+        assertThat(after(a, "-append")).isEqualTo("console=ttyS0 quiet panic=-1 tsc_early_khz=2299998 tsc=reliable"
+                + " nowatchdog psi=0 sysctl.vm.compaction_proactiveness=0");
         assertThat(a).containsSubsequence("-chardev", "socket,id=console,path=/run/vmgate/vm1/console.sock,server=off",
                 "-serial", "chardev:console");
         assertThat(a).containsSubsequence("-chardev", "socket,id=agent,path=/run/vmgate/vm1/agent.sock,server=off",
@@ -54,15 +55,16 @@ class QemuCommandTest {
         assertThat(a).containsSubsequence("-chardev", "socket,id=qmp,path=/run/vmgate/vm1/qmp.sock,server=off",
                 "-mon", "chardev=qmp,mode=control");
         assertThat(after(a, "-sandbox")).isEqualTo("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-        assertThat(String.join(" ", a)).doesNotContain("-netdev", "-nic", "virtio-net", "-incoming", "server=on");
+        assertThat(String.join(" ", a)).doesNotContain("-netdev", "-nic", "virtio-net", "-incoming", "server=on", "memory-backend");
     }
 
     @Test
     void kvmUsesTheHostCpuAndNeedsNoClockHint() {
         QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.KVM).withCpus(2).withMemoryMib(512), DIR, "vm1", false,
-                OptionalLong.of(2_299_998), Optional.empty());
+                OptionalLong.of(2_299_998), GuestMemory.ANONYMOUS);
         List<String> a = c.argv();
         assertThat(after(a, "-accel")).isEqualTo("kvm");
+        assertThat(after(a, "-machine")).isEqualTo("microvm,pic=on,rtc=on,acpi=on,pit=on");
         assertThat(after(a, "-cpu")).isEqualTo("host");
         assertThat(after(a, "-smp")).isEqualTo("2");
         assertThat(after(a, "-m")).isEqualTo("512M");
@@ -73,7 +75,7 @@ class QemuCommandTest {
     @Test
     void anOpenNetworkIsOneUserModeNicThatTheAgentConfigures() {
         VmConfig cfg = config(Accel.TCG).withNetwork(io.vmgate.vm.Network.OPEN);
-        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
         assertThat(c.argv()).containsSubsequence("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0");
         assertThat(String.join(" ", c.argv())).doesNotContain("hostfwd", "guestfwd"); // nothing comes in
         assertThat(c.kernelCmdline()).endsWith(" vmgate.net=10.0.2.15/24,10.0.2.2,10.0.2.3");
@@ -82,16 +84,31 @@ class QemuCommandTest {
     @Test
     void agentSettingsGoOnTheKernelCommandLine() {
         VmConfig cfg = config(Accel.TCG).withRwsizeMib(64).withMaxProcs(100);
-        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
-        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 vmgate.rwsize=64 vmgate.maxprocs=100");
+        QemuCommand c = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
+        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 nowatchdog psi=0 sysctl.vm.compaction_proactiveness=0"
+                + " vmgate.rwsize=64 vmgate.maxprocs=100");
+        assertThat(c.machine()).as("without a known TSC rate the guest calibrates against the PIT").endsWith(",pit=on");
     }
 
     @Test
-    void restoreIsTheSameMachinePlusIncoming() {
-        QemuCommand cold = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.of(1), Optional.empty());
-        QemuCommand warm = cold.withIncoming("exec:cat /state");
-        assertThat(warm.argv().subList(0, cold.argv().size())).isEqualTo(cold.argv());
-        assertThat(warm.argv().subList(cold.argv().size(), warm.argv().size())).containsExactly("-incoming", "exec:cat /state");
+    void templateAndCloneDifferFromAColdBootOnlyInWhereGuestRamLives() {
+        QemuCommand cold = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.of(1), GuestMemory.ANONYMOUS);
+        QemuCommand template = cold.withMemory(new GuestMemory.TemplateFile(Path.of("/cache/t,1/memory-ab")));
+        QemuCommand clone = cold.asClone();
+        assertThat(after(template.argv(), "-machine")).isEqualTo(cold.machine() + ",memory-backend=mem");
+        assertThat(after(template.argv(), "-object")).isEqualTo("memory-backend-file,id=mem,size=256M,mem-path=/cache/t,,1/memory-ab,share=on");
+        assertThat(after(clone.argv(), "-machine")).isEqualTo(cold.machine() + ",memory-backend=mem");
+        assertThat(after(clone.argv(), "-object")).as("a private copy-on-write mapping of the file on stdin")
+                .isEqualTo("memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/0,share=off");
+        assertThat(clone.argv().subList(clone.argv().size() - 2, clone.argv().size())).containsExactly("-incoming", "defer");
+        assertThat(template.argv()).doesNotContain("-incoming");
+        // Everything else is the cold boot's, in the same order.
+        List<String> rest = new java.util.ArrayList<>(clone.argv());
+        rest.subList(rest.size() - 2, rest.size()).clear();
+        int obj = rest.indexOf("-object");
+        rest.subList(obj, obj + 2).clear();
+        rest.set(rest.indexOf("-machine") + 1, cold.machine());
+        assertThat(rest).isEqualTo(cold.argv());
     }
 
     static final io.vmgate.image.RootfsImage ROOTFS = new io.vmgate.image.RootfsImage("e".repeat(64), Path.of("/cache/rootfs/e,e"),
@@ -100,8 +117,9 @@ class QemuCommandTest {
     @Test
     void aRootFilesystemImageIsAReadOnlyDiskTheAgentFindsBySerial() {
         QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG).withRootfs(ROOTFS), DIR, "vm1", true, OptionalLong.empty(),
-                Optional.empty());
-        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 vmgate.root=vmgate-root vmgate.rootfstype=ext4");
+                GuestMemory.ANONYMOUS);
+        assertThat(c.kernelCmdline()).isEqualTo("console=ttyS0 quiet panic=-1 " + QemuCommand.IDLE_CMDLINE
+                + " vmgate.root=vmgate-root vmgate.rootfstype=ext4");
         assertThat(c.argv()).containsSubsequence("-drive", "file=/cache/rootfs/e,,e/rootfs.ext4,format=raw,if=none,id=root,readonly=on",
                 "-device", "virtio-blk-device,drive=root,serial=vmgate-root");
         assertThat(c.argv()).doesNotContain("virtio-blk-device,drive=scratch,serial=vmgate-scratch");
@@ -110,16 +128,15 @@ class QemuCommandTest {
     @Test
     void aScratchDiskIsTheVmsOwnFileOrATemplatesThroughAnOverlay() {
         VmConfig cfg = config(Accel.TCG).withRootfs(ROOTFS).withScratchMib(4096);
-        QemuCommand cold = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), Optional.empty());
+        QemuCommand cold = new QemuCommand(Path.of("/q"), cfg, DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
         assertThat(cold.kernelCmdline()).endsWith(" vmgate.scratch=vmgate-scratch");
         assertThat(cold.scratchFile()).isEqualTo(Path.of("/run/vmgate/vm1/scratch.ext4"));
         assertThat(cold.argv()).containsSubsequence("-drive", "file=/run/vmgate/vm1/scratch.ext4,format=raw,if=none,id=scratch,discard=unmap",
                 "-device", "virtio-blk-device,drive=scratch,serial=vmgate-scratch");
-        QemuCommand warm = cold.withIncoming("fd:0").withScratchTemplate(Path.of("/cache/templates/k/scratch.ext4"));
-        assertThat(warm.argv()).contains("file=/cache/templates/k/scratch.ext4,snapshot=on,format=raw,if=none,id=scratch,discard=unmap");
-        // the same devices in the same order: only where the scratch bytes come from, and -incoming, differ
+        QemuCommand warm = cold.withScratchTemplate(Path.of("/cache/templates/k/scratch-ab.ext4"));
+        assertThat(warm.argv()).contains("file=/cache/templates/k/scratch-ab.ext4,snapshot=on,format=raw,if=none,id=scratch,discard=unmap");
+        // the same devices in the same order: only where the scratch bytes come from differs
         List<String> c = new java.util.ArrayList<>(cold.argv()), w = new java.util.ArrayList<>(warm.argv());
-        w.removeAll(List.of("-incoming", "fd:0"));
         assertThat(w.size()).isEqualTo(c.size());
         for (int i = 0; i < c.size(); i++) {
             if (!c.get(i).startsWith("file=/run/vmgate/vm1/scratch.ext4")) {
@@ -132,7 +149,7 @@ class QemuCommandTest {
     @Test
     void commasInPathsAreEscapedForQemu() {
         RuntimeDir odd = new RuntimeDir(Path.of("/tmp/a,b/vm1"));
-        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), Optional.empty());
+        QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), GuestMemory.ANONYMOUS);
         assertThat(c.argv()).contains("socket,id=agent,path=/tmp/a,,b/vm1/agent.sock,server=off");
     }
 

@@ -106,6 +106,8 @@ class RuntimeDirsTest {
         assertThat(ProcStat.parseStartTime(stat)).hasValue(987654);
         assertThat(ProcStat.parseStartTime("garbage")).isEmpty();
         assertThat(ProcStat.parseStartTime("1 (x) S 1 2")).isEmpty();
+        assertThat(ProcStat.parseCpuTicks(stat)).as("utime 1 + stime 2").hasValue(3);
+        assertThat(ProcStat.parseCpuTicks("1 (x) S 1 2")).isEmpty();
         assertThat(ProcStat.startTime(ProcessHandle.current().pid())).isPresent();
         assertThat(ProcStat.isSameProcess(ProcessHandle.current().pid(), ProcStat.selfStartTime())).isTrue();
     }
