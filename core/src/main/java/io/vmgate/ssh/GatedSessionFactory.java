@@ -23,10 +23,12 @@ final class GatedSessionFactory extends QuickAckSessionFactory {
     private static final Object DROPPED = new Object();
 
     private final StartupGate gate;
+    private final SshObserver observer;
 
-    GatedSessionFactory(ServerFactoryManager server, StartupGate gate) {
+    GatedSessionFactory(ServerFactoryManager server, StartupGate gate, SshObserver observer) {
         super(server);
         this.gate = gate;
+        this.observer = observer;
     }
 
     StartupGate gate() {
@@ -48,6 +50,7 @@ final class GatedSessionFactory extends QuickAckSessionFactory {
             case StartupGate.Dropped d -> {
                 ioSession.setAttribute(DROPPED, Boolean.TRUE);
                 ioSession.close(true);
+                observer.refused(d.why().reason);
                 if (d.logCount() > 0) {
                     Events.log.info("connection_dropped remote={} reason={} unauthenticated={} source_unauthenticated={} dropped={}",
                             Events.v(shown), d.why().reason, d.unauthenticated(), d.sourceUnauthenticated(), d.logCount());

@@ -31,7 +31,9 @@ public interface SshObserver {
      * A session or channel was refused, or a session ended by a limit.
      *
      * @param reason {@code capacity}, {@code per_user_limit}, {@code too_many_channels},
-     *               {@code idle_timeout}, {@code time_limit}, {@code killed}
+     *               {@code idle_timeout}, {@code time_limit}, {@code killed}; and for a connection
+     *               dropped before authentication ({@code --max-startups} and friends):
+     *               {@code max_startups}, {@code per_source_max_startups}, {@code per_source_rate}
      */
     default void refused(String reason) { }
 

@@ -181,7 +181,7 @@ public final class VmgateSshServer implements AutoCloseable {
         CoreModuleProperties.MAX_CONCURRENT_CHANNELS.set(s, config.maxChannelsPerConnection() + 16);
 
         s.setServiceFactories(List.of(ServerUserAuthServiceFactory.INSTANCE, new Channels.ConnectionServiceFactory()));
-        s.setSessionFactory(new GatedSessionFactory(s, new StartupGate(config.startupLimits())));
+        s.setSessionFactory(new GatedSessionFactory(s, new StartupGate(config.startupLimits()), config.observer()));
         s.addSessionListener(new Listener());
         try {
             s.start();
