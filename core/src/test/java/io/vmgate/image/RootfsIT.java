@@ -191,7 +191,7 @@ class RootfsIT {
                     assertThat(vm.phases()).extracting(Vm.Phase::name).contains("agent_restored");
                 }
             }
-            assertThat(Files.size(snapshots.statePath().resolveSibling(ScratchDisk.FILE))).isEqualTo(2048L << 20);
+            assertThat(Files.size(snapshots.ensureTemplate().scratch())).isEqualTo(2048L << 20); // sparse: its size, not its blocks
             try (QemuVm vm = QemuVm.boot(cfg, "it-scratch-cold")) {
                 assertThat(run(vm, login.command(write, null, Map.of())).out()).isEqualTo("536870912\nfresh\n");
                 assertThat(vm.runtimeDir().path().resolve(ScratchDisk.FILE)).isRegularFile();
