@@ -34,7 +34,8 @@ import org.slf4j.LoggerFactory;
  * {@link RootfsImage}), {@code <cache>/names/<name>} says which id a name means.
  *
  * <p>Builds are atomic: everything happens in {@code rootfs/.tmp-<random>/} (locked while it
- * runs, so a concurrent {@code prune} leaves it alone), which is renamed into place when
+ * runs, so a concurrent {@code prune} or build leaves it alone; it is made locked, as
+ * {@code .new-<random>/} renamed once its lock is held), which is renamed into place when
  * complete and removed whatever goes wrong; a name is switched to the new id by an atomic
  * rename, so a name always means a whole image. An image built again under the same name gets a
  * new id; the old one stays until {@code prune} finds it unused.
@@ -43,7 +44,16 @@ public final class RootfsStore {
     private static final Logger log = LoggerFactory.getLogger(RootfsStore.class);
     private static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9._-]{0,63}");
     static final String TMP_PREFIX = ".tmp-";
+    /** A build directory before its lock is held: never swept while young (see {@link #abandonedBuilds}). */
+    private static final String NEW_PREFIX = ".new-";
+    private static final java.time.Duration NEW_DEBRIS_AGE = java.time.Duration.ofHours(1);
     private static final String LOCK = ".lock";
+    /**
+     * Build directories of this JVM. Their lock files are never opened by a sweep here: closing any
+     * channel on a file releases every lock this process holds on it (POSIX record locks), which
+     * would leave a live build looking abandoned to other processes.
+     */
+    private static final java.util.Set<Path> BUILDING = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     private final Path root;
 
@@ -186,8 +196,20 @@ public final class RootfsStore {
         if (!Files.isDirectory(imagesDir())) {
             return out;
         }
+        try (DirectoryStream<Path> ds = Files.newDirectoryStream(imagesDir(), NEW_PREFIX + "*")) {
+            for (Path p : ds) { // a build killed between making its directory and locking it
+                if (Files.getLastModifiedTime(p).toInstant().isBefore(Instant.now().minus(NEW_DEBRIS_AGE))) {
+                    out.add(p);
+                }
+            }
+        } catch (IOException e) {
+            log.warn("rootfs_tmp_unlisted dir={} error=\"{}\"", imagesDir(), e.getMessage());
+        }
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(imagesDir(), TMP_PREFIX + "*")) {
             for (Path p : ds) {
+                if (BUILDING.contains(p.toAbsolutePath())) {
+                    continue; // this JVM is building it
+                }
                 try (FileChannel ch = FileChannel.open(p.resolve(LOCK), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
                         FileLock l = ch.tryLock()) {
                     if (l != null) {
@@ -237,15 +259,24 @@ public final class RootfsStore {
                 log.warn("rootfs_debris_not_removed dir={} error=\"{}\"", debris, e.getMessage());
             }
         }
-        Path work = imagesDir().resolve(TMP_PREFIX + UUID.randomUUID());
+        String unique = UUID.randomUUID().toString();
+        Path work = imagesDir().resolve(TMP_PREFIX + unique);
+        Path fresh = imagesDir().resolve(NEW_PREFIX + unique);
+        BUILDING.add(work.toAbsolutePath());
+        FileChannel lockCh = null;
         try {
-            Files.createDirectories(work);
+            Files.createDirectories(fresh);
+            lockCh = FileChannel.open(fresh.resolve(LOCK), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+            lockCh.lock();
+            Files.move(fresh, work, StandardCopyOption.ATOMIC_MOVE); // visible to sweeps only once locked
         } catch (IOException e) {
+            closeQuietly(lockCh);
+            BUILDING.remove(work.toAbsolutePath());
+            deleteQuietly(fresh);
             throw new ImageException(what + ": cannot create " + work + ": " + e.getMessage() + " (set VMGATE_CACHE to a writable directory)", e);
         }
         log.info("rootfs_building source=\"{}\" work={}", source.describe(), work);
-        try (FileChannel lockCh = FileChannel.open(work.resolve(LOCK), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
-                FileLock ignored = lockCh.lock()) {
+        try (FileChannel ignored = lockCh) {
             RootfsBuilder b = new RootfsBuilder(progress);
             RootfsBuilder.Built built = switch (source) {
                 case RootfsSource.Directory d -> b.fromDirectory(scan, work);
@@ -263,9 +294,10 @@ public final class RootfsStore {
             for (Path debris : List.of(work.resolve("mmdebstrap-tmp"))) {
                 ImageStore.deleteTree(debris);
             }
-            Files.delete(work.resolve(LOCK));
             try {
+                // With its lock file, still held: deleting it first would let a sweep lock a new one.
                 Files.move(work, img.directory(), StandardCopyOption.ATOMIC_MOVE);
+                Files.deleteIfExists(img.directory().resolve(LOCK));
             } catch (AtomicMoveNotSupportedException e) {
                 throw new IOException("the cache directory " + imagesDir() + " does not support atomic renames", e);
             } catch (java.nio.file.FileSystemException e) {
@@ -290,6 +322,25 @@ public final class RootfsStore {
             } catch (IOException e) {
                 log.warn("rootfs_cleanup_failed work={} error=\"{}\" (image prune removes it)", work, e.getMessage());
             }
+            BUILDING.remove(work.toAbsolutePath());
+        }
+    }
+
+    private static void closeQuietly(FileChannel ch) {
+        if (ch != null) {
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // nothing to save
+            }
+        }
+    }
+
+    private static void deleteQuietly(Path dir) {
+        try {
+            ImageStore.deleteTree(dir);
+        } catch (IOException ignored) {
+            // a sweep removes it later
         }
     }
 

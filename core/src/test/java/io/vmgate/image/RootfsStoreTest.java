@@ -184,6 +184,61 @@ class RootfsStoreTest {
         }
     }
 
+    @Test
+    void buildsAtOnceNeverSweepEachOther() throws Exception {
+        // Every build first sweeps what killed builds left; a live build (in this JVM or another)
+        // must never look abandoned, not even in the instant after its directory is made.
+        int n = 6;
+        List<Path> trees = new java.util.ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            Path t = tinyRootfs(tmp.resolve("tree-" + i));
+            Files.writeString(t.resolve("etc/which"), "tree " + i + "\n");
+            trees.add(t);
+        }
+        java.util.concurrent.atomic.AtomicBoolean building = new java.util.concurrent.atomic.AtomicBoolean(true);
+        Thread sweeper = Thread.ofPlatform().start(() -> { // as a concurrent `image prune` would
+            while (building.get()) {
+                for (Path debris : store.abandonedBuilds()) {
+                    try {
+                        ImageStore.deleteTree(debris);
+                    } catch (IOException ignored) {
+                        // raced with the build's own rename: fine
+                    }
+                }
+            }
+        });
+        try (var pool = java.util.concurrent.Executors.newFixedThreadPool(n)) {
+            List<java.util.concurrent.Future<RootfsImage>> built = new java.util.ArrayList<>();
+            for (int round = 0; round < 3; round++) {
+                for (int i = 0; i < n; i++) {
+                    String name = "img-" + round + "-" + i;
+                    Path t = trees.get(i);
+                    Files.writeString(t.resolve("etc/round"), name + "\n"); // a new tree each round: a real build
+                    built.add(pool.submit(() -> store.build(name, new RootfsSource.Directory(t), l -> { })));
+                }
+                for (var f : built) {
+                    assertThat(Files.isRegularFile(f.get().disk())).isTrue();
+                }
+                built.clear();
+            }
+        } finally {
+            building.set(false);
+            sweeper.join();
+        }
+        assertThat(store.abandonedBuilds()).isEmpty();
+    }
+
+    @Test
+    void debrisOfAKilledBuildIsSweptButAYoungUnlockedDirectoryIsNot() throws Exception {
+        Files.createDirectories(store.imagesDir());
+        Path killed = Files.createDirectories(store.imagesDir().resolve(".tmp-killed"));
+        Files.writeString(killed.resolve(".lock"), "");
+        Path young = Files.createDirectories(store.imagesDir().resolve(".new-starting"));
+        Path old = Files.createDirectories(store.imagesDir().resolve(".new-crashed"));
+        Files.setLastModifiedTime(old, java.nio.file.attribute.FileTime.from(java.time.Instant.now().minus(java.time.Duration.ofHours(2))));
+        assertThat(store.abandonedBuilds()).containsExactlyInAnyOrder(killed, old).doesNotContain(young);
+    }
+
     private Path template(String name, String image, String rootfs) throws IOException {
         Path d = Files.createDirectories(cache.resolve("templates").resolve(name + "0".repeat(62)));
         Files.writeString(d.resolve("state"), "state");
