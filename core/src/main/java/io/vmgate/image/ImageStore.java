@@ -258,7 +258,8 @@ public final class ImageStore {
             Files.writeString(tmp, key + "\n", StandardCharsets.US_ASCII);
             Files.move(tmp, imagesDir().resolve(CURRENT), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } catch (IOException e) {
-            log.atDebug().setMessage("image_current_not_saved").addKeyValue("error", e.toString()).log(); // only costs a slower check next time
+            // only costs a slower check next time
+            log.atDebug().setMessage("image_current_not_saved").addKeyValue("error", e.toString()).log();
             try {
                 Files.deleteIfExists(tmp);
             } catch (IOException ignored) {

@@ -306,7 +306,8 @@ class SshSessionTest {
             byte[] socks4 = {4, 1, 0, 9, 127, 0, 0, 1, 'u', 0};
             connectAndRead(socksPort, socks4);
             ts.awaitEvent(mark, "forwarding_refused", "kind=direct-tcpip target=127.0.0.1:9");
-            TestServer.await(() -> ts.eventsSince(mark).stream().filter(e -> EventText.matches(e, "forwarding_refused", "kind=direct-tcpip")).count() >= 2,
+            TestServer.await(() -> ts.eventsSince(mark).stream()
+                    .filter(e -> EventText.matches(e, "forwarding_refused", "kind=direct-tcpip")).count() >= 2,
                     "both -L and -D connections refused");
             // -L to a Unix socket: direct-streamlocal, refused the same way.
             TestServer.await(() -> Files.exists(localSocket), "ssh listening on " + localSocket);

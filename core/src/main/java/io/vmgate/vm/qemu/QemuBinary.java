@@ -136,7 +136,7 @@ final class QemuBinary {
             boolean ok = p.exitValue() == 0;
             if (!ok) {
                 log.atWarn().setMessage("qemu_sandbox_unavailable").addKeyValue("qemu", qemu)
-                        .addKeyValue("output", new String(out.getNow(new byte[0]), StandardCharsets.UTF_8).strip().replace('\n', ' ')).log();
+                        .addKeyValue("output", new String(out.getNow(new byte[0]), StandardCharsets.UTF_8).strip()).log();
             }
             return ok;
         } catch (IOException e) {
