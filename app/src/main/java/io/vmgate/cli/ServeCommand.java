@@ -143,7 +143,7 @@ final class ServeCommand implements Callable<Integer> {
         Recordings recordings = record == null ? null : Recordings.open(record, recordInput, recordMaxSize);
         Metrics metrics = metricsAt == null ? null : new Metrics().withJvmMetrics();
         Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground()
-                .buildProgress(line -> log.info("rootfs_build_progress step=\"{}\"", line.replace("\"", "'")));
+                .buildProgress(line -> log.atInfo().setMessage("rootfs_build_progress").addKeyValue("step", line).log());
         if (pool > 0) {
             sandboxes.warmPool(pool, maxSessions);
         }
@@ -157,7 +157,8 @@ final class ServeCommand implements Callable<Integer> {
                 try {
                     engine.prepare();
                 } catch (SandboxException e) {
-                    log.warn("snapshot_warm_failed reason=\"{}\"", e.getMessage().lines().findFirst().orElse(""));
+                    log.atWarn().setMessage("snapshot_warm_failed")
+                            .addKeyValue("reason", e.getMessage().lines().findFirst().orElse("")).log();
                 }
             });
         }
@@ -215,11 +216,12 @@ final class ServeCommand implements Callable<Integer> {
         // SIGTERM/SIGINT drain: clients get a message, every VM is destroyed, then exit 0.
         CountDownLatch stopSignal = new CountDownLatch(1);
         Signals.forward(List.of("TERM", "INT", "HUP"), name -> {
-            log.info("server_stopping reason=SIG{}", name);
+            log.atInfo().setMessage("server_stopping").addKeyValue("reason", "SIG" + name).log();
             stopSignal.countDown();
         });
-        log.info("server_listening addr={} port={} host_key={} fingerprint={} pool={} snapshots={}", host, server.port(),
-                cfg.hostKeyPath(), server.hostKeyFingerprint(), pool, engine.restoresFromTemplate());
+        log.atInfo().setMessage("server_listening").addKeyValue("addr", host).addKeyValue("port", server.port())
+                .addKeyValue("host_key", cfg.hostKeyPath()).addKeyValue("fingerprint", server.hostKeyFingerprint())
+                .addKeyValue("pool", pool).addKeyValue("snapshots", engine.restoresFromTemplate()).log();
         stopSignal.await();
         server.stop();
         control.close();
@@ -227,7 +229,7 @@ final class ServeCommand implements Callable<Integer> {
             metricsServer.close();
         }
         engine.close();
-        log.info("server_stopped");
+        log.atInfo().setMessage("server_stopped").log();
         return 0;
     }
 

@@ -11,8 +11,8 @@ import java.util.List;
 
 /**
  * {@code --log-format text}: {@code 2026-12-01T16:35:38.123+00:00 INFO  [sid] event key=value ...},
- * one line per event. An event's key-value pairs follow its message, quoted like the message's own
- * fields ({@link io.vmgate.text.KeyValue#quote}); an exception follows as its first line and frame.
+ * one line per event: its name (the message), then its key-value pairs, each value quoted when
+ * needed ({@link io.vmgate.text.KeyValue#quote}); an exception follows as its first line and frame.
  */
 public final class TextEventEncoder extends EncoderBase<ILoggingEvent> {
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSSXXX");

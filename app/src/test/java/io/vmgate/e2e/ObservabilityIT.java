@@ -81,7 +81,13 @@ class ObservabilityIT {
             Map<String, Object> e = Json.parseObject(line);
             assertThat(e).as(line).containsKeys("timestamp", "level", "event");
             assertThat((String) e.get("event")).as(line).matches("[a-z][a-z0-9_]*");
+            if (!e.get("event").equals("log")) {
+                assertThat(e).as("our events are all fields, no text: " + line).doesNotContainKey("message");
+            }
         }
+        Map<String, Object> assigned = Json.parseObject(server.logLines("\"event\":\"vm_assigned\"").getFirst());
+        assertThat(assigned.get("ms")).as("numbers stay numbers").isInstanceOf(Long.class);
+        assertThat(assigned).containsKeys("conn", "user", "remote", "vm");
         Map<String, Object> accepted = Json.parseObject(server.logLines("\"event\":\"connection_accepted\"").getFirst());
         assertThat(accepted).containsKeys("sid", "conn", "remote");
         Map<String, Object> killed = Json.parseObject(server.logLines("\"event\":\"session_killed\"").getFirst());

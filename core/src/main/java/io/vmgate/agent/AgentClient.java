@@ -180,7 +180,8 @@ public final class AgentClient implements Closeable {
         try {
             send(m);
         } catch (IOException e) {
-            log.debug("agent_send_failed vm={} msg={} error={}", name, m.getClass().getSimpleName(), e.toString());
+            log.atDebug().setMessage("agent_send_failed").addKeyValue("vm", name).addKeyValue("msg", m.getClass().getSimpleName())
+                    .addKeyValue("error", e.toString()).log();
         }
     }
 
@@ -198,8 +199,8 @@ public final class AgentClient implements Closeable {
             return;
         }
         if (!deferred.offer(m)) {
-            log.warn("agent_flood vm={} dropped={} (the guest asks faster than the host can answer)", name,
-                    m.getClass().getSimpleName());
+            log.atWarn().setMessage("agent_flood").addKeyValue("vm", name).addKeyValue("dropped", m.getClass().getSimpleName())
+                    .addKeyValue("note", "the guest asks faster than the host can answer").log();
             return;
         }
         if (deferredStarted.compareAndSet(false, true)) {
@@ -262,16 +263,17 @@ public final class AgentClient implements Closeable {
                         throw e;
                     }
                     // The guest is not trusted: a bad message is logged and dropped.
-                    log.warn("agent_bad_message vm={} type={} id={} error={}", name, h.type(), h.id(), e.getMessage());
+                    log.atWarn().setMessage("agent_bad_message").addKeyValue("vm", name).addKeyValue("type", h.type())
+                            .addKeyValue("id", h.id()).addKeyValue("error", e.getMessage()).log();
                 }
             }
         } catch (ProtocolException e) {
-            log.warn("agent_protocol_error vm={} error={}", name, e.getMessage());
+            log.atWarn().setMessage("agent_protocol_error").addKeyValue("vm", name).addKeyValue("error", e.getMessage()).log();
             cause = e;
         } catch (IOException e) {
             cause = e;
         } catch (RuntimeException e) {
-            log.error("agent_reader_crashed vm={}", name, e);
+            log.atError().setMessage("agent_reader_crashed").addKeyValue("vm", name).setCause(e).log();
             cause = e;
         }
         shutdown(cause);
@@ -317,7 +319,8 @@ public final class AgentClient implements Closeable {
                 p.exit.complete(x.status());
             }
             case Message.Error e -> {
-                log.warn("agent_error vm={} id={} code={} message={}", name, e.id(), e.code(), e.message());
+                log.atWarn().setMessage("agent_error").addKeyValue("vm", name).addKeyValue("id", e.id())
+                        .addKeyValue("code", e.code()).addKeyValue("message", e.message()).log();
                 GuestProcess p = e.id() == 0 ? null : processes.get(e.id());
                 // An ERROR on a process that never started means the START was refused.
                 if (p != null && !p.started.isDone()) {
@@ -354,7 +357,8 @@ public final class AgentClient implements Closeable {
         try {
             h.open(t);
         } catch (RuntimeException e) {
-            log.error("agent_tunnel_handler_failed vm={} tunnel={}", name, o.id(), e);
+            log.atError().setMessage("agent_tunnel_handler_failed").addKeyValue("vm", name).addKeyValue("tunnel", o.id())
+                    .setCause(e).log();
             if (!t.answered()) {
                 t.refuse(GuestTunnel.Refusal.FAILED, "internal error");
             }

@@ -16,6 +16,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * One VM's egress: the host end of the HTTP proxy its agent serves on the guest's loopback.
@@ -125,8 +126,9 @@ public final class Egress implements AutoCloseable {
             Thread.currentThread().interrupt();
             throw new java.io.InterruptedIOException("interrupted while starting egress");
         }
-        log.info("egress_started vm={} user={} proxy=127.0.0.1:{} rules=\"{}\" max_connections={}", e.vm, e.user, proxyPort,
-                policy, limits.maxConnections());
+        log.atInfo().setMessage("egress_started").addKeyValue("vm", e.vm).addKeyValue("user", e.user)
+                .addKeyValue("proxy", "127.0.0.1:" + proxyPort).addKeyValue("rules", policy)
+                .addKeyValue("max_connections", limits.maxConnections()).log();
         return e;
     }
 
@@ -177,13 +179,15 @@ public final class Egress implements AutoCloseable {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
         for (Relay r : cut) {
             if (!r.awaitEnd(Duration.ofNanos(Math.max(1, deadline - System.nanoTime())))) {
-                log.warn("egress_relay_stuck vm={} (still running 5 s after the close)", vm);
+                log.atWarn().setMessage("egress_relay_stuck").addKeyValue("vm", vm)
+                        .addKeyValue("note", "still running 5 s after the close").log();
             }
         }
         if (proxyPort != 0) {
             Stats s = stats();
-            log.info("egress_closed vm={} user={} allowed={} denied={} bytes_out={} bytes_in={}", vm, user, s.allowed(),
-                    s.denied(), s.bytesOut(), s.bytesIn());
+            log.atInfo().setMessage("egress_closed").addKeyValue("vm", vm).addKeyValue("user", user)
+                    .addKeyValue("allowed", s.allowed()).addKeyValue("denied", s.denied()).addKeyValue("bytes_out", s.bytesOut())
+                    .addKeyValue("bytes_in", s.bytesIn()).log();
         }
     }
 
@@ -228,22 +232,32 @@ public final class Egress implements AutoCloseable {
 
     void denied(GuestTunnel t, GuestTunnel.Refusal why, String reason, String address, long nanos) {
         denied.incrementAndGet();
-        log.info("egress_denied vm={} user={} host={} port={} address={} reason=\"{}\" kind={} ms={}", vm, user,
-                EgressPolicy.printable(t.host()), t.port(), address == null ? "-" : address, reason,
-                why.name().toLowerCase(java.util.Locale.ROOT), nanos / 1_000_000);
+        log.atInfo().setMessage("egress_denied").addKeyValue("vm", vm).addKeyValue("user", user)
+                .addKeyValue("host", EgressPolicy.printable(t.host())).addKeyValue("port", t.port())
+                .addKeyValue("address", address).addKeyValue("reason", reason)
+                .addKeyValue("kind", why.name().toLowerCase(java.util.Locale.ROOT)).addKeyValue("ms", nanos / 1_000_000).log();
     }
 
     void failed(GuestTunnel t, String address, String reason, long nanos) {
         denied.incrementAndGet();
-        log.info("egress_failed vm={} user={} host={} port={} address={} reason=\"{}\" ms={}", vm, user,
-                EgressPolicy.printable(t.host()), t.port(), address == null ? "-" : address, reason, nanos / 1_000_000);
+        log.atInfo().setMessage("egress_failed").addKeyValue("vm", vm).addKeyValue("user", user)
+                .addKeyValue("host", EgressPolicy.printable(t.host())).addKeyValue("port", t.port())
+                .addKeyValue("address", address).addKeyValue("reason", reason)
+                .addKeyValue("ms", nanos / 1_000_000).log();
     }
 
     void ended(Relay r, GuestTunnel t, String address, EgressRule rule, long out, long in, long nanos, String abort) {
         allowed.incrementAndGet();
-        log.info("egress_allowed vm={} user={} host={} port={} address={} rule={} bytes_out={} bytes_in={} ms={}{}{}", vm, user,
-                EgressPolicy.printable(t.host()), t.port(), address, rule, out, in, nanos / 1_000_000, t.tls() ? " tls=host" : "",
-                abort == null ? "" : " cut=\"" + abort + "\"");
+        LoggingEventBuilder event = log.atInfo().setMessage("egress_allowed").addKeyValue("vm", vm).addKeyValue("user", user)
+                .addKeyValue("host", EgressPolicy.printable(t.host())).addKeyValue("port", t.port()).addKeyValue("address", address)
+                .addKeyValue("rule", rule).addKeyValue("bytes_out", out).addKeyValue("bytes_in", in).addKeyValue("ms", nanos / 1_000_000);
+        if (t.tls()) {
+            event.addKeyValue("tls", "host");
+        }
+        if (abort != null) {
+            event.addKeyValue("cut", abort);
+        }
+        event.log();
         finished(r);
     }
 

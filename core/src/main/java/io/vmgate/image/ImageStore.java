@@ -100,7 +100,7 @@ public final class ImageStore {
 
         Image cached = current(description, kernel);
         if (cached != null) {
-            log.debug("image_cache_hit key={} check_ms={}", cached.contentHash(), ms(t0));
+            log.atDebug().setMessage("image_cache_hit").addKeyValue("key", cached.contentHash()).addKeyValue("check_ms", ms(t0)).log();
             return cached;
         }
         ImagePlan plan = ImagePlan.discover(sources, kernel);
@@ -115,7 +115,7 @@ public final class ImageStore {
             build(plan, agent, sources.agent().describe(), description, key);
         }
         remember(key);
-        log.debug("image_resolved key={} ms={}", key, ms(t0));
+        log.atDebug().setMessage("image_resolved").addKeyValue("key", key).addKeyValue("ms", ms(t0)).log();
         return Image.load(dir);
     }
 
@@ -193,7 +193,8 @@ public final class ImageStore {
                 Path tmp = images.resolve(TMP_PREFIX + key);
                 Files.createDirectories(tmp);
                 long t0 = System.nanoTime();
-                log.info("image_building key={} kernel={} dir={}", key, plan.kernel().release(), dir);
+                log.atInfo().setMessage("image_building").addKeyValue("key", key).addKeyValue("kernel", plan.kernel().release())
+                        .addKeyValue("dir", dir).log();
                 String kernelFile = Image.PVH_KERNEL_FILE;
                 if (!KernelImage.extractPvhKernel(plan.kernel().path(), tmp.resolve(Image.PVH_KERNEL_FILE))) {
                     kernelFile = Image.KERNEL_FILE;
@@ -209,8 +210,9 @@ public final class ImageStore {
                 } catch (AtomicMoveNotSupportedException e) {
                     throw new IOException("the cache directory " + images + " does not support atomic renames", e);
                 }
-                log.info("image_built key={} kernel={} initrd_bytes={} cpio_bytes={} gzip={} build_ms={}", key, kernelFile,
-                        sizes.fileBytes(), sizes.cpioBytes(), gzip, ms(t0));
+                log.atInfo().setMessage("image_built").addKeyValue("key", key).addKeyValue("kernel", kernelFile)
+                        .addKeyValue("initrd_bytes", sizes.fileBytes()).addKeyValue("cpio_bytes", sizes.cpioBytes())
+                        .addKeyValue("gzip", gzip).addKeyValue("build_ms", ms(t0)).log();
             }
         } catch (IOException e) {
             throw new ImageException("cannot build the image in " + images + ": " + e.getMessage()
@@ -256,7 +258,8 @@ public final class ImageStore {
             Files.writeString(tmp, key + "\n", StandardCharsets.US_ASCII);
             Files.move(tmp, imagesDir().resolve(CURRENT), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } catch (IOException e) {
-            log.debug("image_current_not_saved error={}", e.toString()); // only costs a slower check next time
+            // only costs a slower check next time
+            log.atDebug().setMessage("image_current_not_saved").addKeyValue("error", e.toString()).log();
             try {
                 Files.deleteIfExists(tmp);
             } catch (IOException ignored) {

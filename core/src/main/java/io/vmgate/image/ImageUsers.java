@@ -48,7 +48,8 @@ public final class ImageUsers {
                 }
                 marker.toFile().deleteOnExit(); // a SIGKILLed process leaves it: stale by its start time
             } catch (IOException e) {
-                log.warn("image_use_not_recorded dir={} error=\"{}\" (image rm/prune cannot see that this process uses it)", abs, e.getMessage());
+                log.atWarn().setMessage("image_use_not_recorded").addKeyValue("dir", abs).addKeyValue("error", e.getMessage())
+                        .addKeyValue("note", "image rm/prune cannot see that this process uses it").log();
             }
         }
     }
@@ -74,7 +75,7 @@ public final class ImageUsers {
                 }
             }
         } catch (IOException | NumberFormatException e) {
-            log.warn("image_users_unreadable dir={} error=\"{}\"", dir, e.getMessage());
+            log.atWarn().setMessage("image_users_unreadable").addKeyValue("dir", dir).addKeyValue("error", e.getMessage()).log();
         }
         return pids;
     }

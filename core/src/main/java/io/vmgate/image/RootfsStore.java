@@ -154,7 +154,7 @@ public final class RootfsStore {
                 try {
                     out.add(RootfsImage.load(p));
                 } catch (ImageException e) {
-                    log.debug("rootfs_skipped dir={} reason=\"{}\"", p, e.getMessage());
+                    log.atDebug().setMessage("rootfs_skipped").addKeyValue("dir", p).addKeyValue("reason", e.getMessage()).log();
                 }
             }
         } catch (IOException e) {
@@ -183,7 +183,7 @@ public final class RootfsStore {
                 return Optional.empty();
             }
             ImageStore.deleteTree(img.directory());
-            log.info("rootfs_removed name={} id={}", name, img.shortId());
+            log.atInfo().setMessage("rootfs_removed").addKeyValue("name", name).addKeyValue("id", img.shortId()).log();
             return Optional.of(img.directory());
         } catch (IOException e) {
             throw new ImageException("cannot remove image " + name + ": " + e.getMessage(), e);
@@ -203,7 +203,7 @@ public final class RootfsStore {
                 }
             }
         } catch (IOException e) {
-            log.warn("rootfs_tmp_unlisted dir={} error=\"{}\"", imagesDir(), e.getMessage());
+            log.atWarn().setMessage("rootfs_tmp_unlisted").addKeyValue("dir", imagesDir()).addKeyValue("error", e.getMessage()).log();
         }
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(imagesDir(), TMP_PREFIX + "*")) {
             for (Path p : ds) {
@@ -222,7 +222,7 @@ public final class RootfsStore {
                 }
             }
         } catch (IOException e) {
-            log.warn("rootfs_tmp_unlisted dir={} error=\"{}\"", imagesDir(), e.getMessage());
+            log.atWarn().setMessage("rootfs_tmp_unlisted").addKeyValue("dir", imagesDir()).addKeyValue("error", e.getMessage()).log();
         }
         return out;
     }
@@ -236,7 +236,8 @@ public final class RootfsStore {
             Path existing = imagesDir().resolve(e.key().get());
             if (Files.isRegularFile(existing.resolve(RootfsImage.PROPERTIES_FILE))) {
                 RootfsImage img = RootfsImage.load(existing);
-                log.debug("rootfs_cache_hit source=\"{}\" id={}", source.describe(), img.shortId());
+                log.atDebug().setMessage("rootfs_cache_hit").addKeyValue("source", source.describe())
+                        .addKeyValue("id", img.shortId()).log();
                 progress.accept("already in the store as " + img.shortId());
                 return img;
             }
@@ -247,16 +248,18 @@ public final class RootfsStore {
             Path existing = imagesDir().resolve(scan.key());
             if (Files.isRegularFile(existing.resolve(RootfsImage.PROPERTIES_FILE))) {
                 RootfsImage img = RootfsImage.load(existing);
-                log.debug("rootfs_cache_hit source={} id={} scan_ms={}", source.describe(), img.shortId(), ms(t0));
+                log.atDebug().setMessage("rootfs_cache_hit").addKeyValue("source", source.describe())
+                        .addKeyValue("id", img.shortId()).addKeyValue("scan_ms", ms(t0)).log();
                 return img;
             }
         }
         for (Path debris : abandonedBuilds()) { // what a killed build left (its lock is free): never an image, gone now
             try {
                 ImageStore.deleteTree(debris);
-                log.info("rootfs_debris_removed dir={}", debris);
+                log.atInfo().setMessage("rootfs_debris_removed").addKeyValue("dir", debris).log();
             } catch (IOException e) {
-                log.warn("rootfs_debris_not_removed dir={} error=\"{}\"", debris, e.getMessage());
+                log.atWarn().setMessage("rootfs_debris_not_removed").addKeyValue("dir", debris)
+                        .addKeyValue("error", e.getMessage()).log();
             }
         }
         String unique = UUID.randomUUID().toString();
@@ -275,7 +278,7 @@ public final class RootfsStore {
             deleteQuietly(fresh);
             throw new ImageException(what + ": cannot create " + work + ": " + e.getMessage() + " (set VMGATE_CACHE to a writable directory)", e);
         }
-        log.info("rootfs_building source=\"{}\" work={}", source.describe(), work);
+        log.atInfo().setMessage("rootfs_building").addKeyValue("source", source.describe()).addKeyValue("work", work).log();
         try (FileChannel ignored = lockCh) {
             RootfsBuilder b = new RootfsBuilder(progress);
             RootfsBuilder.Built built = switch (source) {
@@ -305,10 +308,11 @@ public final class RootfsStore {
                 if (!Files.isRegularFile(img.directory().resolve(RootfsImage.PROPERTIES_FILE))) {
                     throw e;
                 }
-                log.debug("rootfs_exists id={} (built concurrently)", img.shortId());
+                log.atDebug().setMessage("rootfs_exists").addKeyValue("id", img.shortId())
+                        .addKeyValue("note", "built concurrently").log();
             }
-            log.info("rootfs_built source=\"{}\" id={} used_bytes={} files={} ms={}", source.describe(), img.shortId(), img.usedBytes(),
-                    img.files(), ms(t0));
+            log.atInfo().setMessage("rootfs_built").addKeyValue("source", source.describe()).addKeyValue("id", img.shortId())
+                    .addKeyValue("used_bytes", img.usedBytes()).addKeyValue("files", img.files()).addKeyValue("ms", ms(t0)).log();
             return RootfsImage.load(img.directory());
         } catch (ImageException e) {
             throw new ImageException(what + ": " + e.getMessage() + (e.getMessage().contains("No space left") ? " (the disk of "
@@ -320,7 +324,8 @@ public final class RootfsStore {
             try {
                 ImageStore.deleteTree(work); // gone already after a successful rename
             } catch (IOException e) {
-                log.warn("rootfs_cleanup_failed work={} error=\"{}\" (image prune removes it)", work, e.getMessage());
+                log.atWarn().setMessage("rootfs_cleanup_failed").addKeyValue("work", work).addKeyValue("error", e.getMessage())
+                        .addKeyValue("note", "image prune removes it").log();
             }
             BUILDING.remove(work.toAbsolutePath());
         }

@@ -170,7 +170,8 @@ public final class CachePruner {
         for (Removal r : plan) {
             try {
                 deleteTree(r.path());
-                log.info("cache_pruned path={} what=\"{}\" bytes={}", r.path(), r.what(), r.bytes());
+                log.atInfo().setMessage("cache_pruned").addKeyValue("path", r.path()).addKeyValue("what", r.what())
+                        .addKeyValue("bytes", r.bytes()).log();
             } catch (IOException e) {
                 throw new ImageException("cannot remove " + r.path() + ": " + e.getMessage(), e);
             }
@@ -220,7 +221,7 @@ public final class CachePruner {
         } catch (NoSuchFileException e) {
             // an older template, or one being written
         } catch (IOException | IllegalArgumentException e) {
-            log.debug("template_properties_unreadable file={} error=\"{}\"", f, e.getMessage());
+            log.atDebug().setMessage("template_properties_unreadable").addKeyValue("file", f).addKeyValue("error", e.getMessage()).log();
         }
         return p;
     }
@@ -233,7 +234,7 @@ public final class CachePruner {
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
             ds.forEach(out::add);
         } catch (IOException e) {
-            log.warn("cache_unlisted dir={} error=\"{}\"", dir, e.getMessage());
+            log.atWarn().setMessage("cache_unlisted").addKeyValue("dir", dir).addKeyValue("error", e.getMessage()).log();
         }
         out.sort(Comparator.naturalOrder());
         return out;

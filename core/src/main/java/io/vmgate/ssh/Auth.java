@@ -11,6 +11,7 @@ import org.apache.sshd.server.auth.AsyncAuthException;
 import org.apache.sshd.server.auth.password.PasswordAuthenticator;
 import org.apache.sshd.server.auth.pubkey.PublickeyAuthenticator;
 import org.apache.sshd.server.session.ServerSession;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * Password and public-key checks, with every failure logged, counted per client address, and
@@ -70,9 +71,12 @@ final class Auth implements PasswordAuthenticator, PublickeyAuthenticator {
     private boolean failed(Connection conn, String method, String username, String key) {
         conn.observer.authentication(method, false);
         Duration delay = failures.failed(conn.remoteIp);
-        Events.log.warn("auth_failed conn={} user={} remote={} method={}{} failures={} delay_ms={}", conn.id,
-                Events.v(username), Events.v(conn.remote), method, key == null ? "" : " key=" + Events.v(key),
-                failures.failures(conn.remoteIp), delay.toMillis());
+        LoggingEventBuilder event = Events.log.atWarn().setMessage("auth_failed").addKeyValue("conn", conn.id)
+                .addKeyValue("user", username).addKeyValue("remote", conn.remote).addKeyValue("method", method);
+        if (key != null) {
+            event.addKeyValue("key", key);
+        }
+        event.addKeyValue("failures", failures.failures(conn.remoteIp)).addKeyValue("delay_ms", delay.toMillis()).log();
         if (delay.isZero()) {
             return false;
         }

@@ -58,7 +58,8 @@ final class Channels {
             if (!conn.tryOpenChannel(max)) {
                 conn.observer.refused("too_many_channels");
                 try (var s = conn.scope()) {
-                    Events.log.warn("channel_refused {} reason=too_many_channels max={}", conn.tag(), max);
+                    conn.tagged(Events.log.atWarn()).setMessage("channel_refused").addKeyValue("reason", "too_many_channels")
+                            .addKeyValue("max", max).log();
                 }
                 return new Refused(SshConstants.SSH_OPEN_RESOURCE_SHORTAGE,
                         "vmgate: too many channels on this connection (at most " + max + ")");
@@ -93,7 +94,8 @@ final class Channels {
                         target = "?";
                     }
                     try (var s = conn.scope()) {
-                        Events.log.info("forwarding_refused {} kind={} target={}", conn.tag(), type, Events.v(target));
+                        conn.tagged(Events.log.atInfo()).setMessage("forwarding_refused").addKeyValue("kind", type)
+                                .addKeyValue("target", target).log();
                     }
                 }
             };
@@ -189,7 +191,8 @@ final class Channels {
                 target = "?";
             }
             try (var s = conn.scope()) {
-                Events.log.info("forwarding_refused {} kind={} target={}", conn.tag(), Events.v(request), Events.v(target));
+                conn.tagged(Events.log.atInfo()).setMessage("forwarding_refused").addKeyValue("kind", request)
+                        .addKeyValue("target", target).log();
             }
             return Result.ReplyFailure;
         }

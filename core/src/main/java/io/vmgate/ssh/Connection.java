@@ -25,6 +25,8 @@ import java.util.function.BooleanSupplier;
 import org.apache.sshd.common.AttributeRepository.AttributeKey;
 import org.apache.sshd.common.session.Session;
 import org.apache.sshd.server.session.ServerSession;
+import org.slf4j.event.KeyValuePair;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * One SSH connection and its guest. The guest is opened at the first shell/exec/subsystem (so a
@@ -103,7 +105,7 @@ final class Connection implements SessionClock.Listener {
             this.remoteIp = String.valueOf(a);
             this.remote = remoteIp;
         }
-        this.clock = new SessionClock(scheduler, clockSettings, this, id, this::tag);
+        this.clock = new SessionClock(scheduler, clockSettings, this, id, this::tagged);
     }
 
     static Connection of(Session session) {
@@ -114,9 +116,12 @@ final class Connection implements SessionClock.Listener {
         return c;
     }
 
-    /** {@code conn=... user=... remote=...}, the prefix of every event about this connection. */
-    String tag() {
-        return "conn=" + id + " user=" + Events.v(user) + " remote=" + Events.v(remote);
+    /**
+     * Adds this connection's {@code conn}, {@code user} and {@code remote} to an event, the fields every
+     * event about it starts with: {@code conn.tagged(Events.log.atInfo()).setMessage("vm_assigned")...log()}.
+     */
+    LoggingEventBuilder tagged(LoggingEventBuilder event) {
+        return event.addKeyValue("conn", id).addKeyValue("user", user).addKeyValue("remote", remote);
     }
 
     String user() {
@@ -134,7 +139,8 @@ final class Connection implements SessionClock.Listener {
     /** Authentication succeeded; {@code probes} (or null) keeps checking that the client is alive. */
     void authenticated(String userName, java.util.function.Function<Connection, Keepalive> probes) {
         this.user = userName;
-        Events.log.info("auth_succeeded {} method={} ms={}", tag(), Events.v(lastAuthMethod), Events.msSince(acceptedNanos));
+        tagged(Events.log.atInfo()).setMessage("auth_succeeded").addKeyValue("method", lastAuthMethod)
+                .addKeyValue("ms", Events.msSince(acceptedNanos)).log();
         synchronized (this) {
             if (!closed && keepalive == null) {
                 keepalive = probes.apply(this);
@@ -257,10 +263,10 @@ final class Connection implements SessionClock.Listener {
                 } catch (Refusal r) {
                     observer.refused(r.ending().reason().tag());
                     if (r.ending().reason() == Ending.Reason.PER_USER_LIMIT) {
-                        Events.log.warn("session_refused_per_user_limit {} max_sessions_per_user={} live={}", tag(),
-                                slots.maxPerUser(), slots.live(u));
+                        tagged(Events.log.atWarn()).setMessage("session_refused_per_user_limit")
+                                .addKeyValue("max_sessions_per_user", slots.maxPerUser()).addKeyValue("live", slots.live(u)).log();
                     } else {
-                        Events.log.warn("capacity_refused {} max_sessions={}", tag(), slots.max());
+                        tagged(Events.log.atWarn()).setMessage("capacity_refused").addKeyValue("max_sessions", slots.max()).log();
                     }
                     throw r;
                 }
@@ -281,7 +287,7 @@ final class Connection implements SessionClock.Listener {
     private Guest open(CompletableFuture<Guest> mine) throws Refusal {
         long t0 = System.nanoTime();
         String vmId = "ssh-" + id;
-        Events.log.info("vm_requested {} vm={}", tag(), vmId);
+        tagged(Events.log.atInfo()).setMessage("vm_requested").addKeyValue("vm", vmId).log();
         Guest g = null;
         String failure;
         try {
@@ -291,10 +297,11 @@ final class Connection implements SessionClock.Listener {
             failure = e.getMessage();
         } catch (RuntimeException | Error e) {
             failure = "could not start a VM: " + e;
-            Events.log.error("vm_launch_crashed {}", tag(), e);
+            tagged(Events.log.atError()).setMessage("vm_launch_crashed").setCause(e).log();
         }
         if (failure != null) {
-            Events.log.warn("vm_failed {} vm={} ms={} error={}", tag(), vmId, Events.msSince(t0), Events.v(failure));
+            tagged(Events.log.atWarn()).setMessage("vm_failed").addKeyValue("vm", vmId).addKeyValue("ms", Events.msSince(t0))
+                    .addKeyValue("error", failure).log();
             if (g != null) {
                 closeQuietly(g);
             }
@@ -318,13 +325,14 @@ final class Connection implements SessionClock.Listener {
             }
         }
         if (closedMeanwhile) {
-            Events.log.info("vm_assigned {} vm={} ms={} unused=true", tag(), g.id(), Events.msSince(t0));
+            tagged(Events.log.atInfo()).setMessage("vm_assigned").addKeyValue("vm", g.id()).addKeyValue("ms", Events.msSince(t0))
+                    .addKeyValue("unused", true).log();
             destroy(g, t0);
             Refusal r = new Refusal(Ending.closing());
             mine.completeExceptionally(r);
             throw r;
         }
-        Events.log.info("vm_assigned {} vm={} ms={}", tag(), g.id(), Events.msSince(t0));
+        tagged(Events.log.atInfo()).setMessage("vm_assigned").addKeyValue("vm", g.id()).addKeyValue("ms", Events.msSince(t0)).log();
         Guest opened = g;
         opened.lost().whenComplete((why, e) -> guestLost(opened, why != null ? why : String.valueOf(e)));
         clock.start();
@@ -355,8 +363,8 @@ final class Connection implements SessionClock.Listener {
             busy++;
         }
         try (var s = scope()) {
-            Events.log.warn("vm_died {} vm={} reason={} lifetime_ms={} diagnostics={}", tag(), g.id(), Events.v(why),
-                    Events.msSince(started), Events.v(safeDiagnostics(g)));
+            tagged(Events.log.atWarn()).setMessage("vm_died").addKeyValue("vm", g.id()).addKeyValue("reason", why)
+                    .addKeyValue("lifetime_ms", Events.msSince(started)).addKeyValue("diagnostics", safeDiagnostics(g)).log();
         }
         clock.stop();
         terminated.complete(Ending.guestLost(why));
@@ -393,7 +401,7 @@ final class Connection implements SessionClock.Listener {
         }
         clock.stop();
         terminated.complete(Ending.closing());
-        Events.log.info("connection_closed {} ms={}", tag(), Events.msSince(acceptedNanos));
+        tagged(Events.log.atInfo()).setMessage("connection_closed").addKeyValue("ms", Events.msSince(acceptedNanos)).log();
         if (g != null) {
             Thread.ofVirtual().name("vm-teardown-" + id).start(() -> {
                 try (var s = scope()) {
@@ -411,7 +419,8 @@ final class Connection implements SessionClock.Listener {
     private void destroy(Guest g, long startedNanos) {
         long t0 = System.nanoTime();
         closeQuietly(g);
-        Events.log.info("vm_released {} vm={} ms={} lifetime_ms={}", tag(), g.id(), Events.msSince(t0), Events.msSince(startedNanos));
+        tagged(Events.log.atInfo()).setMessage("vm_released").addKeyValue("vm", g.id()).addKeyValue("ms", Events.msSince(t0))
+                .addKeyValue("lifetime_ms", Events.msSince(startedNanos)).log();
         synchronized (this) {
             releaseSlot();
             busy--;
@@ -438,7 +447,7 @@ final class Connection implements SessionClock.Listener {
         try {
             g.close();
         } catch (RuntimeException e) {
-            Events.log.error("vm_close_failed vm={}", g.id(), e);
+            Events.log.atError().setMessage("vm_close_failed").addKeyValue("vm", g.id()).setCause(e).log();
         }
     }
 
@@ -467,13 +476,15 @@ final class Connection implements SessionClock.Listener {
      * message and status 255, and the connection closes. The waiting runs on a virtual thread.
      */
     @Override
-    public void end(Ending why, String details) {
+    public void end(Ending why, List<KeyValuePair> details) {
         List<Execution> processes = claimEnding(why);
         if (processes == null) {
             return;
         }
         observer.refused(why.reason().tag());
-        Events.log.warn("{} {} {} processes={} grace_ms={}", why.reason().event, tag(), details, processes.size(), grace.toMillis());
+        LoggingEventBuilder event = tagged(Events.log.atWarn()).setMessage(why.reason().event);
+        details.forEach(kv -> event.addKeyValue(kv.key, kv.value));
+        event.addKeyValue("processes", processes.size()).addKeyValue("grace_ms", grace.toMillis()).log();
         startTerminating(processes, why, grace);
     }
 
@@ -496,8 +507,7 @@ final class Connection implements SessionClock.Listener {
             }
         }
         observer.refused(why.reason().tag());
-        Events.log.atWarn().setMessage(why.reason().event).addKeyValue("conn", id).addKeyValue("user", user)
-                .addKeyValue("remote", remote).addKeyValue("processes", hasGuest ? processes.size() : 0)
+        tagged(Events.log.atWarn()).setMessage(why.reason().event).addKeyValue("processes", hasGuest ? processes.size() : 0)
                 .addKeyValue("told", why.message()).log();
         if (hasGuest) {
             startTerminating(processes, why, Duration.ZERO);
@@ -556,8 +566,8 @@ final class Connection implements SessionClock.Listener {
         if (g != null) {
             destroy(g, started);
         }
-        Events.log.info("session_terminated {} reason={} exited_in_grace={} ms={}", tag(), why.reason().tag(), exited,
-                Events.msSince(t0));
+        tagged(Events.log.atInfo()).setMessage("session_terminated").addKeyValue("reason", why.reason().tag())
+                .addKeyValue("exited_in_grace", exited).addKeyValue("ms", Events.msSince(t0)).log();
         // Let clients take the message and exit status and close their channels (OpenSSH then leaves on its
         // own, without "closed by remote host"); close whatever is still open after that.
         Waiting.await(commandsDone(), REPORT_TIMEOUT);

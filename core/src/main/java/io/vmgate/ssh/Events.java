@@ -1,25 +1,21 @@
 package io.vmgate.ssh;
 
-import io.vmgate.text.KeyValue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.slf4j.MDC;
 
 /**
- * The server's structured events: one line per step, {@code event key=value ...}, with stable
- * event names. Values are quoted and escaped when needed, so a hostile user name cannot forge
- * log lines. The connection id travels in the MDC key {@value #MDC_KEY}.
+ * The server's structured events: one per step, a stable event name as the message and its fields
+ * as SLF4J key-value pairs ({@code Events.log.atInfo().setMessage("vm_assigned").addKeyValue("vm", id)
+ * ...log()}; {@link Connection#tagged} adds a connection's own). The encoders quote and escape the
+ * values, so a hostile user name cannot forge log lines. The connection id travels in the MDC key
+ * {@value #MDC_KEY}. Every event is listed in {@code docs/events.md}.
  */
 final class Events {
     static final Logger log = LoggerFactory.getLogger("io.vmgate.ssh");
     static final String MDC_KEY = "sid";
 
     private Events() {}
-
-    /** A value safe to put after {@code key=}: bare when harmless, else quoted with escapes ({@link KeyValue#quote}). */
-    static String v(Object value) {
-        return KeyValue.quote(value);
-    }
 
     static long msSince(long startNanos) {
         return (System.nanoTime() - startNanos) / 1_000_000;

@@ -52,8 +52,9 @@ final class GatedSessionFactory extends QuickAckSessionFactory {
                 ioSession.close(true);
                 observer.refused(d.why().reason);
                 if (d.logCount() > 0) {
-                    Events.log.info("connection_dropped remote={} reason={} unauthenticated={} source_unauthenticated={} dropped={}",
-                            Events.v(shown), d.why().reason, d.unauthenticated(), d.sourceUnauthenticated(), d.logCount());
+                    Events.log.atInfo().setMessage("connection_dropped").addKeyValue("remote", shown)
+                            .addKeyValue("reason", d.why().reason).addKeyValue("unauthenticated", d.unauthenticated())
+                            .addKeyValue("source_unauthenticated", d.sourceUnauthenticated()).addKeyValue("dropped", d.logCount()).log();
                 }
             }
         }

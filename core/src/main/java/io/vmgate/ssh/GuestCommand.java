@@ -22,6 +22,7 @@ import java.util.concurrent.locks.ReentrantLock;
 import org.apache.sshd.server.Environment;
 import org.apache.sshd.server.ExitCallback;
 import org.apache.sshd.server.channel.ChannelSession;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * A shell, exec or subsystem request running as a process in the connection's guest. All the work
@@ -151,10 +152,16 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         try (var s = conn.scope()) {
             long t0 = System.nanoTime();
             boolean pty = channel.hasPty();
-            Events.log.info("command_started {} channel={} kind={} pty={}{}", conn.tag(), channel.number,
-                    kind.name().toLowerCase(), pty, kind == Kind.EXEC ? " bytes=" + request.length()
-                            : kind == Kind.SUBSYSTEM ? " subsystem=" + Events.v(request) : "");
-            Events.log.debug("command_line {} channel={} command={}", conn.tag(), channel.number, Events.v(request));
+            LoggingEventBuilder started = conn.tagged(Events.log.atInfo()).setMessage("command_started")
+                    .addKeyValue("channel", channel.number).addKeyValue("kind", kind.name().toLowerCase()).addKeyValue("pty", pty);
+            if (kind == Kind.EXEC) {
+                started.addKeyValue("bytes", request.length());
+            } else if (kind == Kind.SUBSYSTEM) {
+                started.addKeyValue("subsystem", request);
+            }
+            started.log();
+            conn.tagged(Events.log.atDebug()).setMessage("command_line").addKeyValue("channel", channel.number)
+                    .addKeyValue("command", request).log();
             Guest guest;
             ScheduledFuture<?> progress = pty ? scheduleProgress(t0) : null;
             try {
@@ -192,7 +199,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             }
             bridge(p, pty, t0);
         } catch (RuntimeException | Error e) {
-            Events.log.error("command_crashed {} channel={}", conn.tag(), channel.number, e);
+            conn.tagged(Events.log.atError()).setMessage("command_crashed").addKeyValue("channel", channel.number).setCause(e).log();
             try {
                 fail("vmgate: internal error: " + e, System.nanoTime());
             } catch (RuntimeException ignored) {
@@ -242,7 +249,8 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             progressState = 1;
             out.write(PROGRESS.getBytes(StandardCharsets.UTF_8));
             out.flush();
-            Events.log.info("vm_wait_progress {} channel={} after_ms={}", channel.conn.tag(), channel.number, Events.msSince(t0));
+            channel.conn.tagged(Events.log.atInfo()).setMessage("vm_wait_progress").addKeyValue("channel", channel.number)
+                    .addKeyValue("after_ms", Events.msSince(t0)).log();
         } catch (IOException | RuntimeException e) {
             // the client is gone
         } finally {
@@ -322,8 +330,8 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         Connection conn = channel.conn;
         if (status.signaled()) {
             String name = status.signalName().isEmpty() ? "SIG@openssh.com" : status.signalName();
-            Events.log.info("exit_status {} channel={} signal={} core={} ms={}", conn.tag(), channel.number, Events.v(name),
-                    status.coreDumped(), Events.msSince(t0));
+            conn.tagged(Events.log.atInfo()).setMessage("exit_status").addKeyValue("channel", channel.number)
+                    .addKeyValue("signal", name).addKeyValue("core", status.coreDumped()).addKeyValue("ms", Events.msSince(t0)).log();
             recordExit("exit-signal " + name + (status.coreDumped() ? " (core dumped)" : ""));
             try {
                 channel.exitWithSignal(name, status.coreDumped());
@@ -331,7 +339,8 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
                 channel.close(true);
             }
         } else {
-            Events.log.info("exit_status {} channel={} code={} ms={}", conn.tag(), channel.number, status.code(), Events.msSince(t0));
+            conn.tagged(Events.log.atInfo()).setMessage("exit_status").addKeyValue("channel", channel.number)
+                    .addKeyValue("code", status.code()).addKeyValue("ms", Events.msSince(t0)).log();
             recordExit("exit-status " + status.code());
             exitCallback.onExit(status.code());
         }
@@ -349,13 +358,14 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         Connection conn = channel.conn;
         if (destroyed || conn.isClosed()) {
             // Nobody is left to tell: the channel or the whole connection is gone.
-            Events.log.info("command_aborted {} channel={} ms={} reason={}", conn.tag(), channel.number,
-                    Events.msSince(t0), Events.v(destroyed ? "the client closed the channel" : "the connection closed"));
+            conn.tagged(Events.log.atInfo()).setMessage("command_aborted").addKeyValue("channel", channel.number)
+                    .addKeyValue("ms", Events.msSince(t0))
+                    .addKeyValue("reason", destroyed ? "the client closed the channel" : "the connection closed").log();
             exitCallback.onExit(FAILED, message);
             return;
         }
-        Events.log.info("exit_status {} channel={} code={} ms={} reason={}", conn.tag(), channel.number, FAILED,
-                Events.msSince(t0), Events.v(message));
+        conn.tagged(Events.log.atInfo()).setMessage("exit_status").addKeyValue("channel", channel.number)
+                .addKeyValue("code", FAILED).addKeyValue("ms", Events.msSince(t0)).addKeyValue("reason", message).log();
         writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
         recordExit("exit-status " + FAILED);
         exitCallback.onExit(FAILED, message);

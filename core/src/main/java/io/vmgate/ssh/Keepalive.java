@@ -5,10 +5,11 @@ import java.time.Duration;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.function.Supplier;
+import java.util.function.UnaryOperator;
 import org.apache.sshd.common.SshConstants;
 import org.apache.sshd.common.util.buffer.Buffer;
 import org.apache.sshd.server.session.ServerSession;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * Probes a silent client the way OpenSSH's ClientAliveInterval / ClientAliveCountMax do: a
@@ -20,23 +21,23 @@ final class Keepalive {
     private final ServerSession session;
     private final int countMax;
     private final String sid;
-    private final Supplier<String> tag;
+    private final UnaryOperator<LoggingEventBuilder> tagged;
     private final ScheduledFuture<?> task;
     private int missed; // guarded by this
 
     private Keepalive(ScheduledExecutorService scheduler, ServerSession session, Duration every, int countMax, String sid,
-            Supplier<String> tag) {
+            UnaryOperator<LoggingEventBuilder> tagged) {
         this.session = session;
         this.countMax = countMax;
         this.sid = sid;
-        this.tag = tag;
+        this.tagged = tagged;
         this.task = scheduler.scheduleAtFixedRate(this::probe, every.toMillis(), every.toMillis(), TimeUnit.MILLISECONDS);
     }
 
     /** Starts probing; null when {@code every} is zero (keepalive off). */
     static Keepalive start(ScheduledExecutorService scheduler, ServerSession session, Duration every, int countMax, String sid,
-            Supplier<String> tag) {
-        return every.isZero() ? null : new Keepalive(scheduler, session, every, countMax, sid, tag);
+            UnaryOperator<LoggingEventBuilder> tagged) {
+        return every.isZero() ? null : new Keepalive(scheduler, session, every, countMax, sid, tagged);
     }
 
     void stop() {
@@ -50,7 +51,7 @@ final class Keepalive {
                 n = ++missed;
             }
             if (n > countMax) {
-                Events.log.warn("keepalive_timeout {} unanswered={}", tag.get(), n - 1);
+                tagged.apply(Events.log.atWarn()).setMessage("keepalive_timeout").addKeyValue("unanswered", n - 1).log();
                 stop();
                 session.close(true);
                 return;

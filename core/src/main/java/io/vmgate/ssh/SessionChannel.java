@@ -3,6 +3,7 @@ package io.vmgate.ssh;
 import io.vmgate.exec.Command;
 import io.vmgate.exec.Execution;
 import io.vmgate.exec.Pty;
+import io.vmgate.text.KeyValue;
 import java.io.IOException;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -58,7 +59,7 @@ final class SessionChannel extends ChannelSession {
             @Override
             public void channelOpenSuccess(Channel channel) {
                 try (var s = conn.scope()) {
-                    Events.log.info("channel_opened {} channel={}", conn.tag(), number);
+                    conn.tagged(Events.log.atInfo()).setMessage("channel_opened").addKeyValue("channel", number).log();
                 }
             }
 
@@ -70,7 +71,8 @@ final class SessionChannel extends ChannelSession {
                     conn.channelClosed();
                 }
                 try (var s = conn.scope()) {
-                    Events.log.debug("channel_closed {} channel={} ms={}", conn.tag(), number, Events.msSince(openedNanos));
+                    conn.tagged(Events.log.atDebug()).setMessage("channel_closed").addKeyValue("channel", number)
+                            .addKeyValue("ms", Events.msSince(openedNanos)).log();
                 }
             }
         });
@@ -84,8 +86,8 @@ final class SessionChannel extends ChannelSession {
         } catch (RuntimeException e) {
             // A malformed request (short buffer, bad lengths) is refused; the connection carries on.
             try (var s = conn.scope()) {
-                Events.log.warn("request_refused {} channel={} request={} reason=malformed error={}", conn.tag(), number,
-                        Events.v(requestType), Events.v(e.toString()));
+                conn.tagged(Events.log.atWarn()).setMessage("request_refused").addKeyValue("channel", number)
+                        .addKeyValue("request", requestType).addKeyValue("reason", "malformed").addKeyValue("error", e.toString()).log();
             }
             return RequestHandler.Result.ReplyFailure;
         }
@@ -102,7 +104,8 @@ final class SessionChannel extends ChannelSession {
                 envBytes += name.length() + value.length() + 1 - (old == null ? 0 : name.length() + old.length() + 1);
                 return RequestHandler.Result.ReplySuccess;
             }
-            Events.log.info("env_refused {} channel={} name={} reason={}", conn.tag(), number, Events.v(name), refusal);
+            conn.tagged(Events.log.atInfo()).setMessage("env_refused").addKeyValue("channel", number).addKeyValue("name", name)
+                    .addKeyValue("reason", refusal).log();
             return RequestHandler.Result.ReplyFailure;
         }
     }
@@ -160,7 +163,8 @@ final class SessionChannel extends ChannelSession {
             return 0;
         }
         if (v > MAX_TERMINAL_DIMENSION) {
-            Events.log.info("pty_size_clamped {} channel={} {}={} max={}", conn.tag(), number, what, v, MAX_TERMINAL_DIMENSION);
+            conn.tagged(Events.log.atInfo()).setMessage("pty_size_clamped").addKeyValue("channel", number).addKeyValue(what, v)
+                    .addKeyValue("max", MAX_TERMINAL_DIMENSION).log();
             return MAX_TERMINAL_DIMENSION;
         }
         return (int) v;
@@ -205,7 +209,8 @@ final class SessionChannel extends ChannelSession {
     protected RequestHandler.Result handleSignalParsed(String name) throws IOException {
         String n = name == null ? "" : name.startsWith("SIG") ? name.substring(3) : name;
         if (!SIGNALS.contains(n)) {
-            Events.log.info("signal_refused {} channel={} signal={}", conn.tag(), number, Events.v(name));
+            conn.tagged(Events.log.atInfo()).setMessage("signal_refused").addKeyValue("channel", number)
+                    .addKeyValue("signal", name).log();
             return RequestHandler.Result.ReplyFailure;
         }
         return deliver(n);
@@ -221,7 +226,8 @@ final class SessionChannel extends ChannelSession {
         synchronized (this) {
             p = process;
         }
-        Events.log.info("signal_sent {} channel={} signal={} delivered={}", conn.tag(), number, signal, p != null);
+        conn.tagged(Events.log.atInfo()).setMessage("signal_sent").addKeyValue("channel", number).addKeyValue("signal", signal)
+                .addKeyValue("delivered", p != null).log();
         if (p == null) {
             return RequestHandler.Result.ReplyFailure;
         }
@@ -252,8 +258,9 @@ final class SessionChannel extends ChannelSession {
         if (!"sftp".equals(subsystem)) {
             // Accepted, then ended with a message and 255: a failure reply races the message, and
             // OpenSSH's client exits on the failure before it has printed what we wrote.
-            Events.log.warn("subsystem_refused {} channel={} subsystem={}", conn.tag(), number, Events.v(subsystem));
-            commandInstance = new MessageCommand(this, "vmgate: unknown subsystem " + Events.v(subsystem) + " (only sftp is available)");
+            conn.tagged(Events.log.atWarn()).setMessage("subsystem_refused").addKeyValue("channel", number)
+                    .addKeyValue("subsystem", subsystem).log();
+            commandInstance = new MessageCommand(this, "vmgate: unknown subsystem " + KeyValue.quote(subsystem) + " (only sftp is available)");
             return prepareChannelCommand(request, commandInstance);
         }
         commandInstance = new GuestCommand(this, GuestCommand.Kind.SUBSYSTEM, Command.sftp(), subsystem, scheduler);
@@ -264,13 +271,15 @@ final class SessionChannel extends ChannelSession {
 
     @Override
     protected RequestHandler.Result handleAgentForwarding(String requestType, Buffer buffer, boolean wantReply) {
-        Events.log.info("forwarding_refused {} channel={} kind=agent request={}", conn.tag(), number, Events.v(requestType));
+        conn.tagged(Events.log.atInfo()).setMessage("forwarding_refused").addKeyValue("channel", number)
+                .addKeyValue("kind", "agent").addKeyValue("request", requestType).log();
         return RequestHandler.Result.ReplyFailure;
     }
 
     @Override
     protected RequestHandler.Result handleX11Forwarding(String requestType, Buffer buffer, boolean wantReply) {
-        Events.log.info("forwarding_refused {} channel={} kind=x11 request={}", conn.tag(), number, Events.v(requestType));
+        conn.tagged(Events.log.atInfo()).setMessage("forwarding_refused").addKeyValue("channel", number)
+                .addKeyValue("kind", "x11").addKeyValue("request", requestType).log();
         return RequestHandler.Result.ReplyFailure;
     }
 

@@ -5,7 +5,10 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.function.Supplier;
+import java.util.List;
+import java.util.function.UnaryOperator;
+import org.slf4j.event.KeyValuePair;
+import org.slf4j.spi.LoggingEventBuilder;
 
 /**
  * A session's two clocks, started when its guest is ready: the idle timeout (no input or output on
@@ -22,8 +25,8 @@ final class SessionClock {
         /** Shows {@code message} to the user on every running command; returns how many were told. */
         int warn(String message);
 
-        /** Ends the session; {@code details} are {@code key=value} fields for its log event. */
-        void end(Ending ending, String details);
+        /** Ends the session; {@code details} are fields for its log event, in order. */
+        void end(Ending ending, List<KeyValuePair> details);
     }
 
     /** The server's settings for every session's clock. */
@@ -38,7 +41,8 @@ final class SessionClock {
     private final Settings settings;
     private final Listener listener;
     private final String sid;
-    private final Supplier<String> tag;
+    /** Adds the session's conn, user and remote to an event. */
+    private final UnaryOperator<LoggingEventBuilder> tagged;
     /** Last input or output on any channel (System.nanoTime). */
     private volatile long lastActivityNanos = System.nanoTime();
 
@@ -50,12 +54,13 @@ final class SessionClock {
     private long idleWarnedAt;
     private long activityAtWarning;
 
-    SessionClock(ScheduledExecutorService scheduler, Settings settings, Listener listener, String sid, Supplier<String> tag) {
+    SessionClock(ScheduledExecutorService scheduler, Settings settings, Listener listener, String sid,
+            UnaryOperator<LoggingEventBuilder> tagged) {
         this.scheduler = scheduler;
         this.settings = settings;
         this.listener = listener;
         this.sid = sid;
-        this.tag = tag;
+        this.tagged = tagged;
     }
 
     /** Input from the client or output from the guest: resets the idle clock. */
@@ -103,7 +108,7 @@ final class SessionClock {
                 try (var s = Events.scope(sid)) {
                     task.run();
                 } catch (RuntimeException e) {
-                    Events.log.error("timer_failed {}", tag.get(), e);
+                    tagged.apply(Events.log.atError()).setMessage("timer_failed").setCause(e).log();
                 }
             }, Math.max(0, delayNanos), TimeUnit.NANOSECONDS);
         } catch (RejectedExecutionException e) {
@@ -158,12 +163,13 @@ final class SessionClock {
             Duration idleFor = idleMs >= 1000 ? Duration.ofSeconds((idleMs + 500) / 1000) : Duration.ofMillis(idleMs);
             int n = listener.warn("vmgate: this session has been idle for " + Durations.format(idleFor)
                     + "; it will be closed in " + Durations.format(warning) + " unless there is activity");
-            Events.log.info("session_idle_warning {} idle_ms={} closes_in_ms={} channels={}", tag.get(), idleMs,
-                    warning.toMillis(), n);
+            tagged.apply(Events.log.atInfo()).setMessage("session_idle_warning").addKeyValue("idle_ms", idleMs)
+                    .addKeyValue("closes_in_ms", warning.toMillis()).addKeyValue("channels", n).log();
             return;
         }
         stop();
-        listener.end(Ending.idleTimeout(timeout), "idle_ms=" + idle / 1_000_000 + " timeout_ms=" + timeout.toMillis());
+        listener.end(Ending.idleTimeout(timeout), List.of(new KeyValuePair("idle_ms", idle / 1_000_000),
+                new KeyValuePair("timeout_ms", timeout.toMillis())));
     }
 
     private void timeWarning() {
@@ -177,8 +183,8 @@ final class SessionClock {
         }
         int n = listener.warn("vmgate: this session will end in " + Durations.format(warning) + " (maximum session time "
                 + Durations.format(max) + ")");
-        Events.log.info("session_time_warning {} max_ms={} closes_in_ms={} channels={}", tag.get(), max.toMillis(),
-                warning.toMillis(), n);
+        tagged.apply(Events.log.atInfo()).setMessage("session_time_warning").addKeyValue("max_ms", max.toMillis())
+                .addKeyValue("closes_in_ms", warning.toMillis()).addKeyValue("channels", n).log();
     }
 
     private void timeLimit() {
@@ -189,6 +195,6 @@ final class SessionClock {
         }
         stop();
         Duration max = settings.maxSessionTime();
-        listener.end(Ending.timeLimit(max), "max_ms=" + max.toMillis());
+        listener.end(Ending.timeLimit(max), List.of(new KeyValuePair("max_ms", max.toMillis())));
     }
 }

@@ -193,20 +193,24 @@ public final class VmgateSshServer implements AutoCloseable {
             throw e;
         }
         sshd = s;
-        Events.log.info("server_started listen={} port={} host_key={} fingerprint={} auth={} max_sessions={}"
-                        + " max_sessions_per_user={} idle_timeout={} max_session_time={} {}",
-                Events.v(config.listenHost()), port(), Events.v(config.hostKeyPath()), HostKeys.fingerprint(hostKey),
-                String.join(",", methods.stream().map(UserAuthFactory::getName).toList()), config.maxSessions(),
-                config.maxSessionsPerUser() == 0 ? "unlimited" : config.maxSessionsPerUser(),
-                config.idleTimeout().isZero() ? "off" : Durations.format(config.idleTimeout()),
-                config.maxSessionTime().isZero() ? "off" : Durations.format(config.maxSessionTime()), config.startupLimits());
+        StartupLimits startup = config.startupLimits();
+        Events.log.atInfo().setMessage("server_started").addKeyValue("listen", config.listenHost()).addKeyValue("port", port())
+                .addKeyValue("host_key", config.hostKeyPath()).addKeyValue("fingerprint", HostKeys.fingerprint(hostKey))
+                .addKeyValue("auth", String.join(",", methods.stream().map(UserAuthFactory::getName).toList()))
+                .addKeyValue("max_sessions", config.maxSessions())
+                .addKeyValue("max_sessions_per_user", config.maxSessionsPerUser() == 0 ? "unlimited" : config.maxSessionsPerUser())
+                .addKeyValue("idle_timeout", config.idleTimeout().isZero() ? "off" : Durations.format(config.idleTimeout()))
+                .addKeyValue("max_session_time", config.maxSessionTime().isZero() ? "off" : Durations.format(config.maxSessionTime()))
+                .addKeyValue("max_startups", startup.maxStartups())
+                .addKeyValue("per_source_max_startups", startup.perSourceMaxStartups())
+                .addKeyValue("per_source_rate", startup.perSourceRate() + "/" + Durations.format(startup.perSourcePeriod())).log();
     }
 
     private boolean decidePasswordless(boolean loopback) {
         if (config.allowPasswordless()) {
             if (!loopback) {
-                Events.log.warn("auth_passwordless listen={} note={}", Events.v(config.listenHost()),
-                        Events.v("--allow-passwordless: anyone who can reach this address gets a VM"));
+                Events.log.atWarn().setMessage("auth_passwordless").addKeyValue("listen", config.listenHost())
+                        .addKeyValue("note", "--allow-passwordless: anyone who can reach this address gets a VM").log();
             }
             return true;
         }
@@ -219,8 +223,8 @@ public final class VmgateSshServer implements AutoCloseable {
                     + " --authorized-keys FILE, or --password-file FILE (with --user NAME), or pass"
                     + " --allow-passwordless to accept anyone on purpose.");
         }
-        Events.log.warn("auth_passwordless listen={} note={}", Events.v(config.listenHost()),
-                Events.v("no authentication configured: passwordless login allowed on this loopback address"));
+        Events.log.atWarn().setMessage("auth_passwordless").addKeyValue("listen", config.listenHost())
+                .addKeyValue("note", "no authentication configured: passwordless login allowed on this loopback address").log();
         return true;
     }
 
@@ -255,7 +259,7 @@ public final class VmgateSshServer implements AutoCloseable {
             throw new IllegalArgumentException("cannot read authorized keys file " + file + ": " + e.getMessage(), e);
         }
         if (n == 0) {
-            Events.log.warn("authorized_keys_empty file={}", Events.v(file));
+            Events.log.atWarn().setMessage("authorized_keys_empty").addKeyValue("file", file).log();
         }
         return new AuthorizedKeysAuthenticator(file);
     }
@@ -357,7 +361,8 @@ public final class VmgateSshServer implements AutoCloseable {
             stopping = true;
         }
         long t0 = System.nanoTime();
-        Events.log.info("server_stopping connections={} live_sessions={}", connections.size(), liveSessions());
+        Events.log.atInfo().setMessage("server_stopping").addKeyValue("connections", connections.size())
+                .addKeyValue("live_sessions", liveSessions()).log();
         List<Connection> all = List.copyOf(connections);
         all.forEach(Connection::shutdown);
         // Commands print the message and send exit-status; clients that got it close on their own.
@@ -367,19 +372,19 @@ public final class VmgateSshServer implements AutoCloseable {
         try {
             s.stop(true);
         } catch (IOException e) {
-            Events.log.warn("server_stop_error error={}", Events.v(e.toString()));
+            Events.log.atWarn().setMessage("server_stop_error").addKeyValue("error", e.toString()).log();
         }
         List<Connection> left = List.copyOf(connections);
         left.forEach(Connection::close);
         if (!Waiting.await(allOf(left.stream().map(Connection::released).toList()), STOP_TIMEOUT)) {
-            Events.log.error("server_stop_timeout live_sessions={}", liveSessions());
+            Events.log.atError().setMessage("server_stop_timeout").addKeyValue("live_sessions", liveSessions()).log();
         }
         scheduler.shutdownNow();
         synchronized (this) {
             sshd = null;
             stopping = false;
         }
-        Events.log.info("server_stopped ms={}", Events.msSince(t0));
+        Events.log.atInfo().setMessage("server_stopped").addKeyValue("ms", Events.msSince(t0)).log();
     }
 
     private static CompletableFuture<Void> allOf(List<CompletableFuture<Void>> futures) {
@@ -400,7 +405,7 @@ public final class VmgateSshServer implements AutoCloseable {
             connections.add(c);
             config.observer().connectionOpened();
             try (var s = c.scope()) {
-                Events.log.info("connection_accepted conn={} remote={}", c.id, Events.v(c.remote));
+                Events.log.atInfo().setMessage("connection_accepted").addKeyValue("conn", c.id).addKeyValue("remote", c.remote).log();
             }
         }
 
@@ -420,7 +425,7 @@ public final class VmgateSshServer implements AutoCloseable {
                         config.observer().authentication(c.lastAuthMethod, true);
                         failures.succeeded(c.remoteIp);
                         c.authenticated(session.getUsername(), conn -> Keepalive.start(scheduler, conn.session,
-                                config.keepaliveInterval(), config.keepaliveCountMax(), conn.id, conn::tag));
+                                config.keepaliveInterval(), config.keepaliveCountMax(), conn.id, conn::tagged));
                     }
                 }
             }
@@ -432,7 +437,8 @@ public final class VmgateSshServer implements AutoCloseable {
             Connection c = session.getAttribute(Connection.KEY);
             if (c != null) {
                 try (var s = c.scope()) {
-                    Events.log.info("connection_error {} error={}", c.tag(), Events.v(t.getClass().getSimpleName() + ": " + t.getMessage()));
+                    c.tagged(Events.log.atInfo()).setMessage("connection_error")
+                            .addKeyValue("error", t.getClass().getSimpleName() + ": " + t.getMessage()).log();
                 }
             }
         }
@@ -474,8 +480,9 @@ public final class VmgateSshServer implements AutoCloseable {
                     Connection c = Connection.of(session);
                     c.observer.authentication("none", false);
                     try (var s = c.scope()) {
-                        Events.log.warn("auth_failed conn={} user={} remote={} method=none reason=user_not_allowed", c.id,
-                                Events.v(getUsername()), Events.v(c.remote));
+                        Events.log.atWarn().setMessage("auth_failed").addKeyValue("conn", c.id).addKeyValue("user", getUsername())
+                                .addKeyValue("remote", c.remote).addKeyValue("method", "none")
+                                .addKeyValue("reason", "user_not_allowed").log();
                     }
                     return Boolean.FALSE;
                 }

@@ -38,7 +38,7 @@ public enum Accel {
             cpuinfo = "";
         }
         Accel a = detect(cpuinfo, Accel::kvmDeviceUsable);
-        log.debug("accel_detected accel={}", a.qemuName());
+        log.atDebug().setMessage("accel_detected").addKeyValue("accel", a.qemuName()).log();
         return a;
     }
 

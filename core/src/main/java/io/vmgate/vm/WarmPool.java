@@ -76,11 +76,11 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
             if (!vm.exited().isDone()) {
                 break;
             }
-            log.warn("pool_vm_dead vm={} (discarded)", vm.id());
+            log.atWarn().setMessage("pool_vm_dead").addKeyValue("vm", vm.id()).addKeyValue("note", "discarded").log();
             vm.close();
         }
         if (vm == null) {
-            log.info("pool_miss for={} reason=empty", vmId);
+            log.atInfo().setMessage("pool_miss").addKeyValue("for", vmId).addKeyValue("reason", "empty").log();
             missesInFlight.incrementAndGet();
             try {
                 return source.launch(vmId, progress);
@@ -89,7 +89,8 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
                 signal();
             }
         }
-        log.info("pool_hit vm={} for={} idle_left={}", vm.id(), vmId, idle.size());
+        log.atInfo().setMessage("pool_hit").addKeyValue("vm", vm.id()).addKeyValue("for", vmId)
+                .addKeyValue("idle_left", idle.size()).log();
         refresh(vm);
         return vm;
     }
@@ -133,13 +134,14 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
                     }
                     idle.addLast(vm);
                     failures = 0;
-                    log.info("pool_ready vm={} idle={}", vm.id(), idle.size());
+                    log.atInfo().setMessage("pool_ready").addKeyValue("vm", vm.id()).addKeyValue("idle", idle.size()).log();
                     continue;
                 }
                 shedIfShortOfMemory();
             } catch (VmException e) {
                 failures++;
-                log.warn("pool_fill_failed attempt={} reason=\"{}\"", failures, e.getMessage().lines().findFirst().orElse(""));
+                log.atWarn().setMessage("pool_fill_failed").addKeyValue("attempt", failures)
+                        .addKeyValue("reason", e.getMessage().lines().findFirst().orElse("")).log();
             }
             lock.lock();
             try {
@@ -166,7 +168,8 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         if (memoryAvailable() < guestMemoryBytes + 256 * MIB) {
             Vm vm = idle.pollLast();
             if (vm != null) {
-                log.warn("pool_shrunk vm={} reason=low_memory available_mib={}", vm.id(), memoryAvailable() / MIB);
+                log.atWarn().setMessage("pool_shrunk").addKeyValue("vm", vm.id()).addKeyValue("reason", "low_memory")
+                        .addKeyValue("available_mib", memoryAvailable() / MIB).log();
                 vm.close();
             }
         }
@@ -199,6 +202,6 @@ public final class WarmPool implements VmLauncher, AutoCloseable {
         while ((vm = idle.pollFirst()) != null) {
             vm.close();
         }
-        log.info("pool_closed");
+        log.atInfo().setMessage("pool_closed").log();
     }
 }

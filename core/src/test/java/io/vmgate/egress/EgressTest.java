@@ -7,6 +7,7 @@ import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
 import ch.qos.logback.core.read.ListAppender;
 import io.vmgate.ssh.StdioAgentVm;
+import io.vmgate.text.EventText;
 import java.io.IOException;
 import java.io.InputStream;
 import java.net.InetAddress;
@@ -116,7 +117,7 @@ class EgressTest {
     }
 
     List<String> events(String name) {
-        return logs.list.stream().map(ILoggingEvent::getFormattedMessage).filter(m -> m.startsWith(name + " ")).toList();
+        return logs.list.stream().filter(e -> e.getMessage().equals(name)).map(EventText::line).toList();
     }
 
     @Test

@@ -31,8 +31,8 @@ class SshAuthTest {
             SshClientHelper.Result ok = ts.ssh().withIdentity(good).ssh("echo in");
             assertThat(ok.exitCode()).as(ok.toString()).isZero();
             assertThat(ok.out()).isEqualTo("in\n");
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("method=publickey"));
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_succeeded ") && m.contains("method=publickey"));
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("method=publickey"));
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_succeeded ") && m.contains("method=publickey"));
             assertThat(ts.launcher.launched).as("refused connections cost no VM").hasSize(1);
         }
     }
@@ -56,7 +56,7 @@ class SshAuthTest {
             assertThat(none.exitCode()).isEqualTo(255);
             assertThat(none.err()).containsPattern("Authentications that can continue: keyboard-interactive,password\\r?\\n")
                     .doesNotContain("continue: publickey").doesNotContain("using \"none\"");
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("method=password") && m.contains("user=alice"));
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("method=password") && m.contains("user=alice"));
         }
     }
 
@@ -68,7 +68,7 @@ class SshAuthTest {
             SshClientHelper.Result ok = ts.ssh().withPassword("kbd-secret", dir)
                     .withOption("PreferredAuthentications=keyboard-interactive").ssh("echo in");
             assertThat(ok.exitCode()).as(ok.toString()).isZero();
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_succeeded ") && m.contains("user=tester"));
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_succeeded ") && m.contains("user=tester"));
         }
     }
 
@@ -79,10 +79,10 @@ class SshAuthTest {
         try (TestServer ts = TestServer.start(dir, b -> b.passwordFile(pwFile))) {
             // Each refused client makes one or two attempts (keyboard-interactive, password).
             for (int i = 0; i <= FailureTracker.FREE_FAILURES
-                    && ts.messages().stream().noneMatch(m -> m.startsWith("auth_failed ") && !m.endsWith("delay_ms=0")); i++) {
+                    && ts.lines().stream().noneMatch(m -> m.startsWith("auth_failed ") && !m.endsWith("delay_ms=0")); i++) {
                 assertThat(ts.ssh().withPassword("wrong", dir).ssh("true").exitCode()).isEqualTo(255);
             }
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_failed ") && m.endsWith("delay_ms="
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_failed ") && m.endsWith("delay_ms="
                     + FailureTracker.BASE_DELAY.toMillis()));
             assertThat(ts.ssh().withPassword("right", dir).ssh("echo in").out()).isEqualTo("in\n");
             assertThat(ts.server.failuresFor("127.0.0.1")).as("a success forgets the failures").isZero();
@@ -102,14 +102,14 @@ class SshAuthTest {
         try (TestServer ts = TestServer.start(dir, b -> b.authorizedKeys(authorized).maxAuthAttempts(2))) {
             SshClientHelper.Result r = ts.ssh().withIdentity(first).sshWithFlags(identities, "true");
             assertThat(r.exitCode()).isEqualTo(255);
-            long failures = ts.messages().stream().filter(m -> m.startsWith("auth_failed ")).count();
+            long failures = ts.lines().stream().filter(m -> m.startsWith("auth_failed ")).count();
             assertThat(failures).as("keys were tried, and the connection was dropped before all six were")
                     .isBetween(1L, 3L);
         }
         try (TestServer ts = TestServer.start(dir, b -> b.authorizedKeys(authorized).maxAuthAttempts(20))) {
             SshClientHelper.Result r = ts.ssh().withIdentity(first).sshWithFlags(identities, "true");
             assertThat(r.exitCode()).isEqualTo(255);
-            assertThat(ts.messages().stream().filter(m -> m.startsWith("auth_failed ")).count())
+            assertThat(ts.lines().stream().filter(m -> m.startsWith("auth_failed ")).count())
                     .as("with a higher bound all six keys are tried").isEqualTo(6);
         }
     }
@@ -120,7 +120,7 @@ class SshAuthTest {
             assertThat(ts.ssh().withUser("bob").ssh("true").exitCode()).isEqualTo(255);
             SshClientHelper.Result ok = ts.ssh().withUser("alice").ssh("echo in");
             assertThat(ok.out()).as(ok.toString()).isEqualTo("in\n");
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("user=bob"));
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("auth_failed ") && m.contains("user=bob"));
         }
     }
 

@@ -34,7 +34,7 @@ class SshLimitsTest {
                 assertThat(refused.exitCode()).as(refused.toString()).isEqualTo(255);
                 assertThat(refused.out()).isEmpty();
                 assertThat(refused.err()).isEqualTo("vmgate: server is at capacity (1 sessions), try again later\n");
-                assertThat(ts.messages()).anyMatch(m -> m.startsWith("capacity_refused "));
+                assertThat(ts.lines()).anyMatch(m -> m.startsWith("capacity_refused "));
             } finally {
                 holder.getOutputStream().close(); // EOF: cat ends, and the session with it
                 assertThat(holder.waitFor(30, TimeUnit.SECONDS)).isTrue();
@@ -106,7 +106,7 @@ class SshLimitsTest {
                 }
                 assertThat(opened).isEqualTo(max);
                 assertThat(refused).isEqualTo(flood - max);
-                assertThat(ts.messages().stream().filter(m -> m.startsWith("channel_refused ")).count()).isEqualTo(flood - max);
+                assertThat(ts.lines().stream().filter(m -> m.startsWith("channel_refused ")).count()).isEqualTo(flood - max);
                 assertThat(ts.server.connections()).isEqualTo(2);
                 // The other session never noticed...
                 OutputStream in = other.getOutputStream();
@@ -146,7 +146,7 @@ class SshLimitsTest {
                 assertThat(r.exitCode()).as(r.toString()).isEqualTo(255);
                 ts.awaitEvent(mark, "connection_error", "");
                 ts.awaitEvent(mark, "connection_closed", "");
-                assertThat(ts.eventsSince(mark)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_requested "));
+                assertThat(ts.eventsSince(mark)).noneMatch(e -> e.getMessage().equals("vm_requested"));
                 OutputStream in = other.getOutputStream();
                 in.write("ping\n".getBytes(StandardCharsets.UTF_8));
                 in.flush();
@@ -195,7 +195,7 @@ class SshLimitsTest {
                     .ssh("sleep 2.5; echo still-connected");
             assertThat(r.exitCode()).as(r.toString()).isZero();
             assertThat(r.out()).isEqualTo("still-connected\n");
-            assertThat(ts.messages()).noneMatch(m -> m.startsWith("keepalive_timeout "));
+            assertThat(ts.lines()).noneMatch(m -> m.startsWith("keepalive_timeout "));
         }
     }
 

@@ -141,7 +141,7 @@ class SshObservabilityTest {
                 String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
                 assertThat(p.exitValue()).as(err).isEqualTo(255);
                 assertThat(err).contains("vmgate: session ended by the operator: maintenance at noon");
-                ts.awaitEvent(mark, e -> e.getFormattedMessage().equals("session_killed") && e.getKeyValuePairs().stream()
+                ts.awaitEvent(mark, e -> e.getMessage().equals("session_killed") && e.getKeyValuePairs().stream()
                         .anyMatch(kv -> kv.key.equals("conn") && kv.value.equals(s.id())), "session_killed with the connection id");
                 assertThat(seen.get("refused_killed")).isEqualTo(1);
                 ts.awaitAllVmsDestroyed();

@@ -3,6 +3,7 @@ package io.vmgate.ssh;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import ch.qos.logback.classic.spi.ILoggingEvent;
+import io.vmgate.text.EventText;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -104,7 +105,7 @@ class SshSessionTest {
             assertThat(e.signal()).isEqualTo("TERM");
             assertThat(e.status()).isNull();
         }
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("exit_status ") && m.contains("signal=KILL"));
+        assertThat(ts.lines()).anyMatch(m -> m.startsWith("exit_status ") && m.contains("signal=KILL"));
     }
 
     @Test
@@ -113,7 +114,7 @@ class SshSessionTest {
                 .ssh("echo \"LANG=$LANG LC_TIME=$LC_TIME FOO=${FOO-unset}\"");
         assertThat(r.exitCode()).as(r.toString()).isZero();
         assertThat(r.out()).isEqualTo("LANG=C LC_TIME=POSIX FOO=unset\n");
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("name=FOO"));
+        assertThat(ts.lines()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("name=FOO"));
     }
 
     @Test
@@ -152,7 +153,7 @@ class SshSessionTest {
             assertThat(passed).isPositive().isLessThanOrEqualTo(EnvPolicy.MAX_TOTAL / (16 * 1024 - 20));
             ch.close(true);
         }
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("reason=too_much"));
+        assertThat(ts.lines()).anyMatch(m -> m.startsWith("env_refused ") && m.contains("reason=too_much"));
         // A 1 MiB exec request is larger than any SSH packet may be: MINA drops that connection...
         try (MinaTestClient mina = new MinaTestClient(ts.port())) {
             try {
@@ -305,7 +306,8 @@ class SshSessionTest {
             byte[] socks4 = {4, 1, 0, 9, 127, 0, 0, 1, 'u', 0};
             connectAndRead(socksPort, socks4);
             ts.awaitEvent(mark, "forwarding_refused", "kind=direct-tcpip target=127.0.0.1:9");
-            TestServer.await(() -> ts.eventsSince(mark).stream().filter(e -> e.getFormattedMessage().contains("kind=direct-tcpip")).count() >= 2,
+            TestServer.await(() -> ts.eventsSince(mark).stream()
+                    .filter(e -> EventText.matches(e, "forwarding_refused", "kind=direct-tcpip")).count() >= 2,
                     "both -L and -D connections refused");
             // -L to a Unix socket: direct-streamlocal, refused the same way.
             TestServer.await(() -> Files.exists(localSocket), "ssh listening on " + localSocket);
@@ -405,7 +407,7 @@ class SshSessionTest {
         } finally {
             p.destroyForcibly();
         }
-        ts.awaitEvent(mark, "vm_died", "reason=");
+        ts.awaitEvent(mark, e -> e.getMessage().equals("vm_died") && EventText.fields(e).get("reason") != null, "vm_died with a reason");
         assertThat(ssh.ssh("echo fine").out()).isEqualTo("fine\n");
     }
 
@@ -441,15 +443,15 @@ class SshSessionTest {
         assertThat(ssh.ssh("true").exitCode()).isZero();
         ts.awaitEvent(mark, "vm_released", "");
         ILoggingEvent ready = ts.awaitEvent(mark, "vm_assigned", "");
-        String conn = ready.getFormattedMessage().replaceAll(".*conn=(\\S+).*", "$1");
+        String conn = (String) EventText.fields(ready).get("conn");
         assertThat(ready.getMDCPropertyMap()).containsEntry("sid", conn);
         List<String> ours = ts.eventsSince(mark).stream()
                 .filter(e -> conn.equals(e.getMDCPropertyMap().get("sid")))
-                .map(e -> e.getFormattedMessage().split(" ")[0]).toList();
+                .map(ILoggingEvent::getMessage).toList();
         assertThat(ours).containsSubsequence("connection_accepted", "auth_succeeded", "channel_opened",
                 "command_started", "vm_requested", "vm_assigned", "exit_status");
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("vm_released conn=" + conn));
-        assertThat(ts.messages()).anyMatch(m -> m.startsWith("connection_closed conn=" + conn));
+        assertThat(ts.lines()).anyMatch(m -> m.startsWith("vm_released conn=" + conn));
+        assertThat(ts.lines()).anyMatch(m -> m.startsWith("connection_closed conn=" + conn));
     }
 
     // --- helpers

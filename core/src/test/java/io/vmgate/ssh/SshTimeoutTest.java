@@ -42,7 +42,7 @@ class SshTimeoutTest {
             assertThat(ts.launcher.launched).hasSize(1);
             assertThat(ts.launcher.launched.get(0).isClosed()).isTrue();
             // Every timer event carries the connection id in the MDC, like the rest of the package.
-            ts.eventsSince(mark).stream().filter(e -> e.getFormattedMessage().startsWith("session_"))
+            ts.eventsSince(mark).stream().filter(e -> e.getMessage().startsWith("session_"))
                     .forEach(e -> assertThat(e.getMDCPropertyMap()).containsKey(Events.MDC_KEY));
         }
     }
@@ -71,7 +71,7 @@ class SshTimeoutTest {
             assertThat(p.exitValue()).as(err).isZero();
             assertThat(err).isEmpty();
             assertThat(new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8)).isEqualTo("done\n");
-            assertThat(ts.messages()).noneMatch(m -> m.startsWith("session_idle"));
+            assertThat(ts.lines()).noneMatch(m -> m.startsWith("session_idle"));
         }
     }
 
@@ -84,7 +84,7 @@ class SshTimeoutTest {
             assertThat(r.exitCode()).as(r.toString()).isZero();
             assertThat(r.out()).isEqualTo("hi\nbye\n");
             assertThat(r.err()).contains("vmgate: this session has been idle for 1s; it will be closed in 3s unless there is activity");
-            assertThat(ts.messages()).anyMatch(m -> m.startsWith("session_idle_warning "))
+            assertThat(ts.lines()).anyMatch(m -> m.startsWith("session_idle_warning "))
                     .noneMatch(m -> m.startsWith("session_idle_timeout "));
         }
     }
@@ -142,7 +142,7 @@ class SshTimeoutTest {
             assertThat(exec.stdout()).isEqualTo("hi\n".getBytes(StandardCharsets.US_ASCII));
             assertThat(exec.err()).isEmpty();
             ts.awaitEvent(mark2, "vm_released", "");
-            assertThat(ts.eventsSince(mark2)).noneMatch(e -> e.getFormattedMessage().startsWith("vm_wait_progress "));
+            assertThat(ts.eventsSince(mark2)).noneMatch(e -> e.getMessage().equals("vm_wait_progress"));
 
             // A VM that cannot start: the progress line is erased before the message.
             ts.launcher.failWith = "no kernel image";
@@ -159,7 +159,7 @@ class SshTimeoutTest {
             SshClientHelper.Result tty = ts.ssh().sshWithFlags(List.of("-tt"), "echo hi");
             assertThat(tty.exitCode()).as(tty.toString()).isZero();
             assertThat(tty.out()).isEqualTo("hi\r\n");
-            assertThat(ts.messages()).noneMatch(m -> m.startsWith("vm_wait_progress "));
+            assertThat(ts.lines()).noneMatch(m -> m.startsWith("vm_wait_progress "));
         }
     }
 }

@@ -6,6 +6,7 @@ import ch.qos.logback.classic.Level;
 import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
 import ch.qos.logback.core.read.ListAppender;
+import io.vmgate.text.EventText;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -58,8 +59,9 @@ final class TestServer implements AutoCloseable {
         }
     }
 
-    List<String> messages() {
-        return events().stream().map(ILoggingEvent::getFormattedMessage).toList();
+    /** Each event as the text log writes it: {@code event key=value ...} ({@link EventText#line}). */
+    List<String> lines() {
+        return events().stream().map(EventText::line).toList();
     }
 
     /** The number of events so far: pass it to {@link #awaitEvent} to look only at later ones. */
@@ -75,14 +77,13 @@ final class TestServer implements AutoCloseable {
     /** Waits (up to 20 s) for a log event after {@code mark} matching the predicate, failing the test otherwise. */
     ILoggingEvent awaitEvent(int mark, Predicate<ILoggingEvent> p, String what) {
         await(() -> eventsSince(mark).stream().anyMatch(p),
-                () -> what + "; events: " + eventsSince(mark).stream().map(ILoggingEvent::getFormattedMessage).toList());
+                () -> what + "; events: " + eventsSince(mark).stream().map(EventText::line).toList());
         return eventsSince(mark).stream().filter(p).findFirst().orElseThrow();
     }
 
-    /** Waits for an event named {@code name} (optionally containing {@code text}) after {@code mark}. */
-    ILoggingEvent awaitEvent(int mark, String name, String text) {
-        return awaitEvent(mark, e -> e.getFormattedMessage().startsWith(name + " ") && e.getFormattedMessage().contains(text),
-                "log event " + name + " with " + text);
+    /** Waits for an event named {@code name} with the {@code fields} ({@code key=value ...}, maybe none) after {@code mark}. */
+    ILoggingEvent awaitEvent(int mark, String name, String fields) {
+        return awaitEvent(mark, e -> EventText.matches(e, name, fields), "log event " + name + " with " + fields);
     }
 
     /** Every VM launched so far is closed and no slot is held. */

@@ -215,7 +215,7 @@ public final class BlobStore {
         List<Path> out = new ArrayList<>();
         try (Exclusive ex = exclusive()) {
             if (ex == null) {
-                log.info("oci_blobs_not_pruned reason=\"a pull or import is running\"");
+                log.atInfo().setMessage("oci_blobs_not_pruned").addKeyValue("reason", "a pull or import is running").log();
                 return out;
             }
             for (Map.Entry<String, Path> e : all().entrySet()) {
@@ -234,7 +234,7 @@ public final class BlobStore {
             if (remove) {
                 for (Path p : out) {
                     Files.deleteIfExists(p);
-                    log.info("oci_blob_pruned path={}", p);
+                    log.atInfo().setMessage("oci_blob_pruned").addKeyValue("path", p).log();
                 }
             }
         }
@@ -279,7 +279,7 @@ public final class BlobStore {
                         s.lock.release();
                         s.channel.close();
                     } catch (IOException e) {
-                        log.debug("oci_lease_release_failed error=\"{}\"", e.getMessage());
+                        log.atDebug().setMessage("oci_lease_release_failed").addKeyValue("error", e.getMessage()).log();
                     }
                 }
             }

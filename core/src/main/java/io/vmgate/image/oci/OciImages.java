@@ -285,8 +285,9 @@ public final class OciImages {
         List<String> blobList = r.blobs().stream().map(Digest::toString).distinct().toList();
         RootfsImage img = store.build(name, new RootfsSource.Entries(r.source(), Optional.of(key), r.config().defaults(), blobList, producer),
                 progress);
-        log.info("oci_image_stored name={} source=\"{}\" id={} layers={} uncompressed_bytes={}", name, r.source(), img.shortId(),
-                layers.size(), budget.bytes);
+        log.atInfo().setMessage("oci_image_stored").addKeyValue("name", name).addKeyValue("source", r.source())
+                .addKeyValue("id", img.shortId()).addKeyValue("layers", layers.size())
+                .addKeyValue("uncompressed_bytes", budget.bytes).log();
         return img;
     }
 

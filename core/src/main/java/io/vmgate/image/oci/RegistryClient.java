@@ -213,7 +213,7 @@ final class RegistryClient {
                     throw new OciException(ref + ": " + what + ": refused a redirect to " + next.getScheme() + "://" + next.getHost()
                             + " (only HTTPS, or plain HTTP from a plain-HTTP registry to a loopback or --insecure-registry host)");
                 }
-                log.debug("oci_redirect from={} to_host={}", at.getHost(), next.getHost());
+                log.atDebug().setMessage("oci_redirect").addKeyValue("from", at.getHost()).addKeyValue("to_host", next.getHost()).log();
                 at = next;
                 continue;
             }
@@ -282,7 +282,8 @@ final class RegistryClient {
                 throw new OciException(ref + ": the token service " + realmUri.getHost() + " sent no usable token");
             }
             authorization.put(ref.repository(), "Bearer " + token);
-            log.debug("oci_token registry={} repository={} with_credentials={}", ref.registry(), ref.repository(), login.isPresent());
+            log.atDebug().setMessage("oci_token").addKeyValue("registry", ref.registry())
+                    .addKeyValue("repository", ref.repository()).addKeyValue("with_credentials", login.isPresent()).log();
         } catch (IOException e) {
             throw connectionFailed(ref, "a token from " + realmUri.getHost(), e);
         } catch (Json.JsonException e) {

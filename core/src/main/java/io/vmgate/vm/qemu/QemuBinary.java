@@ -92,7 +92,8 @@ final class QemuBinary {
                 Files.createDirectories(memo.getParent());
                 Files.writeString(memo, Boolean.toString(ok));
             } catch (IOException e) {
-                log.debug("qemu_sandbox_memo_unwritable path={} error={}", memo, e.toString());
+                log.atDebug().setMessage("qemu_sandbox_memo_unwritable").addKeyValue("path", memo)
+                        .addKeyValue("error", e.toString()).log();
             }
         }
         return ok;
@@ -129,17 +130,17 @@ final class QemuBinary {
             });
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
                 p.destroyForcibly();
-                log.warn("qemu_sandbox_probe_timeout qemu={}", qemu);
+                log.atWarn().setMessage("qemu_sandbox_probe_timeout").addKeyValue("qemu", qemu).log();
                 return false;
             }
             boolean ok = p.exitValue() == 0;
             if (!ok) {
-                log.warn("qemu_sandbox_unavailable qemu={} output={}", qemu,
-                        new String(out.getNow(new byte[0]), StandardCharsets.UTF_8).strip().replace('\n', ' '));
+                log.atWarn().setMessage("qemu_sandbox_unavailable").addKeyValue("qemu", qemu)
+                        .addKeyValue("output", new String(out.getNow(new byte[0]), StandardCharsets.UTF_8).strip()).log();
             }
             return ok;
         } catch (IOException e) {
-            log.warn("qemu_sandbox_probe_failed qemu={} error={}", qemu, e.toString());
+            log.atWarn().setMessage("qemu_sandbox_probe_failed").addKeyValue("qemu", qemu).addKeyValue("error", e.toString()).log();
             return false;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

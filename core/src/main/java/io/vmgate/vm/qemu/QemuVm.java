@@ -174,7 +174,8 @@ public final class QemuVm implements Vm {
         try {
             long waitedMs = (System.nanoTime() - queued) / 1_000_000;
             if (waitedMs >= 100) {
-                log.info("vm_start_queued vm={} waited_ms={} max_parallel_starts={}", vmId, waitedMs, MAX_PARALLEL_STARTS);
+                log.atInfo().setMessage("vm_start_queued").addKeyValue("vm", vmId).addKeyValue("waited_ms", waitedMs)
+                        .addKeyValue("max_parallel_starts", MAX_PARALLEL_STARTS).log();
             }
             return startNow(config, vmId, memory, template, progress, qemu, sandbox);
         } finally {
@@ -202,10 +203,16 @@ public final class QemuVm implements Vm {
             boolean timedOut = e instanceof BootFailure b && b.timedOut && vm.process != null && vm.process.isAlive();
             vm.close(); // first: QEMU's stderr is complete only once it has exited
             // The console's last lines say what the guest saw (a panic, a poweroff): the first thing to read.
-            log.warn("vm_boot_failed vm={} reason=\"{}\" restore={} diagnostics=\"{}\"", vmId, reason.replace("\"", "'"), template != null,
-                    vm.diagnostics().strip().replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n"));
+            log.atWarn().setMessage("vm_boot_failed").addKeyValue("vm", vmId).addKeyValue("reason", reason)
+                    .addKeyValue("restore", template != null)
+                    // the end of it: a text log cuts values at 200 characters, and the last lines say most
+                    .addKeyValue("diagnostics", tail(vm.diagnostics().strip(), 190)).log();
             throw new VmException("VM " + vmId + " did not start: " + reason + "\n" + vm.diagnostics(), e, vm.process != null, timedOut);
         }
+    }
+
+    private static String tail(String s, int max) {
+        return s.length() <= max ? s : "..." + s.substring(s.length() - max);
     }
 
     /** Why a boot failed, in words for the user; the diagnostics are added by {@link #boot}. */
@@ -244,7 +251,9 @@ public final class QemuVm implements Vm {
         boolean sandbox = joinQuietly(sandboxProbe, Duration.ofSeconds(10)).orElse(false);
         OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
         if (config.accel() == Accel.TCG && tsc.isEmpty()) {
-            log.warn("vm_tsc_rate_unknown vm={} (no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang calibrating their clock)", id);
+            log.atWarn().setMessage("vm_tsc_rate_unknown").addKeyValue("vm", id)
+                    .addKeyValue("note", "no 'cpu MHz' in /proc/cpuinfo: without tsc_early_khz= TCG guests often hang"
+                            + " calibrating their clock").log();
         }
         command = new QemuCommand(qemu, config, dir, id, sandbox, tsc, memory);
         if (config.scratchMib().isPresent()) {
@@ -269,7 +278,9 @@ public final class QemuVm implements Vm {
         if (setpriv.isPresent()) {
             argv.addAll(List.of(setpriv.get().toString(), "--pdeathsig", "KILL", "--"));
         } else {
-            log.warn("vm_no_parent_death_signal vm={} hint=install util-linux for setpriv; a crashed server leaves QEMU running until the next start reaps it", id);
+            log.atWarn().setMessage("vm_no_parent_death_signal").addKeyValue("vm", id)
+                    .addKeyValue("note", "install util-linux for setpriv; a crashed server leaves QEMU running until the next"
+                            + " start reaps it").log();
         }
         argv.addAll(command.argv());
         ProcessBuilder pb = new ProcessBuilder(argv)
@@ -286,13 +297,17 @@ public final class QemuVm implements Vm {
         }
         phase("qemu_started");
         // Logged once QEMU runs, not before: while logback still starts, a call costs milliseconds.
-        log.info("vm_starting vm={} pid={} accel={} cpus={} memory_mib={} sandbox={} image={} rootfs={} scratch_mib={}", id, process.pid(),
-                config.accel().qemuName(), config.cpus(), config.memoryMib(), sandbox, config.image().contentHash(),
-                config.rootfs().map(r -> r.shortId()).orElse("none"), config.scratchMib().isPresent() ? config.scratchMib().getAsInt() : 0);
-        log.debug("vm_command vm={} argv={}", id, argv);
+        log.atInfo().setMessage("vm_starting").addKeyValue("vm", id).addKeyValue("pid", process.pid())
+                .addKeyValue("accel", config.accel().qemuName()).addKeyValue("cpus", config.cpus())
+                .addKeyValue("memory_mib", config.memoryMib()).addKeyValue("sandbox", sandbox)
+                .addKeyValue("image", config.image().contentHash())
+                .addKeyValue("rootfs", config.rootfs().map(r -> r.shortId()).orElse("none"))
+                .addKeyValue("scratch_mib", config.scratchMib().isPresent() ? config.scratchMib().getAsInt() : 0).log();
+        log.atDebug().setMessage("vm_command").addKeyValue("vm", id).addKeyValue("argv", argv).log();
         if (config.network() == io.vmgate.vm.Network.OPEN) {
-            log.warn("vm_network_open vm={} (full outbound network through NAT, no allowlist; the guest also reaches "
-                    + "services on the host's loopback as 10.0.2.2)", id);
+            log.atWarn().setMessage("vm_network_open").addKeyValue("vm", id)
+                    .addKeyValue("note", "full outbound network through NAT, no allowlist; the guest also reaches services on"
+                            + " the host's loopback as 10.0.2.2").log();
         }
         process.onExit().thenRun(this::onQemuExit);
         try {
@@ -339,7 +354,8 @@ public final class QemuVm implements Vm {
                         .orTimeout(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS)
                         .whenComplete((ok, e) -> {
                             if (e != null && !closing.get()) {
-                                log.warn("vm_configure_failed vm={} error=\"{}\" (the VM is torn down)", id, e);
+                                log.atWarn().setMessage("vm_configure_failed").addKeyValue("vm", id).addKeyValue("error", e.toString())
+                                        .addKeyValue("note", "the VM is torn down").log();
                                 Thread.ofVirtual().name("vm-close-" + id).start(this::close);
                             }
                         });
@@ -349,10 +365,12 @@ public final class QemuVm implements Vm {
         }
         awaitQmp(qmpNegotiated, deadline);
         if (hello == null) {
-            log.info("vm_ready vm={} restored=true boot_ms={}", id, (System.nanoTime() - createdNanos) / 1_000_000);
+            log.atInfo().setMessage("vm_ready").addKeyValue("vm", id).addKeyValue("restored", true)
+                    .addKeyValue("boot_ms", (System.nanoTime() - createdNanos) / 1_000_000).log();
         } else {
-            log.info("vm_ready vm={} boot_ms={} guest_boot_ms={} kernel={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
-                    hello.bootNanos() / 1_000_000, hello.kernelRelease());
+            log.atInfo().setMessage("vm_ready").addKeyValue("vm", id)
+                    .addKeyValue("boot_ms", (System.nanoTime() - createdNanos) / 1_000_000)
+                    .addKeyValue("guest_boot_ms", hello.bootNanos() / 1_000_000).addKeyValue("kernel", hello.kernelRelease()).log();
         }
     }
 
@@ -512,7 +530,8 @@ public final class QemuVm implements Vm {
         try {
             progress.accept(p);
         } catch (RuntimeException e) {
-            log.warn("vm_progress_listener_failed vm={} phase={} error={}", id, name, e.toString());
+            log.atWarn().setMessage("vm_progress_listener_failed").addKeyValue("vm", id).addKeyValue("phase", name)
+                    .addKeyValue("error", e.toString()).log();
         }
     }
 
@@ -534,8 +553,9 @@ public final class QemuVm implements Vm {
         exited.complete(null);
         if (!closing.get() && !killed) {
             Process p = process;
-            log.warn("vm_exited vm={} status={} uptime_ms={} (unexpected: not closed by vmgate)", id,
-                    p == null ? -1 : p.exitValue(), (System.nanoTime() - createdNanos) / 1_000_000);
+            log.atWarn().setMessage("vm_exited").addKeyValue("vm", id).addKeyValue("status", p == null ? -1 : p.exitValue())
+                    .addKeyValue("uptime_ms", (System.nanoTime() - createdNanos) / 1_000_000)
+                    .addKeyValue("note", "unexpected: not closed by vmgate").log();
         }
     }
 
@@ -636,10 +656,11 @@ public final class QemuVm implements Vm {
             }
             finalDiagnostics = currentDiagnostics();
             RuntimeDirs.deleteQuietly(dir.path());
-            log.info("vm_destroyed vm={} lifetime_ms={} exit_status={}", id, (System.nanoTime() - createdNanos) / 1_000_000,
-                    exitStatus().isPresent() ? exitStatus().getAsInt() : "none");
+            log.atInfo().setMessage("vm_destroyed").addKeyValue("vm", id)
+                    .addKeyValue("lifetime_ms", (System.nanoTime() - createdNanos) / 1_000_000)
+                    .addKeyValue("exit_status", exitStatus().isPresent() ? exitStatus().getAsInt() : "none").log();
         } catch (RuntimeException | Error e) {
-            log.error("vm_teardown_failed vm={}", id, e);
+            log.atError().setMessage("vm_teardown_failed").addKeyValue("vm", id).setCause(e).log();
         } finally {
             closeDone.complete(null);
             if (interrupted) {
@@ -668,10 +689,12 @@ public final class QemuVm implements Vm {
         if (waitExit(p, TERM_GRACE)) {
             return;
         }
-        log.warn("vm_kill vm={} pid={} (QEMU ignored quit and SIGTERM)", id, p.pid());
+        log.atWarn().setMessage("vm_kill").addKeyValue("vm", id).addKeyValue("pid", p.pid())
+                .addKeyValue("note", "QEMU ignored quit and SIGTERM").log();
         p.destroyForcibly();
         if (!waitExit(p, KILL_WAIT)) {
-            log.error("vm_kill_failed vm={} pid={} (QEMU survived SIGKILL for {} s)", id, p.pid(), KILL_WAIT.toSeconds());
+            log.atError().setMessage("vm_kill_failed").addKeyValue("vm", id).addKeyValue("pid", p.pid())
+                    .addKeyValue("note", "QEMU survived SIGKILL for " + KILL_WAIT.toSeconds() + " s").log();
         }
     }
 

@@ -137,7 +137,7 @@ public final class Qmp implements Closeable {
         } catch (IOException e) {
             cause = e;
         } catch (RuntimeException e) {
-            log.error("qmp_reader_crashed vm={}", name, e);
+            log.atError().setMessage("qmp_reader_crashed").addKeyValue("vm", name).setCause(e).log();
             cause = new IOException(e);
         }
         shutdown(cause);
@@ -149,7 +149,7 @@ public final class Qmp implements Closeable {
         try {
             msg = Json.parseObject(line);
         } catch (Json.JsonException e) {
-            log.warn("qmp_bad_message vm={} error={}", name, e.getMessage());
+            log.atWarn().setMessage("qmp_bad_message").addKeyValue("vm", name).addKeyValue("error", e.getMessage()).log();
             return;
         }
         if (msg.containsKey("QMP")) {
@@ -162,7 +162,7 @@ public final class Qmp implements Closeable {
                 micros = s * 1_000_000 + us;
             }
             QmpEvent event = new QmpEvent(ev, data, micros);
-            log.debug("qmp_event vm={} event={}", name, ev);
+            log.atDebug().setMessage("qmp_event").addKeyValue("vm", name).addKeyValue("event", ev).log();
             while (!events.offer(event)) {
                 events.poll(); // keep the newest: a stale STOP matters less than the latest SHUTDOWN
             }
@@ -172,7 +172,7 @@ public final class Qmp implements Closeable {
                 f.complete(msg);
             }
         } else {
-            log.debug("qmp_unexpected_message vm={}", name);
+            log.atDebug().setMessage("qmp_unexpected_message").addKeyValue("vm", name).log();
         }
     }
 
@@ -232,7 +232,7 @@ public final class Qmp implements Closeable {
                         String s = line.toString(StandardCharsets.UTF_8);
                         line.reset();
                         if (skipped) {
-                            log.warn("qmp_line_too_long max_bytes={}", max);
+                            log.atWarn().setMessage("qmp_line_too_long").addKeyValue("max_bytes", max).log();
                             continue;
                         }
                         return s.endsWith("\r") ? s.substring(0, s.length() - 1) : s;

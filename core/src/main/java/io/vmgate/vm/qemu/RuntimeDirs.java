@@ -109,7 +109,7 @@ public final class RuntimeDirs {
                 }
             }
         } catch (IOException e) {
-            log.warn("vm_reap_failed root={} error={}", root, e.toString());
+            log.atWarn().setMessage("vm_reap_failed").addKeyValue("root", root).addKeyValue("error", e.toString()).log();
         }
         return reaped;
     }
@@ -122,12 +122,12 @@ public final class RuntimeDirs {
         } catch (NoSuchFileException e) {
             if (olderThan(dir.path(), UNOWNED_GRACE)) {
                 deleteQuietly(dir.path());
-                log.info("vm_reaped vm={} reason=no_pid_file", vm);
+                log.atInfo().setMessage("vm_reaped").addKeyValue("vm", vm).addKeyValue("reason", "no_pid_file").log();
                 return true;
             }
             return false;
         } catch (IOException e) {
-            log.warn("vm_reap_skipped vm={} error={}", vm, e.getMessage());
+            log.atWarn().setMessage("vm_reap_skipped").addKeyValue("vm", vm).addKeyValue("error", e.getMessage()).log();
             return false;
         }
         if (ProcStat.isSameProcess(o.ownerPid(), o.ownerStart())) {
@@ -140,12 +140,14 @@ public final class RuntimeDirs {
                 try {
                     ph.onExit().get(5, java.util.concurrent.TimeUnit.SECONDS);
                 } catch (Exception e) {
-                    log.warn("vm_reap_kill_slow vm={} pid={}", vm, o.qemuPid());
+                    log.atWarn().setMessage("vm_reap_kill_slow").addKeyValue("vm", vm).addKeyValue("pid", o.qemuPid()).log();
                 }
             });
-            log.info("vm_reaped vm={} qemu_pid={} owner_pid={} reason=owner_dead", vm, o.qemuPid(), o.ownerPid());
+            log.atInfo().setMessage("vm_reaped").addKeyValue("vm", vm).addKeyValue("qemu_pid", o.qemuPid())
+                    .addKeyValue("owner_pid", o.ownerPid()).addKeyValue("reason", "owner_dead").log();
         } else {
-            log.info("vm_reaped vm={} owner_pid={} reason=owner_dead qemu=gone", vm, o.ownerPid());
+            log.atInfo().setMessage("vm_reaped").addKeyValue("vm", vm).addKeyValue("owner_pid", o.ownerPid())
+                    .addKeyValue("reason", "owner_dead").addKeyValue("qemu", "gone").log();
         }
         deleteQuietly(dir.path());
         return true;
@@ -167,13 +169,13 @@ public final class RuntimeDirs {
                 try {
                     Files.deleteIfExists(q);
                 } catch (IOException e) {
-                    log.debug("delete_failed path={} error={}", q, e.toString());
+                    log.atDebug().setMessage("delete_failed").addKeyValue("path", q).addKeyValue("error", e.toString()).log();
                 }
             }
         } catch (NoSuchFileException e) {
             // already gone
         } catch (IOException | java.io.UncheckedIOException e) {
-            log.warn("delete_failed path={} error={}", p, e.toString());
+            log.atWarn().setMessage("delete_failed").addKeyValue("path", p).addKeyValue("error", e.toString()).log();
         }
     }
 }

@@ -123,7 +123,8 @@ public final class Snapshots implements VmLauncher {
         } catch (Template.Corrupt e) {
             return fallBack(vmId, progress, null, e.getMessage(), true);
         } catch (VmException e) {
-            log.warn("snapshot_unavailable vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
+            log.atWarn().setMessage("snapshot_unavailable").addKeyValue("vm", vmId)
+                    .addKeyValue("reason", firstLine(e.getMessage())).addKeyValue("fallback", "cold_boot").log();
             return QemuVm.boot(config, vmId, progress);
         }
         if (template == null) {
@@ -147,7 +148,8 @@ public final class Snapshots implements VmLauncher {
                     // then): use the newer one. Otherwise the state names a file that is gone.
                     Template now = currentQuietly();
                     if (attempt == 1 && now != null && !now.memory().equals(template.memory())) {
-                        log.info("snapshot_replaced vm={} (a newer template appeared while this VM started; retrying with it)", vmId);
+                        log.atInfo().setMessage("snapshot_replaced").addKeyValue("vm", vmId)
+                                .addKeyValue("note", "a newer template appeared while this VM started; retrying with it").log();
                         template = now;
                         continue;
                     }
@@ -175,29 +177,32 @@ public final class Snapshots implements VmLauncher {
             building = rebuildInBackground();
         } else if (building == null) {
             if (lockedByAnotherProcess(state)) {
-                log.info("snapshot_missing vm={} fallback=cold_boot (being built by another process)", vmId);
+                log.atInfo().setMessage("snapshot_missing").addKeyValue("vm", vmId).addKeyValue("fallback", "cold_boot")
+                        .addKeyValue("note", "being built by another process").log();
                 return null;
             }
             building = build(); // the first `run`: this process builds it and waits, as before
             try {
                 return join(building);
             } catch (VmException e) {
-                log.warn("snapshot_build_failed vm={} reason=\"{}\" fallback=cold_boot", vmId, firstLine(e.getMessage()));
+                log.atWarn().setMessage("snapshot_build_failed").addKeyValue("vm", vmId)
+                        .addKeyValue("reason", firstLine(e.getMessage())).addKeyValue("fallback", "cold_boot").log();
                 return null;
             }
         }
         if (building == null) {
-            log.info("snapshot_missing vm={} fallback=cold_boot (backing off after a failed build)", vmId);
+            log.atInfo().setMessage("snapshot_missing").addKeyValue("vm", vmId).addKeyValue("fallback", "cold_boot")
+                    .addKeyValue("note", "backing off after a failed build").log();
             return null;
         }
         try {
             return building.get(config.bootTimeout().toMillis(), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
-            log.info("snapshot_missing vm={} fallback=cold_boot (the template build takes longer than {} s)", vmId,
-                    config.bootTimeout().toSeconds());
+            log.atInfo().setMessage("snapshot_missing").addKeyValue("vm", vmId).addKeyValue("fallback", "cold_boot")
+                    .addKeyValue("note", "the template build takes longer than " + config.bootTimeout().toSeconds() + " s").log();
         } catch (ExecutionException e) {
-            log.info("snapshot_missing vm={} fallback=cold_boot (the template build failed: {})", vmId,
-                    firstLine(e.getCause().getMessage()));
+            log.atInfo().setMessage("snapshot_missing").addKeyValue("vm", vmId).addKeyValue("fallback", "cold_boot")
+                    .addKeyValue("note", "the template build failed: " + firstLine(e.getCause().getMessage())).log();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new VmException("interrupted while waiting for the snapshot template", e);
@@ -229,11 +234,13 @@ public final class Snapshots implements VmLauncher {
     private Vm fallBack(String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason,
             boolean suspect) throws VmException {
         if (!suspect) {
-            log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=kept"
-                    + " (it restored before: a busy host, not a bad template)", vmId, firstLine(reason));
+            log.atWarn().setMessage("snapshot_restore_failed").addKeyValue("vm", vmId).addKeyValue("reason", firstLine(reason))
+                    .addKeyValue("fallback", "cold_boot").addKeyValue("template", "kept")
+                    .addKeyValue("note", "it restored before: a busy host, not a bad template").log();
             return QemuVm.boot(config, vmId, progress);
         }
-        log.warn("snapshot_restore_failed vm={} reason=\"{}\" fallback=cold_boot template=discarded", vmId, firstLine(reason));
+        log.atWarn().setMessage("snapshot_restore_failed").addKeyValue("vm", vmId).addKeyValue("reason", firstLine(reason))
+                .addKeyValue("fallback", "cold_boot").addKeyValue("template", "discarded").log();
         discard(failed);
         if (rebuildInBackground) {
             rebuildInBackground();
@@ -273,7 +280,7 @@ public final class Snapshots implements VmLauncher {
                 return t;
             }
         } catch (Template.Corrupt e) {
-            log.warn("snapshot_corrupt reason=\"{}\" (rebuilding it)", e.getMessage());
+            log.atWarn().setMessage("snapshot_corrupt").addKeyValue("reason", e.getMessage()).addKeyValue("note", "rebuilding it").log();
         }
         return join(build());
     }
@@ -358,7 +365,8 @@ public final class Snapshots implements VmLauncher {
                 copySparse(vm.command().scratchFile(), Template.scratchFor(memory));
             }
             vm.kill();
-            log.info("snapshot_template_saved key={} state_bytes={} settle_ms={}", dir.getFileName(), stream.length, settleMs);
+            log.atInfo().setMessage("snapshot_template_saved").addKeyValue("key", dir.getFileName())
+                    .addKeyValue("state_bytes", stream.length).addKeyValue("settle_ms", settleMs).log();
         } catch (VmException | IOException | RuntimeException e) {
             Files.deleteIfExists(memory);
             Files.deleteIfExists(Template.scratchFor(memory));
@@ -394,8 +402,9 @@ public final class Snapshots implements VmLauncher {
             throw e;
         }
         int retired = retireOthers(dir, memoryName);
-        log.info("snapshot_template_built key={} state_bytes={} memory_mib={} retired={} ms={}", dir.getFileName(), stream.length,
-                Files.size(memory) >> 20, retired, (System.nanoTime() - t0) / 1_000_000);
+        log.atInfo().setMessage("snapshot_template_built").addKeyValue("key", dir.getFileName())
+                .addKeyValue("state_bytes", stream.length).addKeyValue("memory_mib", Files.size(memory) >> 20)
+                .addKeyValue("retired", retired).addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
         onBuilt.accept(Duration.ofNanos(System.nanoTime() - t0));
         return Template.read(state);
     }
@@ -524,7 +533,7 @@ public final class Snapshots implements VmLauncher {
                 }
             }
         } catch (IOException e) {
-            log.warn("snapshot_retire_failed dir={} error={}", dir, e.toString());
+            log.atWarn().setMessage("snapshot_retire_failed").addKeyValue("dir", dir).addKeyValue("error", e.toString()).log();
         }
         try (DirectoryStream<Path> files = Files.newDirectoryStream(dir, "memory-*")) {
             for (Path f : files) {
@@ -534,7 +543,7 @@ public final class Snapshots implements VmLauncher {
                 }
             }
         } catch (IOException e) {
-            log.warn("snapshot_retire_failed dir={} error={}", dir, e.toString());
+            log.atWarn().setMessage("snapshot_retire_failed").addKeyValue("dir", dir).addKeyValue("error", e.toString()).log();
         }
         return n;
     }
@@ -580,7 +589,7 @@ public final class Snapshots implements VmLauncher {
         } catch (NoSuchFileException e) {
             // already gone
         } catch (IOException | VmException e) {
-            log.warn("snapshot_discard_failed error={}", e.toString());
+            log.atWarn().setMessage("snapshot_discard_failed").addKeyValue("error", e.toString()).log();
         } finally {
             JVM_LOCK.unlock();
         }
@@ -607,8 +616,9 @@ public final class Snapshots implements VmLauncher {
             int n = ++buildFailures;
             Duration backoff = BUILD_BACKOFF.multipliedBy(1L << Math.min(n - 1, 4));
             noBuildBefore = System.nanoTime() + backoff.toNanos();
-            log.warn("snapshot_rebuild_failed attempt={} retry_after_s={} reason=\"{}\"", n, backoff.toSeconds(),
-                    firstLine((e.getCause() != null ? e.getCause() : e).getMessage()));
+            log.atWarn().setMessage("snapshot_rebuild_failed").addKeyValue("attempt", n)
+                    .addKeyValue("retry_after_s", backoff.toSeconds())
+                    .addKeyValue("reason", firstLine((e.getCause() != null ? e.getCause() : e).getMessage())).log();
         });
         return f;
     }
