@@ -635,6 +635,11 @@ def debian_rows(args, work, key, ssh, r):
     d["ssh_cold"] = ssh_true(work, key, ssh, f"vmgate: ssh host true ({name}, cold)", args.cold_runs,
                              "--image", name, "--no-snapshot")
     d["ssh_restored"] = ssh_true(work, key, ssh, f"vmgate: ssh host true ({name}, restored)", args.runs, "--image", name)
+    srv = Serve(work, key + ".pub", "--image", name)
+    try:
+        d["idle"] = idle_sessions(srv, ssh, sessions=4, idle_seconds=30)
+    finally:
+        srv.close()
     return d
 
 
@@ -1044,6 +1049,15 @@ def idle_section(r):
     return "".join(out)
 
 
+def idle_memory_line(m, what):
+    """One table-less line: host memory per idle session (QEMU's private memory + the JVM's growth)."""
+    return (f"\nHost memory per {what}: **{(m['qemu_private'] + m['jvm']) / 1024:.1f} MiB** (QEMU's private memory "
+            f"{m['qemu_private'] / 1024:.1f} MiB, of which guest RAM copied from the template {m['guest_copies'] / 1024:.1f} MiB; "
+            f"the JVM's growth {m['jvm'] / 1024:.1f} MiB; template pages mapped, shared {m['template_mapped'] / 1024:.1f} MiB), "
+            f"median of {m['sessions']} idle `ssh host 'sleep ...'` sessions; CPU {m['cpu']:.2f} % of a core over "
+            f"{m['idle_seconds']} s.\n")
+
+
 def many_section(r):
     out = ["## Many sessions at once\n\n"]
     if "many" not in r:
@@ -1081,6 +1095,7 @@ def debian_section(args, r):
     out += ["\n\n| what | runs | median | p95 |\n|---|---|---|---|\n",
             latency_rows(d[k] for k in ["boot_busybox", "boot_debian", "restore_busybox", "restore_debian",
                                         "ssh_cold", "ssh_restored"]),
+            idle_memory_line(d["idle"], f"an idle `{args.debian}` session") if "idle" in d else "",
             f"\nRaw rows of the two images are measured in alternation. Ratios: Debian / busybox cold boot "
             f"{d['boot_debian']['median'] / d['boot_busybox']['median']:.2f}, restore "
             f"{d['restore_debian']['median'] / d['restore_busybox']['median']:.2f}. The Debian VM also loads virtio_blk "
@@ -1160,6 +1175,9 @@ def ratios(r):
                               dmed("ssh_cold") / dmed("boot_debian"), "≤ 1.1"))
         rows.append(ratio_row("restored `ssh host true` into Debian / (raw Debian restore + OpenSSH `ssh localhost true`)",
                               dmed("ssh_restored") / (dmed("restore_debian") + med("openssh")), "≤ 1.25"))
+        if "idle" in d:
+            total = (d["idle"]["qemu_private"] + d["idle"]["jvm"]) / 1024
+            rows.append(("host memory per idle Debian session, MiB", f"{total:.1f}", "≤ 32", "yes" if total <= 32 else "**no**"))
     if "oci" in r:
         rows += oci_ratios(r["oci"])
     return f"{RATIOS_TITLE}\n\n| ratio | value | bar | met |\n|---|---|---|---|\n" + ratio_table_rows(rows)
