@@ -264,6 +264,14 @@ public final class QemuVm implements Vm {
                 throw new BootFailure(e.getMessage(), e);
             }
         }
+        if (config.home().isPresent() && config.home().get().file().isEmpty()) {
+            // A template's empty slot: zeroes of the size every user's disk has (see HomeDisk).
+            try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(command.homePlaceholder().toFile(), "rw")) {
+                f.setLength(config.home().get().bytes());
+            } catch (IOException e) {
+                throw new BootFailure("cannot make the home disk placeholder " + command.homePlaceholder() + ": " + e.getMessage(), e);
+            }
+        }
         List<String> argv = new ArrayList<>();
         Optional<Path> setpriv = QemuBinary.setpriv();
         if (setpriv.isPresent()) {
