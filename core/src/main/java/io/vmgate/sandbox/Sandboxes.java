@@ -13,6 +13,8 @@ import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.AbortOnExit;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.GuestLogin;
+import io.vmgate.vm.HomeDisk;
+import io.vmgate.text.KeyValue;
 import io.vmgate.vm.Network;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
@@ -49,7 +51,9 @@ import java.util.function.Consumer;
  * }</pre>
  */
 public final class Sandboxes implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Sandboxes.class);
     private static final SecureRandom RANDOM = new SecureRandom();
+    private static final Duration HOME_SYNC_TIMEOUT = Duration.ofSeconds(10);
 
     private final SandboxOptions options;
     private final VmConfig config;
@@ -59,12 +63,21 @@ public final class Sandboxes implements AutoCloseable {
     private final WarmPool pool;       // null without a pool
     private final int poolSize;
     private final boolean abandonOnExit;
+    private final boolean rebuildInBackground;
     private final SandboxObserver observer;
+    /** Persistent homes: where they live, one sandbox per user at a time, their template (made on first need). */
+    private final HomeStore homes;
+    private final PerUserSandboxes perUser = new PerUserSandboxes();
+    private final Object homeTemplateLock = new Object();
+    private Snapshots homeSnapshots; // guarded by homeTemplateLock
 
     private Sandboxes(Builder b) throws SandboxException {
         this.options = b.options;
         this.abandonOnExit = b.abandonOnExit;
+        this.rebuildInBackground = b.rebuildInBackground;
         this.observer = b.observer;
+        this.homes = new HomeStore((options.stateDirectory() != null ? options.stateDirectory() : HomeStore.defaultStateRoot())
+                .resolve("homes"), (long) options.persistSizeMib() << 20);
         if (b.launcher != null) {
             this.config = null;
             // Nothing to look users up in: root, as sshd would run a command for root.
@@ -83,6 +96,9 @@ public final class Sandboxes implements AutoCloseable {
             this.launcher = qemuLauncher(config, snapshots);
         }
         this.poolSize = b.poolSize;
+        if (options.persist() == SandboxOptions.Persist.HOME) {
+            prepareHomes(); // before the pool starts VMs: a refusal leaves nothing running
+        }
         this.pool = b.poolSize > 0 ? new WarmPool(launcher, b.poolSize, b.poolMax, options.memoryMib()) : null;
     }
 
@@ -203,7 +219,125 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     private Sandbox start(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
+        SandboxOptions.Persist persist = session.persist() != null ? session.persist() : options.persist();
+        if (persist == SandboxOptions.Persist.HOME) {
+            return startWithHome(id, session, progress);
+        }
         return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), session, () -> { });
+    }
+
+    /**
+     * A sandbox whose guest user's home is {@code session.user()}'s persistent home. While that
+     * user has a sandbox running, this is a view of it (the disk is never attached twice); else a
+     * new one, started with the user's disk in its home slot (from the home template: built with an
+     * empty slot, see {@link io.vmgate.vm.HomeDisk}), the home mounted before anything runs. The last
+     * view to close flushes the home and tears the sandbox down. Never from the warm pool: a pooled
+     * VM's slot holds no user's disk.
+     */
+    private Sandbox startWithHome(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
+        if (config == null) {
+            throw new SandboxException("persistent homes need QEMU VMs, not a custom launcher");
+        }
+        if (session.user().isEmpty()) {
+            throw new IllegalArgumentException("a persistent home needs a user: start(id, Session.of(user))");
+        }
+        String user = session.user();
+        return perUser.acquire(user, () -> {
+            io.vmgate.image.GuestUser guest = homeUser();
+            HomeStore.Home home = homes.open(user);
+            long t0 = System.nanoTime();
+            Vm vm;
+            try {
+                vm = launch(id, homeLauncher(home.image()), p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime())));
+            } catch (SandboxException | RuntimeException e) {
+                home.close();
+                throw e;
+            }
+            Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
+            try {
+                vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
+                        .get(config.bootTimeout().toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+                sandbox.close();
+                String why = e instanceof java.util.concurrent.ExecutionException x && x.getCause() != null ? x.getCause().getMessage()
+                        : e instanceof java.util.concurrent.TimeoutException ? "no answer within " + config.bootTimeout().toSeconds() + " s"
+                        : e.getMessage();
+                log.warn("home_mount_failed vm={} user={} dir={} reason={}", vm.id(), KeyValue.quote(user), home.directory().getFileName(),
+                        KeyValue.quote(why));
+                throw new SandboxException("cannot mount the persistent home of " + user + " (" + home.image() + "): " + why, e);
+            } catch (InterruptedException e) {
+                sandbox.close();
+                Thread.currentThread().interrupt();
+                throw new SandboxException("interrupted while mounting the persistent home of " + user, e);
+            }
+            log.info("home_mounted vm={} user={} dir={} path={} created={} ms={}", vm.id(), KeyValue.quote(user),
+                    home.directory().getFileName(), KeyValue.quote(guest.home()), home.created(), (System.nanoTime() - t0) / 1_000_000);
+            return new PerUserSandboxes.Started(sandbox, () -> flushHome(vm, user));
+        });
+    }
+
+    /** Before a home's VM is torn down: what processes wrote goes to the disk (a VM is killed, not shut down). */
+    private static void flushHome(Vm vm, String user) {
+        long t0 = System.nanoTime();
+        try {
+            vm.agent().sync().get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            log.info("home_released vm={} user={} sync_ms={}", vm.id(), KeyValue.quote(user), (System.nanoTime() - t0) / 1_000_000);
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+            // The VM died, or its disk failed: the journal keeps the home consistent, recent writes may be lost.
+            String why = e instanceof java.util.concurrent.ExecutionException x && x.getCause() != null ? x.getCause().getMessage() : e.toString();
+            log.warn("home_sync_failed vm={} user={} reason={}", vm.id(), KeyValue.quote(user), KeyValue.quote(why));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            log.warn("home_sync_failed vm={} user={} reason=interrupted", vm.id(), KeyValue.quote(user));
+        }
+    }
+
+    /** The guest user whose home is persisted: one with a real home directory. */
+    private io.vmgate.image.GuestUser homeUser() throws SandboxException {
+        io.vmgate.image.GuestUser u = login.user();
+        String h = u.home();
+        if (h == null || !h.startsWith("/") || h.equals("/") || h.contains("/../") || h.endsWith("/..") || h.contains("/./")) {
+            throw new SandboxException("the guest user " + u.name() + " has no home directory to persist (its home is '" + h + "')");
+        }
+        return u;
+    }
+
+    /** Starts VMs with {@code image} in the home disk slot: restored from the home template, or cold-booted. */
+    private VmLauncher homeLauncher(Path image) {
+        if (!options.snapshot()) {
+            VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(image));
+            return (vmId, progress) -> QemuVm.boot(c, vmId, progress);
+        }
+        return homeSnapshots().withHome(image);
+    }
+
+    /** The template of VMs with a home disk slot (another template: one more device, and a guest that knows it). */
+    private Snapshots homeSnapshots() {
+        synchronized (homeTemplateLock) {
+            if (homeSnapshots == null) {
+                homeSnapshots = new Snapshots(config.withHome(HomeDisk.placeholder(homes.bytes())), templateRoot(options),
+                        rebuildInBackground, observer::templateBuilt);
+            }
+            return homeSnapshots;
+        }
+    }
+
+    /**
+     * Checks now that persistent homes can be kept (their directory made 0700 and writable, the
+     * guest user has a home): a server calls it at start when any user persists a home, so a bad
+     * state directory stops the server rather than every login.
+     */
+    public void prepareHomes() throws SandboxException {
+        if (config == null) {
+            throw new SandboxException("persistent homes need QEMU VMs, not a custom launcher");
+        }
+        homeUser();
+        homes.prepare();
+    }
+
+    /** Where persistent homes are kept ({@code <state>/homes}), one directory per user. */
+    public Path homesDirectory() {
+        return homes.root();
     }
 
     /**
@@ -214,9 +348,14 @@ public final class Sandboxes implements AutoCloseable {
      * @param user   who the sandbox is for, for logs; empty when nobody in particular
      * @param egress allowlist rules (see {@link SandboxOptions#egress()}), or null for the options' own
      */
-    public record Session(String user, List<String> egress) {
-        static final Session DEFAULT = new Session("", null);
+    public record Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+        static final Session DEFAULT = new Session("", null, null);
 
+        /**
+         * @param persist what this user's sandboxes keep ({@link SandboxOptions.Persist#HOME}: a home that
+         *                outlives them, and one sandbox shared by the user's sessions at a time), or
+         *                null for the options' own
+         */
         public Session {
             user = user == null ? "" : user;
             if (egress != null) {
@@ -225,12 +364,20 @@ public final class Sandboxes implements AutoCloseable {
             }
         }
 
+        public Session(String user, List<String> egress) {
+            this(user, egress, null);
+        }
+
         public static Session of(String user) {
-            return new Session(user, null);
+            return new Session(user, null, null);
         }
 
         public Session egress(List<String> rules) {
-            return new Session(user, rules);
+            return new Session(user, rules, persist);
+        }
+
+        public Session persist(SandboxOptions.Persist p) {
+            return new Session(user, egress, p);
         }
     }
 
@@ -263,7 +410,11 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     private Vm launch(String id, Consumer<Vm.Phase> progress) throws SandboxException {
-        VmLauncher l = pool != null ? pool : launcher;
+        return launch(id, pool != null ? pool : launcher, progress);
+    }
+
+    private Vm launch(String id, VmLauncher l, Consumer<Vm.Phase> progress) throws SandboxException {
+        boolean pooled = l == pool && pool != null;
         if (abandonOnExit) {
             l = new AbortOnExit(l);
         }
@@ -274,7 +425,7 @@ public final class Sandboxes implements AutoCloseable {
                 path.heard(phase.name());
                 progress.accept(phase);
             });
-            observer.started(path.decide(pool != null), Duration.ofNanos(System.nanoTime() - t0));
+            observer.started(path.decide(pooled), Duration.ofNanos(System.nanoTime() - t0));
             return vm;
         } catch (VmException e) {
             observer.startFailed();
@@ -320,6 +471,9 @@ public final class Sandboxes implements AutoCloseable {
             return Optional.empty();
         }
         try {
+            if (options.persist() == SandboxOptions.Persist.HOME) {
+                return Optional.of(homeSnapshots().ensureTemplate().state()); // what this engine's sessions restore from
+            }
             return Optional.of(snapshots.ensureTemplate().state());
         } catch (VmException e) {
             throw new SandboxException(e.getMessage(), e);
