@@ -49,17 +49,17 @@ public final class HomeImage {
     /**
      * Checks that {@code file} can be attached as a home disk of {@code bytes}: a regular file (not
      * a link), exactly that size (the guest's kernel knows the size of the slot it is put in), with
-     * an ext2/3/4 superblock magic. Says what is wrong otherwise; whether the filesystem inside is
-     * sound is for the guest's mount to find out.
+     * an ext2/3/4 superblock magic. Says what is wrong otherwise, without the path (the message
+     * may reach a user); whether the filesystem inside is sound is for the guest's mount to find out.
      */
     public static void check(Path file, long bytes) throws ImageException {
         if (!Files.isRegularFile(file, LinkOption.NOFOLLOW_LINKS)) {
-            throw new ImageException("the home image " + file + " is not a regular file");
+            throw new ImageException("the home image is not a regular file");
         }
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS)) {
             long size = ch.size();
             if (size != bytes) {
-                throw new ImageException("the home image " + file + " is " + mib(size) + " but homes are " + mib(bytes)
+                throw new ImageException("the home image is " + mib(size) + " but homes are " + mib(bytes)
                         + " (--persist-size): start the server with --persist-size " + mib(size) + ", or move the image away");
             }
             ByteBuffer b = ByteBuffer.allocate(2).order(ByteOrder.LITTLE_ENDIAN);
@@ -67,10 +67,10 @@ public final class HomeImage {
                 // a regular file: reads return what is there
             }
             if (b.hasRemaining() || b.getShort(0) != EXT_MAGIC) {
-                throw new ImageException("the home image " + file + " holds no ext4 filesystem (corrupt?)");
+                throw new ImageException("the home image holds no ext4 filesystem (corrupt?)");
             }
         } catch (IOException e) {
-            throw new ImageException("cannot read the home image " + file + ": " + e.getMessage(), e);
+            throw new ImageException("cannot read the home image: " + e.getMessage(), e);
         }
     }
 

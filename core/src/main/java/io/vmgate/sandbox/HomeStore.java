@@ -20,6 +20,7 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 import java.util.Set;
+import io.vmgate.text.KeyValue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -82,7 +83,7 @@ final class HomeStore {
             Files.delete(probe);
         } catch (IOException e) {
             throw new SandboxException("cannot keep persistent homes in " + root + ": " + describe(e)
-                    + " (give a writable directory with --persist-dir)", e);
+                    + " (give a writable directory: --state-dir, or SandboxOptions.stateDirectory)", e);
         }
     }
 
@@ -111,7 +112,8 @@ final class HomeStore {
                 lock = null; // another engine in this JVM holds it
             }
             if (lock == null) {
-                throw new SandboxException("the persistent home of " + user + " is in use by another vmgate process (" + dir + ")");
+                log.warn("home_refused user={} dir={} reason=in_use_by_another_process", KeyValue.quote(user), dir);
+                throw new SandboxException("the persistent home of " + user + " is in use by another vmgate process");
             }
             Path image = dir.resolve(IMAGE);
             boolean created = false;
@@ -126,10 +128,13 @@ final class HomeStore {
             throw e;
         } catch (ImageException e) {
             abandon(lockFile, madeDir ? dir : null);
+            // The operator needs the file; the user (who sees the exception's message) does not.
+            log.warn("home_refused user={} dir={} reason={}", KeyValue.quote(user), dir, KeyValue.quote(e.getMessage()));
             throw new SandboxException("the persistent home of " + user + " cannot be used: " + e.getMessage(), e);
         } catch (IOException e) {
             abandon(lockFile, madeDir ? dir : null);
-            throw new SandboxException("cannot open the persistent home of " + user + " in " + dir + ": " + describe(e), e);
+            log.warn("home_refused user={} dir={} reason={}", KeyValue.quote(user), dir, KeyValue.quote(describe(e)));
+            throw new SandboxException("cannot open the persistent home of " + user + " (the server's log says why: home_refused)", e);
         }
     }
 
@@ -162,12 +167,16 @@ final class HomeStore {
     private static boolean makeDirectory(Path dir) throws IOException {
         try {
             Files.createDirectories(dir.getParent());
+        } catch (FileAlreadyExistsException e) {
+            throw new IOException(e.getFile() + " is not a directory", e);
+        }
+        try {
             Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(DIR_MODE));
             Files.setPosixFilePermissions(dir, DIR_MODE);
             return true;
         } catch (FileAlreadyExistsException e) {
             if (!Files.isDirectory(dir, LinkOption.NOFOLLOW_LINKS)) {
-                throw new IOException(dir + " exists and is not a directory");
+                throw new IOException(dir + " is not a directory", e);
             }
             return false;
         }

@@ -262,9 +262,9 @@ public final class Sandboxes implements AutoCloseable {
                 String why = e instanceof java.util.concurrent.ExecutionException x && x.getCause() != null ? x.getCause().getMessage()
                         : e instanceof java.util.concurrent.TimeoutException ? "no answer within " + config.bootTimeout().toSeconds() + " s"
                         : e.getMessage();
-                log.warn("home_mount_failed vm={} user={} dir={} reason={}", vm.id(), KeyValue.quote(user), home.directory().getFileName(),
+                log.warn("home_mount_failed vm={} user={} dir={} reason={}", vm.id(), KeyValue.quote(user), home.directory(),
                         KeyValue.quote(why));
-                throw new SandboxException("cannot mount the persistent home of " + user + " (" + home.image() + "): " + why, e);
+                throw new SandboxException("cannot mount the persistent home of " + user + ": " + why, e);
             } catch (InterruptedException e) {
                 sandbox.close();
                 Thread.currentThread().interrupt();

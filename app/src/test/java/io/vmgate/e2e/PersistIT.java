@@ -1,0 +1,237 @@
+package io.vmgate.e2e;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.vmgate.ssh.SshClientHelper;
+import java.io.RandomAccessFile;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code serve --persist home} with the real OpenSSH client: a user's home outlives connections and
+ * server restarts, other users and the rest of the filesystem do not see it, a user's connections
+ * at once share one VM, and bad state (an unwritable state directory, a home image that is not
+ * one, a corrupt or full filesystem) is refused clearly with nothing left running.
+ */
+class PersistIT {
+    static final Duration SSH_TIMEOUT = Duration.ofSeconds(180);
+
+    @TempDir
+    Path dir;
+
+    private ServeProcess serve(String name, Path state) throws Exception {
+        return serve(name, state, "128M");
+    }
+
+    private ServeProcess serve(String name, Path state, String size) throws Exception {
+        return ServeProcess.builder(dir).name("PersistIT-" + name)
+                .args("--persist", "home", "--persist-size", size, "--state-dir", state.toString()).start();
+    }
+
+    private static SshClientHelper.Result ssh(ServeProcess s, String user, String command) throws Exception {
+        return s.ssh().withUser(user).withTimeout(SSH_TIMEOUT).ssh(command);
+    }
+
+    /** The documented layout: homes/<first 32 hex digits of SHA-256(user)>/. */
+    static Path homeDir(Path state, String user) throws Exception {
+        byte[] h = MessageDigest.getInstance("SHA-256").digest(user.getBytes(StandardCharsets.UTF_8));
+        return state.resolve("homes").resolve(HexFormat.of().formatHex(h, 0, 16));
+    }
+
+    private static void awaitReleased(ServeProcess s, int n) throws Exception {
+        s.awaitLogCount("vm_destroyed vm=ssh-", n, Duration.ofSeconds(60));
+    }
+
+    @Test
+    void aHomeOutlivesConnectionsAndRestartsAndNothingElseDoes() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("keep", state)) {
+            SshClientHelper.Result w = ssh(s, "alice", "echo kept > ~/notes && echo gone > /tmp/scratch && echo gone > /etc/scratch"
+                    + " && mkdir -p ~/src && echo deep > ~/src/main.c && echo $HOME");
+            assertThat(w.exitCode()).as(w.toString()).isZero();
+            String home = w.out().strip();
+            assertThat(home).startsWith("/");
+
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes ~/src/main.c; test -e /tmp/scratch && echo tmp-survived;"
+                    + " test -e /etc/scratch && echo etc-survived; mount | grep -c ' " + home + " '");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("kept\ndeep\n1\n");
+
+            SshClientHelper.Result bob = ssh(s, "bob", "ls -A ~; cat ~/notes");
+            assertThat(bob.exitCode()).as("bob has his own, empty home: %s", bob).isNotZero();
+            assertThat(bob.out()).isEqualTo("lost+found\n");
+            assertThat(bob.err()).contains("notes");
+            awaitReleased(s, 3);
+            assertThat(s.logLines("home_created")).hasSize(2);
+            assertThat(s.logLines("home_released")).hasSize(3);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            s.sigterm();
+            assertThat(s.awaitExit(Duration.ofSeconds(60))).isZero();
+        }
+
+        // On disk: a 0700 directory per user named by a hash, files 0600, no user name in any path.
+        Path alice = homeDir(state, "alice");
+        assertThat(Files.getPosixFilePermissions(state.resolve("homes"))).isEqualTo(PosixFilePermissions.fromString("rwx------"));
+        assertThat(Files.getPosixFilePermissions(alice)).isEqualTo(PosixFilePermissions.fromString("rwx------"));
+        try (Stream<Path> files = Files.list(alice)) {
+            for (Path f : files.toList()) {
+                assertThat(Files.getPosixFilePermissions(f, LinkOption.NOFOLLOW_LINKS)).as(f.toString())
+                        .isEqualTo(PosixFilePermissions.fromString("rw-------"));
+            }
+        }
+        assertThat(Files.readString(alice.resolve("user"))).isEqualTo("alice");
+        try (Stream<Path> all = Files.walk(state)) {
+            assertThat(all.map(Path::toString)).noneMatch(p -> p.contains("alice") || p.contains("bob"));
+        }
+        assertThat(Files.size(alice.resolve("home.ext4"))).isEqualTo(128L << 20);
+
+        // A new server on the same state directory: the home is still there, for a third connection.
+        try (ServeProcess s = serve("restart", state)) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes ~/src/main.c && echo third >> ~/notes");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("kept\ndeep\n");
+            SshClientHelper.Result again = ssh(s, "alice", "cat ~/notes");
+            assertThat(again.out()).isEqualTo("kept\nthird\n");
+            assertThat(s.logLines("home_created")).isEmpty();
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aUsersConnectionsAtOnceShareOneVm() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("share", state)) {
+            // The first connection marks its VM in /tmp (not persisted) and waits for the second.
+            Process first = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).startSsh(List.of(),
+                    "echo first > /tmp/marker; i=0; while [ ! -e ~/from-second ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done;"
+                            + " cat ~/from-second");
+            s.awaitLog("home_mounted", Duration.ofSeconds(120));
+            SshClientHelper.Result second = ssh(s, "alice", "cat /tmp/marker; echo second > ~/from-second");
+            assertThat(second.exitCode()).as(second.toString()).isZero();
+            assertThat(second.out()).as("the second connection is in the first one's VM").isEqualTo("first\n");
+            assertThat(first.waitFor(120, TimeUnit.SECONDS)).isTrue();
+            assertThat(new String(first.getInputStream().readAllBytes(), StandardCharsets.UTF_8)).isEqualTo("second\n");
+            assertThat(first.exitValue()).isZero();
+
+            List<String> assigned = s.logLines("vm_assigned .*user=alice");
+            assertThat(assigned).hasSize(2);
+            String vm = assigned.get(0).replaceAll(".* vm=(\\S+).*", "$1");
+            assertThat(assigned.get(1)).contains("vm=" + vm);
+            assertThat(s.logLines("home_mounted")).hasSize(1);
+            awaitReleased(s, 1);
+            assertThat(s.logLines("home_released")).hasSize(1);
+
+            // After both left, the next connection gets a new VM with the same home.
+            SshClientHelper.Result third = ssh(s, "alice", "cat ~/from-second; test -e /tmp/marker && echo same-vm");
+            assertThat(third.out()).isEqualTo("second\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aStateDirectoryThatCannotBeWrittenStopsTheServer() throws Exception {
+        Path file = Files.writeString(dir.resolve("not-a-directory"), "x");
+        Path rt = dir.resolve("rt-bad");
+        Host.Result r = Host.run(List.of("./vmgate", "serve", "--listen", "127.0.0.1:" + ServeProcess.freePort(),
+                "--host-key", dir.resolve("hk").toString(), "--persist", "home", "--state-dir", file.resolve("state").toString()),
+                Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
+        assertThat(r.exit()).as(r.stderr()).isNotZero();
+        assertThat(r.stderr()).contains("cannot keep persistent homes in " + file.resolve("state").resolve("homes"))
+                .contains("--state-dir");
+        assertThat(Files.readString(file)).isEqualTo("x");
+        Host.assertNothingLeft(rt, 15);
+
+        Host.Result bad = Host.run(List.of("./vmgate", "serve", "--listen", "127.0.0.1:" + ServeProcess.freePort(),
+                "--host-key", dir.resolve("hk").toString(), "--persist", "machine"), Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
+        assertThat(bad.exit()).isNotZero();
+        assertThat(bad.stderr()).contains("not implemented yet");
+    }
+
+    @Test
+    void aBrokenHomeIsRefusedClearlyAndKept() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("broken", state)) {
+            assertThat(ssh(s, "alice", "echo precious > ~/notes").exitCode()).isZero();
+            awaitReleased(s, 1);
+            Path image = homeDir(state, "alice").resolve("home.ext4");
+
+            // Not a filesystem at all (its superblock's magic overwritten): refused before any VM starts.
+            byte[] magic = patch(image, 1024 + 56, new byte[] {0, 0});
+            SshClientHelper.Result r = ssh(s, "alice", "echo should-not-run");
+            assertThat(r.exitCode()).isNotZero();
+            assertThat(r.out()).isEmpty();
+            assertThat(r.err()).contains("persistent home of alice").contains("no ext4 filesystem");
+            patch(image, 1024 + 56, magic);
+
+            // A superblock whose checksum fails: the guest's mount refuses it, the session is refused.
+            byte[] volumeName = patch(image, 1024 + 120, "garbage!".getBytes(StandardCharsets.US_ASCII));
+            SshClientHelper.Result m = ssh(s, "alice", "echo should-not-run");
+            assertThat(m.exitCode()).isNotZero();
+            assertThat(m.out()).isEmpty();
+            assertThat(m.err()).contains("cannot mount the persistent home of alice").contains("mount:");
+            assertThat(r.err() + m.err()).as("no host path reaches the user").doesNotContain(state.toString());
+            assertThat(s.logLines("home_mount_failed")).hasSize(1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            patch(image, 1024 + 120, volumeName);
+
+            // The wrong size (a server started with another --persist-size): refused, naming both sizes.
+            try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+                f.setLength(256L << 20);
+            }
+            SshClientHelper.Result size = ssh(s, "alice", "true");
+            assertThat(size.exitCode()).isNotZero();
+            assertThat(size.err()).contains("256M but homes are 128M");
+            try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+                f.setLength(128L << 20);
+            }
+
+            // Nothing was lost or locked by the refusals: repaired, the home works as before.
+            SshClientHelper.Result ok = ssh(s, "alice", "cat ~/notes");
+            assertThat(ok.exitCode()).as(ok.toString()).isZero();
+            assertThat(ok.out()).isEqualTo("precious\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aFullHomeFailsWritesNotLogins() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("full", state, "64M")) {
+            SshClientHelper.Result fill = ssh(s, "carol", "echo small > ~/keep; dd if=/dev/zero of=$HOME/big bs=1M count=100 2>&1; sync");
+            assertThat(fill.out()).contains("No space left on device");
+            SshClientHelper.Result again = ssh(s, "carol", "cat ~/keep && rm ~/big && echo more > ~/after && cat ~/after");
+            assertThat(again.exitCode()).as(again.toString()).isZero();
+            assertThat(again.out()).isEqualTo("small\nmore\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+        assertThat(Files.size(homeDir(state, "carol").resolve("home.ext4"))).isEqualTo(64L << 20);
+    }
+
+    /** Writes {@code bytes} at {@code offset}; returns what was there. */
+    private static byte[] patch(Path file, long offset, byte[] bytes) throws Exception {
+        try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+            byte[] old = new byte[bytes.length];
+            f.seek(offset);
+            f.readFully(old);
+            f.seek(offset);
+            f.write(bytes);
+            return old;
+        }
+    }
+}
