@@ -143,6 +143,23 @@ class PersistIT {
     }
 
     @Test
+    void aGuestUserWhoIsNotRootOwnsTheirHome() throws Exception {
+        Path tree = io.vmgate.image.TestRootfs.busyboxTree(Files.createDirectories(dir.resolve("tree")));
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-user").args("--persist", "home", "--persist-size", "128M",
+                "--state-dir", state.toString(), "--rootfs", tree.toString(), "--guest-user", "alice").start()) {
+            SshClientHelper.Result w = ssh(s, "erin", "id -u; pwd; stat -c %u:%g ~; echo mine > ~/notes; mkdir ~/d && echo in > ~/d/f");
+            assertThat(w.exitCode()).as(w.toString()).isZero();
+            assertThat(w.out()).isEqualTo("1000\n/home/alice\n1000:1000\n");
+            SshClientHelper.Result r = ssh(s, "erin", "cat ~/notes ~/d/f; stat -c %u:%g ~/notes; touch /etc/x 2>/dev/null || echo no-root");
+            assertThat(r.out()).isEqualTo("mine\nin\n1000:1000\nno-root\n");
+            assertThat(s.logLines("home_mounted")).allMatch(l -> l.contains("path=/home/alice"));
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
     void aStateDirectoryThatCannotBeWrittenStopsTheServer() throws Exception {
         Path file = Files.writeString(dir.resolve("not-a-directory"), "x");
         Path rt = dir.resolve("rt-bad");

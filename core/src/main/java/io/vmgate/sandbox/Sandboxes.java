@@ -383,6 +383,10 @@ public final class Sandboxes implements AutoCloseable {
 
     /** A sandbox that closes this engine with it ({@link Sandbox#start(SandboxOptions)}). */
     Sandbox startOwned() throws SandboxException {
+        if (options.persist() == SandboxOptions.Persist.HOME) {
+            throw new IllegalArgumentException("a persistent home belongs to a user: start it with "
+                    + "Sandboxes.create(options).start(id, Sandboxes.Session.of(user))");
+        }
         return adopt(launch("sbx-" + HexFormat.of().formatHex(randomBytes(5)), p -> { }), Session.DEFAULT, this::close);
     }
 
