@@ -167,8 +167,9 @@ public final class AgentClient implements Closeable {
     }
 
     /**
-     * Asks the guest to write every filesystem's dirty data to its disks (before the host tears
-     * down a VM with a persistent home); completes when it has, or fails with its reason. One at a time.
+     * The last word before the host destroys a VM with a persistent home: the guest writes every
+     * filesystem's dirty data to its disks and freezes the home (clean, nothing to replay at its next
+     * mount; writes after this block). Completes when it has, or fails with its reason. One at a time.
      */
     public CompletableFuture<Void> sync() throws IOException {
         CompletableFuture<Void> answer = new CompletableFuture<>();
