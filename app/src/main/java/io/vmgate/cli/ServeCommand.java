@@ -187,6 +187,9 @@ final class ServeCommand implements Callable<Integer> {
             Thread.ofVirtual().name("template-warm").start(() -> {
                 try {
                     engine.prepare();
+                    if (options.persist() != SandboxOptions.Persist.HOME && persistByUser.containsValue(SandboxOptions.Persist.HOME)) {
+                        engine.prepareHomeTemplate(); // the sessions of users with persist.USER = home restore from it
+                    }
                 } catch (SandboxException e) {
                     log.warn("snapshot_warm_failed reason=\"{}\"", e.getMessage().lines().findFirst().orElse(""));
                 }

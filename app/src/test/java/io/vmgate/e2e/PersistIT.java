@@ -160,6 +160,25 @@ class PersistIT {
     }
 
     @Test
+    void perUserInTheConfigFile() throws Exception {
+        Path state = dir.resolve("state");
+        Path conf = Files.writeString(dir.resolve("serve.conf"), "persist-size = 128M\nstate-dir = " + state + "\npersist.alice = home\n");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-config").args("--config", conf.toString()).start()) {
+            for (String user : List.of("alice", "bob")) {
+                assertThat(ssh(s, user, "echo mine > ~/notes").exitCode()).isZero();
+            }
+            assertThat(ssh(s, "alice", "cat ~/notes").out()).isEqualTo("mine\n");
+            SshClientHelper.Result bob = ssh(s, "bob", "cat ~/notes");
+            assertThat(bob.exitCode()).as("bob's home is not kept: %s", bob).isNotZero();
+            assertThat(s.logLines("home_mounted")).hasSize(2).allMatch(l -> l.contains("user=alice"));
+            assertThat(Files.exists(homeDir(state, "alice").resolve("home.ext4"))).isTrue();
+            assertThat(Files.exists(homeDir(state, "bob"))).isFalse();
+            awaitReleased(s, 4);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
     void aStateDirectoryThatCannotBeWrittenStopsTheServer() throws Exception {
         Path file = Files.writeString(dir.resolve("not-a-directory"), "x");
         Path rt = dir.resolve("rt-bad");

@@ -485,6 +485,21 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     /**
+     * Builds the template of sandboxes with a persistent home now, if missing (a server whose
+     * default is no persistence, but some users' sessions keep a home); empty without snapshot restores.
+     */
+    public Optional<Path> prepareHomeTemplate() throws SandboxException {
+        if (snapshots == null) {
+            return Optional.empty();
+        }
+        try {
+            return Optional.of(homeSnapshots().ensureTemplate().state());
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /**
      * For benchmarks and debugging: the template's files (state, guest memory, and the saved
      * scratch disk when there is one), built first if missing; empty without snapshot restores.
      */
