@@ -111,6 +111,29 @@ class PersistIT {
     }
 
     @Test
+    void aServerKilledWhileAHomeIsMountedLosesNothingSynced() throws Exception {
+        Path state = dir.resolve("state");
+        Process client;
+        try (ServeProcess s = serve("kill", state)) {
+            client = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).startSsh(List.of(),
+                    "echo synced > ~/notes; sync; echo ready; sleep 300");
+            assertThat(new java.io.BufferedReader(new java.io.InputStreamReader(client.getInputStream())).readLine()).isEqualTo("ready");
+            s.sigkill();
+            s.awaitExit(Duration.ofSeconds(30));
+            Host.assertNothingLeftOrReapable(s.runtimeRoot());
+        }
+        client.destroyForcibly();
+        // No SYNC, no freeze: the next mount replays the journal; the lock died with the server.
+        try (ServeProcess s = serve("after-kill", state)) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes; dmesg | grep -c 'recovery complete'");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("synced\n1\n");
+            awaitReleased(s, 1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
     void aUsersConnectionsAtOnceShareOneVm() throws Exception {
         Path state = dir.resolve("state");
         try (ServeProcess s = serve("share", state)) {

@@ -28,7 +28,7 @@ import org.slf4j.LoggerFactory;
  * Users' persistent homes on the host: {@code <root>/<hash>/} per user, where {@code <hash>} is
  * the first 32 hex digits of the SHA-256 of the user name (so no user name, however hostile, is
  * ever part of a path), made 0700, holding {@code home.ext4} (the home disk), {@code user} (the
- * name, for operators) and {@code lock}, all 0600. The lock is held ({@code flock}) while a VM has
+ * name, for operators) and {@code lock}, all 0600. The lock is held (a file lock) while a VM has
  * the disk attached, so two processes never attach one home at once. A home is made on first use
  * under a temporary name and renamed into place: a crash leaves the old state or a complete new one.
  */
