@@ -225,6 +225,12 @@ final class ServeCommand implements Callable<Integer> {
                 public boolean kill(String id, String reason) {
                     return server.kill(id, reason);
                 }
+
+                @Override
+                public List<ControlServer.Home> homes() throws java.io.IOException {
+                    return engine.homes().stream().map(h -> new ControlServer.Home(h.directory(), h.user(), h.sizeBytes(),
+                            h.usedBytes(), h.modified(), h.inUse())).toList();
+                }
             });
             if (metrics != null) {
                 metrics.watch(server, engine);

@@ -142,6 +142,11 @@ class PersistIT {
                     "echo first > /tmp/marker; i=0; while [ ! -e ~/from-second ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done;"
                             + " cat ~/from-second");
             s.awaitLog("home_mounted", Duration.ofSeconds(120));
+            Path sock = s.dir().resolve("control.sock");
+            Host.Result homes = Host.run(List.of("./vmgate", "sessions", "--control-socket", sock.toString(), "homes"), Map.of(), null, 120);
+            assertThat(homes.exit()).as(homes.stderr()).isZero();
+            assertThat(homes.out()).startsWith("USER").containsPattern("alice\\s+" + homeDir(state, "alice").getFileName()
+                    + "\\s+128M\\s+\\d+M\\s+\\S+\\s+yes");
             SshClientHelper.Result second = ssh(s, "alice", "cat /tmp/marker; echo second > ~/from-second");
             assertThat(second.exitCode()).as(second.toString()).isZero();
             assertThat(second.out()).as("the second connection is in the first one's VM").isEqualTo("first\n");
@@ -156,6 +161,9 @@ class PersistIT {
             assertThat(s.logLines("home_mounted")).hasSize(1);
             awaitReleased(s, 1);
             assertThat(s.logLines("home_released")).hasSize(1);
+            Host.Result json = Host.run(List.of("./vmgate", "sessions", "--json", "--control-socket", sock.toString(), "homes"),
+                    Map.of(), null, 120);
+            assertThat(json.out()).contains("\"user\":\"alice\"").contains("\"in_use\":false");
 
             // After both left, the next connection gets a new VM with the same home.
             SshClientHelper.Result third = ssh(s, "alice", "cat ~/from-second; test -e /tmp/marker && echo same-vm");

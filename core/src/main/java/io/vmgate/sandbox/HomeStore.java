@@ -19,6 +19,7 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.Set;
 import io.vmgate.text.KeyValue;
 import org.slf4j.Logger;
@@ -219,6 +220,64 @@ final class HomeStore {
             return f.getReason() + " (" + f.getFile() + ")";
         }
         return e.getMessage() != null ? e.getMessage() : e.toString();
+    }
+
+    /** A home as {@link #list()} finds it on disk. */
+    record Listed(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified) {}
+
+    /**
+     * The homes under the root, by directory name: the user (from {@code user}, at most 256 bytes,
+     * "?" if missing), the image's size and the bytes it takes on the host ({@code du}: it is sparse),
+     * and when it was last written. Empty when the root does not exist.
+     */
+    List<Listed> list() throws IOException {
+        if (!Files.isDirectory(root, LinkOption.NOFOLLOW_LINKS)) {
+            return List.of();
+        }
+        List<Path> dirs;
+        try (java.util.stream.Stream<Path> s = Files.list(root)) {
+            dirs = s.filter(d -> d.getFileName().toString().matches("[0-9a-f]{32}"))
+                    .filter(d -> Files.isRegularFile(d.resolve(IMAGE), LinkOption.NOFOLLOW_LINKS)).sorted().toList();
+        }
+        java.util.Map<Path, Long> used = diskUsage(dirs.stream().map(d -> d.resolve(IMAGE)).toList());
+        List<Listed> out = new java.util.ArrayList<>();
+        for (Path d : dirs) {
+            Path image = d.resolve(IMAGE);
+            String user = "?";
+            try (java.io.InputStream in = Files.newInputStream(d.resolve(USER), LinkOption.NOFOLLOW_LINKS)) {
+                user = new String(in.readNBytes(256), StandardCharsets.UTF_8);
+            } catch (IOException e) {
+                // a home made by hand, or its name file lost: listed without a name
+            }
+            out.add(new Listed(d.getFileName().toString(), user, Files.size(image), used.getOrDefault(image, -1L),
+                    Files.getLastModifiedTime(image).toInstant()));
+        }
+        return out;
+    }
+
+    /** Bytes each file takes on the host ({@code du -B1}: Java cannot see a file's allocated blocks). */
+    private static java.util.Map<Path, Long> diskUsage(List<Path> files) {
+        java.util.Map<Path, Long> m = new java.util.HashMap<>();
+        if (files.isEmpty()) {
+            return m;
+        }
+        List<String> cmd = new java.util.ArrayList<>(List.of("du", "-B1", "--"));
+        files.forEach(f -> cmd.add(f.toString()));
+        try {
+            Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
+            for (String line : new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).split("\n")) {
+                String[] f = line.split("\t", 2);
+                if (f.length == 2 && f[0].matches("\\d+")) {
+                    m.put(Path.of(f[1]), Long.parseLong(f[0]));
+                }
+            }
+            p.waitFor();
+        } catch (IOException e) {
+            log.debug("home_du_failed error={}", e.toString());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return m;
     }
 
     /** One user's home, locked for one VM until closed. */

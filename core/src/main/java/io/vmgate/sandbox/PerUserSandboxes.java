@@ -72,6 +72,12 @@ final class PerUserSandboxes {
         }
     }
 
+    /** Whether {@code user} has a sandbox running now. */
+    boolean isRunning(String user) {
+        Entry e = entries.get(user);
+        return e != null && e.current != null;
+    }
+
     /** Users with a sandbox running now. */
     int running() {
         return (int) entries.values().stream().filter(e -> e.current != null).count();

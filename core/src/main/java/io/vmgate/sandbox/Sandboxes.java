@@ -335,6 +335,24 @@ public final class Sandboxes implements AutoCloseable {
         homes.prepare();
     }
 
+    /**
+     * A persistent home as an operator sees it ({@code vmgate sessions homes}).
+     *
+     * @param directory the name of its directory under {@link #homesDirectory()} (a hash of the user name)
+     * @param user      the user name it belongs to ("?" if its name file is missing)
+     * @param sizeBytes the disk's size (every home has {@code --persist-size})
+     * @param usedBytes what its sparse image takes on the host, -1 if unknown
+     * @param modified  when its image was last written
+     * @param inUse     whether a sandbox of this engine has it attached now
+     */
+    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
+
+    /** The persistent homes kept in {@link #homesDirectory()}, by directory name. */
+    public List<Home> homes() throws IOException {
+        return homes.list().stream().map(h -> new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(),
+                perUser.isRunning(h.user()))).toList();
+    }
+
     /** Where persistent homes are kept ({@code <state>/homes}), one directory per user. */
     public Path homesDirectory() {
         return homes.root();

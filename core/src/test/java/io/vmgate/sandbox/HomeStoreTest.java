@@ -43,6 +43,13 @@ class HomeStoreTest {
             assertThat(again.image()).isEqualTo(image);
         }
         assertThat(store.directoryOf("bob")).isNotEqualTo(store.directoryOf("alice"));
+        assertThat(store.list()).singleElement().satisfies(l -> {
+            assertThat(l.user()).isEqualTo("alice");
+            assertThat(l.directory()).isEqualTo(store.directoryOf("alice").getFileName().toString());
+            assertThat(l.sizeBytes()).isEqualTo(SIZE);
+            assertThat(l.usedBytes()).isBetween(1L, SIZE / 4);
+        });
+        assertThat(new HomeStore(dir.resolve("none"), SIZE).list()).isEmpty();
     }
 
     @Test
