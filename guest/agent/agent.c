@@ -717,12 +717,13 @@ static void home(const struct proto_msg *m) {
 #define FIFREEZE _IOWR('X', 119, int)
 #endif
 
-/* SYNC, the host's last word before it destroys the VM: dirty data to the disks, and the home
- * frozen, which flushes its journal and marks it clean, so the next VM's mount replays nothing. */
-static void sync_all(void) {
+/* SYNC: dirty data to the disks. With SYNC_FREEZE (the host is about to destroy the VM) the home
+ * is frozen too, which flushes its journal and marks it clean, so the next VM's mount replays
+ * nothing; without it (the VM is saved, to resume) the home stays as it is. */
+static void sync_all(int freeze) {
     int fd = *home_path ? open(home_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1, e = 0;
     const char *step = "syncfs";
-    if (fd >= 0 && (syncfs(fd) < 0 || (step = "freeze", ioctl(fd, FIFREEZE, 0) < 0)))
+    if (fd >= 0 && (syncfs(fd) < 0 || (freeze && (step = "freeze", ioctl(fd, FIFREEZE, 0) < 0))))
         e = errno;
     closefd(&fd);
     if (vm)
@@ -750,7 +751,7 @@ static void handle(const struct proto_frame *f) {
         home(&m);
         break;
     case MSG_SYNC:
-        sync_all();
+        sync_all(m.fd & SYNC_FREEZE);
         break;
     case MSG_ERROR:
         say("host reports error %u on id %u: %.*s", m.u32, m.id, (int)(m.str.n > 300 ? 300 : m.str.n), m.str.p);

@@ -277,6 +277,9 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         conn = 1;
         break;
     case MSG_SYNC:
+        m->fd = u8(&r, "flags"); /* bit 0: freeze the home */
+        if (!r.failed && (m->fd & ~SYNC_FREEZE))
+            bad(&r, "unknown flags 0x%02x", m->fd);
         conn = 1;
         break;
     default: /* including those only a guest sends */

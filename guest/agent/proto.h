@@ -31,6 +31,9 @@ enum {
     MSG_TWINDOW, MSG_TCLOSE,
 };
 
+/* SYNC flags */
+#define SYNC_FREEZE 1u /* freeze the home after writing it out: the VM is about to be destroyed */
+
 /* TOPEN flags */
 #define TOPEN_TLS 1u /* the host speaks TLS to the server; the tunnel carries the plaintext */
 
@@ -72,7 +75,7 @@ struct proto_start {
 struct proto_msg {
     uint8_t type;
     uint32_t id;
-    uint8_t fd;              /* DATA, EOF, WINDOW */
+    uint8_t fd;              /* DATA, EOF, WINDOW; SYNC flags */
     uint8_t reason;          /* TREFUSED */
     uint16_t port;           /* PROXY */
     const uint8_t *data;     /* DATA and TDATA bytes, CONFIGURE entropy (into the frame) */

@@ -108,7 +108,7 @@ static size_t enc_type(int type) {
         proto_begin(&out, MSG_HOME_STATUS, 0), s("");
         break;
     case MSG_SYNC:
-        proto_begin(&out, MSG_SYNC, 0);
+        proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, SYNC_FREEZE);
         break;
     case MSG_SYNCED:
         proto_begin(&out, MSG_SYNCED, 0), s("");
@@ -443,8 +443,12 @@ static void test_limits(void) {
     proto_begin(&out, MSG_HOME, 0), proto_bytes(&out, longpath, PROTO_MAX_HOME_PATH + 1), proto_u32(&out, 1),
         proto_u32(&out, 1), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
-    proto_begin(&out, MSG_SYNC, 4), proto_end(&out);
+    proto_begin(&out, MSG_SYNC, 4), proto_u8(&out, 0), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* not on id 0 */
+    proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, 2), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* unknown flag */
+    proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.fd == 0);
     for (int t = 0x12; t < 0x100; t++) {
         if (t >= MSG_EGRESS && t <= MSG_TCLOSE)
             continue;

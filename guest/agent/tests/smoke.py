@@ -451,7 +451,7 @@ def test_home_and_sync_without_a_home_disk():
     # --stdio mode has no disks: HOME is answered with the reason, nothing is mounted; SYNC works.
     a = Agent()
     a.send(frame(HOME, 0, s("/home/alice") + struct.pack(">II", 1000, 1000)))
-    a.send(frame(SYNC, 0))
+    a.send(frame(SYNC, 0, bytes([1])))
     got = []
     while len(got) < 2:
         t, i, pl = a.step(5)

@@ -167,17 +167,18 @@ public final class AgentClient implements Closeable {
     }
 
     /**
-     * The last word before the host destroys a VM with a persistent home: the guest writes every
-     * filesystem's dirty data to its disks and freezes the home (clean, nothing to replay at its next
-     * mount; writes after this block). Completes when it has, or fails with its reason. One at a time.
+     * Asks the guest to write every filesystem's dirty data to its disks; with {@code freeze} (the
+     * last word before the host destroys a VM with a persistent home) it also freezes the home:
+     * clean, nothing to replay at its next mount, writes after this block. Completes when it has,
+     * or fails with its reason. One at a time.
      */
-    public CompletableFuture<Void> sync() throws IOException {
+    public CompletableFuture<Void> sync(boolean freeze) throws IOException {
         CompletableFuture<Void> answer = new CompletableFuture<>();
         syncAnswer = answer;
         if (disconnected.isDone()) {
             answer.completeExceptionally(gone(null));
         }
-        send(new Message.Sync());
+        send(new Message.Sync(freeze));
         return answer;
     }
 

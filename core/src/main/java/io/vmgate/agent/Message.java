@@ -106,10 +106,10 @@ public sealed interface Message {
         public Frame encode() { return frame(Protocol.HOME_STATUS, 0, new Payload.Writer().str(error)); }
     }
 
-    /** Asks the guest to write its filesystems' dirty data to its disks. */
-    record Sync() implements Message {
+    /** Asks the guest to write its filesystems' dirty data to its disks; {@code freeze}: and freeze the home (last word). */
+    record Sync(boolean freeze) implements Message {
         public int id() { return 0; }
-        public Frame encode() { return frame(Protocol.SYNC, 0, new Payload.Writer()); }
+        public Frame encode() { return frame(Protocol.SYNC, 0, new Payload.Writer().u8(freeze ? Protocol.SYNC_FREEZE : 0)); }
     }
 
     /** The guest's answer to {@link Sync}: an empty error means everything was written. */
@@ -217,7 +217,13 @@ public sealed interface Message {
                 yield new Home(path, uid, gid);
             }
             case Protocol.HOME_STATUS -> new HomeStatus(r.str("error"));
-            case Protocol.SYNC -> new Sync();
+            case Protocol.SYNC -> {
+                int flags = r.u8("flags");
+                if ((flags & ~Protocol.SYNC_FREEZE) != 0) {
+                    throw ProtocolException.message("unknown SYNC flags 0x" + Integer.toHexString(flags));
+                }
+                yield new Sync(flags != 0);
+            }
             case Protocol.SYNCED -> new Synced(r.str("error"));
             case Protocol.EGRESS -> new Egress(r.u16("port"));
             case Protocol.EGRESS_STATUS -> new EgressStatus(r.u16("port"), r.str("error"));

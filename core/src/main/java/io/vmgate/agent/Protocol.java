@@ -29,6 +29,7 @@ public final class Protocol {
     public static final byte EGRESS = 0x20, EGRESS_STATUS = 0x21, TOPEN = 0x22, TOPENED = 0x23, TREFUSED = 0x24,
             TDATA = 0x25, TEOF = 0x26, TWINDOW = 0x27, TCLOSE = 0x28;
 
+    public static final int SYNC_FREEZE = 1;         // SYNC flag: freeze the home too (the VM is about to be destroyed)
     public static final int TOPEN_TLS = 1;           // TOPEN flag: the host speaks TLS to the server
 
     public static final int FD_STDIN = 0, FD_STDOUT = 1, FD_STDERR = 2;

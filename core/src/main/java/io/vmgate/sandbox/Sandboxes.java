@@ -280,7 +280,7 @@ public final class Sandboxes implements AutoCloseable {
     private static void flushHome(Vm vm, String user) {
         long t0 = System.nanoTime();
         try {
-            vm.agent().sync().get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            vm.agent().sync(true).get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
             log.info("home_released vm={} user={} sync_ms={}", vm.id(), KeyValue.quote(user), (System.nanoTime() - t0) / 1_000_000);
         } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
             // The VM died, or its disk failed: the journal keeps the home consistent, recent writes may be lost.

@@ -48,7 +48,8 @@ class FrameCodecTest {
                 new Message.Home("/home/alice", 1000, 1001),
                 new Message.HomeStatus(""),
                 new Message.HomeStatus("mount: Bad message"),
-                new Message.Sync(),
+                new Message.Sync(true),
+                new Message.Sync(false),
                 new Message.Synced(""),
                 new Message.Synced("syncfs /root: Input/output error"),
                 new Message.Egress(3128),
@@ -152,7 +153,9 @@ class FrameCodecTest {
                 new Frame(Protocol.HOME, 1, new Message.Home("/root", 0, 0).encode().payload()), // must be on id 0
                 new Frame(Protocol.HOME, 0, new Message.Home("/root", -1, 0).encode().payload()), // uid 0xFFFFFFFF
                 new Frame(Protocol.HOME, 0, new byte[] {0, 0, 0, 1, '/', 0, 0, 0}),    // truncated gid
-                new Frame(Protocol.SYNC, 0, new byte[] {0}),                          // trailing byte
+                new Frame(Protocol.SYNC, 0, new byte[] {0, 0}),                       // trailing byte
+                new Frame(Protocol.SYNC, 0, new byte[0]),                             // no flags
+                new Frame(Protocol.SYNC, 0, new byte[] {2}),                          // unknown flag
                 new Frame(Protocol.SYNCED, 3, new byte[] {0, 0, 0, 0}),               // must be on id 0
                 new Frame(Protocol.HOME_STATUS, 0, new byte[] {0, 0, 0, 2, 'o'}));    // truncated
         for (Frame f : bad) {
