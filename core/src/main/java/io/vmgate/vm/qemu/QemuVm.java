@@ -76,6 +76,8 @@ public final class QemuVm implements Vm {
     private final List<ServerSocketChannel> listeners = new CopyOnWriteArrayList<>();
     private final List<SocketChannel> channels = new CopyOnWriteArrayList<>();
     private volatile QemuCommand command;
+    /** The template (or saved machine) this VM was restored from; null after a cold boot. */
+    private volatile Template restoredFrom;
     private volatile Process process;
     private volatile ConsoleLog console;
     private volatile Qmp qmp;
@@ -229,6 +231,7 @@ public final class QemuVm implements Vm {
 
     private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, GuestMemory memory, Template restoreFrom)
             throws BootFailure {
+        this.restoredFrom = restoreFrom;
         long deadline = createdNanos + config.bootTimeout().toNanos();
         RuntimeDir.Owners owners = RuntimeDir.Owners.self();
         ServerSocketChannel consoleL, agentL, qmpL;
@@ -581,6 +584,11 @@ public final class QemuVm implements Vm {
     }
 
     /** The QMP connection, for snapshotting and inspection. */
+    /** The template (or saved machine) this VM was restored from; null after a cold boot. */
+    Template restoredFrom() {
+        return restoredFrom;
+    }
+
     public Qmp qmp() {
         return qmp;
     }
