@@ -105,11 +105,16 @@ final class ServeCommand implements Callable<Integer> {
             description = "Keep N VMs started and idle so a connection only waits for the hand-over (default: ${DEFAULT-VALUE}).")
     int pool;
 
-    @Option(names = "--persist", paramLabel = "none|home", defaultValue = "none",
-            description = "What outlives a connection: none, or home: each user's home directory is a disk of its own, kept across "
-                    + "connections (a user's connections at once share one VM). Per user in the config file: persist.alice = home "
-                    + "(default: ${DEFAULT-VALUE}).")
+    @Option(names = "--persist", paramLabel = "none|home|machine", defaultValue = "none",
+            description = "What outlives a connection: none; home: each user's home directory is a disk of its own, kept across "
+                    + "connections (a user's connections at once share one VM); machine: the home, and the whole VM saved when the "
+                    + "user's last connection ends, resumed at their next within --resume-within. Per user in the config file: "
+                    + "persist.alice = home (default: ${DEFAULT-VALUE}).")
     String persist;
+
+    @Option(names = "--resume-within", paramLabel = "DURATION", defaultValue = "1h", converter = DurationConverter.class,
+            description = "With --persist machine: how long a saved machine is resumed; later, a fresh one (same home) (default: ${DEFAULT-VALUE}).")
+    Duration resumeWithin;
 
     @Option(names = "--persist-size", paramLabel = "SIZE", defaultValue = "1G",
             description = "Size of each persistent home, e.g. 512M, 4G; sparse on the host, and every home has this size (default: ${DEFAULT-VALUE}).")
@@ -160,8 +165,8 @@ final class ServeCommand implements Callable<Integer> {
         Path configFile = config != null ? config : System.getenv("VMGATE_CONFIG") != null ? Path.of(System.getenv("VMGATE_CONFIG")) : null;
         SandboxOptions options = persistence(vmOptions.options());
         Map<String, SandboxOptions.Persist> persistByUser = perUserPersist(configFile);
-        if (options.persist() == SandboxOptions.Persist.HOME && pool > 0) {
-            throw usage("--pool does not serve --persist home: each VM needs its user's home disk when it starts; drop --pool");
+        if (options.persist() != SandboxOptions.Persist.NONE && pool > 0) {
+            throw usage("--pool does not serve --persist " + persist + ": each VM needs its user's home disk when it starts; drop --pool");
         }
         Sandboxes.Builder sandboxes = Sandboxes.builder(options).rebuildTemplatesInBackground()
                 .buildProgress(line -> log.info("rootfs_build_progress step=\"{}\"", line.replace("\"", "'")));
@@ -172,7 +177,8 @@ final class ServeCommand implements Callable<Integer> {
             sandboxes.observer(metrics.sandboxes());
         }
         Sandboxes engine = sandboxes.build();
-        if (options.persist() == SandboxOptions.Persist.HOME || persistByUser.containsValue(SandboxOptions.Persist.HOME)) {
+        if (options.persist() != SandboxOptions.Persist.NONE
+                || persistByUser.values().stream().anyMatch(p -> p != SandboxOptions.Persist.NONE)) {
             try {
                 engine.prepareHomes(); // a state directory that cannot be written stops the server, not every login
             } catch (SandboxException e) {
@@ -187,7 +193,8 @@ final class ServeCommand implements Callable<Integer> {
             Thread.ofVirtual().name("template-warm").start(() -> {
                 try {
                     engine.prepare();
-                    if (options.persist() != SandboxOptions.Persist.HOME && persistByUser.containsValue(SandboxOptions.Persist.HOME)) {
+                    if (options.persist() == SandboxOptions.Persist.NONE
+                            && persistByUser.values().stream().anyMatch(p -> p != SandboxOptions.Persist.NONE)) {
                         engine.prepareHomeTemplate(); // the sessions of users with persist.USER = home restore from it
                     }
                 } catch (SandboxException e) {
@@ -375,6 +382,9 @@ final class ServeCommand implements Callable<Integer> {
         try {
             SandboxOptions.Builder b = o.toBuilder().persist(SandboxOptions.Persist.parse(persist))
                     .persistSizeMib(VmOptions.mib(persistSize, "--persist-size"));
+            if (resumeWithin != null && !resumeWithin.isZero()) {
+                b.resumeWithin(resumeWithin);
+            }
             if (stateDir != null) {
                 b.stateDirectory(stateDir);
             }

@@ -109,13 +109,15 @@ class ServeOptionsTest {
         assertThat(ServeCommand.perUserPersist(conf)).containsExactlyInAnyOrderEntriesOf(Map.of(
                 "alice", io.vmgate.sandbox.SandboxOptions.Persist.HOME, "bob", io.vmgate.sandbox.SandboxOptions.Persist.NONE));
 
-        Path bad = Files.writeString(dir.resolve("bad.conf"), "persist.carol = machine\n");
+        Path bad = Files.writeString(dir.resolve("bad.conf"), "persist.carol = sometimes\n");
         assertThatThrownBy(() -> ServeCommand.perUserPersist(bad)).hasMessageContaining("persist.carol")
-                .hasMessageContaining("not implemented yet");
+                .hasMessageContaining("none, home or machine");
+        Path machine = Files.writeString(dir.resolve("machine.conf"), "persist.carol = machine\n");
+        assertThat(ServeCommand.perUserPersist(machine)).containsEntry("carol", io.vmgate.sandbox.SandboxOptions.Persist.MACHINE);
         String[] worse = {"serve", "--persist", "sometimes"};
         CommandLine c2 = Main.commandLine(worse);
         c2.setDefaultValueProvider(ConfigDefaults.from(worse, Map.of()));
         ServeCommand s2 = (ServeCommand) c2.parseArgs(worse).subcommand().commandSpec().userObject();
-        assertThatThrownBy(() -> s2.persistence(io.vmgate.sandbox.SandboxOptions.defaults())).hasMessageContaining("none or home");
+        assertThatThrownBy(() -> s2.persistence(io.vmgate.sandbox.SandboxOptions.defaults())).hasMessageContaining("none, home or machine");
     }
 }

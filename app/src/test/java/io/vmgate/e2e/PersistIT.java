@@ -134,6 +134,53 @@ class PersistIT {
     }
 
     @Test
+    void aMachineIsSavedAndResumedWithItsProcessesThreeTimesAndExpires() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-machine").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()).start()) {
+            SshClientHelper.Result first = ssh(s, "alice", "echo 0 > /tmp/cycles; echo home > ~/notes; export NOT_KEPT=1;"
+                    + " setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done' </dev/null >/dev/null 2>&1 &"
+                    + " sleep 1; cat /tmp/count");
+            assertThat(first.exitCode()).as(first.toString()).isZero();
+            long count = Long.parseLong(first.out().strip());
+            for (int cycle = 1; cycle <= 3; cycle++) {
+                s.awaitLogCount("machine_saved", cycle, Duration.ofSeconds(60));
+                SshClientHelper.Result r = ssh(s, "alice", "echo " + cycle + " >> /tmp/cycles; cat /tmp/cycles | tr '\\n' ' ';"
+                        + " echo; cat ~/notes; cat /tmp/count; sleep 0.5; cat /tmp/count");
+                assertThat(r.exitCode()).as(r.toString()).isZero();
+                List<String> lines = r.out().lines().toList();
+                assertThat(lines.get(0).strip()).as("every earlier change is there").isEqualTo(
+                        String.join(" ", java.util.stream.IntStream.rangeClosed(0, cycle).mapToObj(Integer::toString).toList()));
+                assertThat(lines.get(1)).isEqualTo("home");
+                long before = Long.parseLong(lines.get(2)), after = Long.parseLong(lines.get(3));
+                assertThat(before).as("the counter kept counting from where it was").isGreaterThanOrEqualTo(count);
+                assertThat(after).as("its process runs").isGreaterThan(before);
+                count = after;
+            }
+            s.awaitLogCount("machine_saved", 4, Duration.ofSeconds(60));
+            assertThat(s.logLines("machine_resumed")).hasSize(3);
+            assertThat(s.logLines("home_mounted")).as("mounted once: the resumed guests have it").hasSize(1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            s.sigterm();
+            s.awaitExit(Duration.ofSeconds(60));
+        }
+        Path home = homeDir(state, "alice");
+        assertThat(Files.getPosixFilePermissions(home.resolve("machine"))).isEqualTo(PosixFilePermissions.fromString("rw-------"));
+
+        // Too old to resume: a fresh machine, with the same home.
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-expired").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString(), "--resume-within", "1s").start()) {
+            Thread.sleep(1500);
+            SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/cycles 2>/dev/null || echo fresh; cat ~/notes");
+            assertThat(r.out()).isEqualTo("fresh\nhome\n");
+            assertThat(s.logLines("machine_expired")).hasSize(1);
+            assertThat(s.logLines("machine_resumed")).isEmpty();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
     void aUsersConnectionsAtOnceShareOneVm() throws Exception {
         Path state = dir.resolve("state");
         try (ServeProcess s = serve("share", state)) {
@@ -223,9 +270,11 @@ class PersistIT {
         Host.assertNothingLeft(rt, 15);
 
         Host.Result bad = Host.run(List.of("./vmgate", "serve", "--listen", "127.0.0.1:" + ServeProcess.freePort(),
-                "--host-key", dir.resolve("hk").toString(), "--persist", "machine"), Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
+                "--host-key", dir.resolve("hk").toString(), "--persist", "machine", "--no-snapshot"),
+                Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
         assertThat(bad.exit()).isNotZero();
-        assertThat(bad.stderr()).contains("not implemented yet");
+        assertThat(bad.stderr()).contains("persist machine needs snapshot restores");
+        Host.assertNothingLeft(rt, 15);
     }
 
     @Test

@@ -23,6 +23,7 @@ import io.vmgate.vm.VmLauncher;
 import io.vmgate.vm.WarmPool;
 import io.vmgate.vm.qemu.QemuCommand;
 import io.vmgate.vm.qemu.Template;
+import io.vmgate.vm.qemu.MachineStates;
 import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
 import io.vmgate.vm.qemu.RuntimeDirs;
@@ -96,7 +97,7 @@ public final class Sandboxes implements AutoCloseable {
             this.launcher = qemuLauncher(config, snapshots);
         }
         this.poolSize = b.poolSize;
-        if (options.persist() == SandboxOptions.Persist.HOME) {
+        if (options.persist() != SandboxOptions.Persist.NONE) {
             prepareHomes(); // before the pool starts VMs: a refusal leaves nothing running
         }
         this.pool = b.poolSize > 0 ? new WarmPool(launcher, b.poolSize, b.poolMax, options.memoryMib()) : null;
@@ -220,8 +221,8 @@ public final class Sandboxes implements AutoCloseable {
 
     private Sandbox start(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
         SandboxOptions.Persist persist = session.persist() != null ? session.persist() : options.persist();
-        if (persist == SandboxOptions.Persist.HOME) {
-            return startWithHome(id, session, progress);
+        if (persist != SandboxOptions.Persist.NONE) {
+            return startWithHome(id, session, progress, persist == SandboxOptions.Persist.MACHINE);
         }
         return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), session, () -> { });
     }
@@ -234,9 +235,13 @@ public final class Sandboxes implements AutoCloseable {
      * view to close flushes the home and tears the sandbox down. Never from the warm pool: a pooled
      * VM's slot holds no user's disk.
      */
-    private Sandbox startWithHome(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
+    private Sandbox startWithHome(String id, Session session, Consumer<Sandbox.Phase> progress, boolean machine)
+            throws SandboxException {
         if (config == null) {
             throw new SandboxException("persistent homes need QEMU VMs, not a custom launcher");
+        }
+        if (machine && snapshots == null) {
+            throw new SandboxException("persist machine needs snapshot restores (a machine is saved as what it changed since its template)");
         }
         if (session.user().isEmpty()) {
             throw new IllegalArgumentException("a persistent home needs a user: start(id, Session.of(user))");
@@ -246,14 +251,30 @@ public final class Sandboxes implements AutoCloseable {
             io.vmgate.image.GuestUser guest = homeUser();
             HomeStore.Home home = homes.open(user);
             long t0 = System.nanoTime();
-            Vm vm;
+            Consumer<Vm.Phase> phases = p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()));
+            Vm vm = null;
+            boolean resumed = false;
             try {
-                vm = launch(id, homeLauncher(home.image()), p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime())));
+                if (MachineStates.exists(home.directory())) {
+                    // Resumed, or gone before anything attaches the home: its guest's view of the disk is the save's.
+                    vm = machine ? resumeMachine(id, home, phases) : null;
+                    resumed = vm != null;
+                    if (!machine) {
+                        discardMachine(home, "persist_is_not_machine");
+                    }
+                }
+                if (vm == null) {
+                    vm = launch(id, homeLauncher(home.image()), phases);
+                }
             } catch (SandboxException | RuntimeException e) {
                 home.close();
                 throw e;
             }
             Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
+            Vm started = vm;
+            if (resumed) { // its guest has the home mounted since before it was saved
+                return new PerUserSandboxes.Started(sandbox, () -> saveMachine(started, home));
+            }
             try {
                 vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
                         .get(config.bootTimeout().toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
@@ -272,8 +293,89 @@ public final class Sandboxes implements AutoCloseable {
             }
             log.info("home_mounted vm={} user={} dir={} path={} created={} ms={}", vm.id(), KeyValue.quote(user),
                     home.directory().getFileName(), KeyValue.quote(guest.home()), home.created(), (System.nanoTime() - t0) / 1_000_000);
-            return new PerUserSandboxes.Started(sandbox, () -> flushHome(vm, user));
+            return new PerUserSandboxes.Started(sandbox, machine ? () -> saveMachine(started, home) : () -> flushHome(started, user));
         });
+    }
+
+    /**
+     * The user's saved machine, resumed; null when it is too old (discarded) or does not resume
+     * (set aside as {@code machine.failed-<time>}, logged): then the user gets a fresh machine.
+     */
+    private Vm resumeMachine(String id, HomeStore.Home home, Consumer<Vm.Phase> progress) throws SandboxException {
+        Path dir = home.directory();
+        Duration age;
+        try {
+            age = Duration.between(java.nio.file.Files.getLastModifiedTime(dir.resolve(MachineStates.STATE)).toInstant(),
+                    java.time.Instant.now());
+        } catch (IOException e) {
+            age = Duration.ZERO;
+        }
+        if (age.compareTo(options.resumeWithin()) > 0) {
+            log.info("machine_expired user={} dir={} age_s={} resume_within_s={}", KeyValue.quote(home.user()), dir.getFileName(),
+                    age.toSeconds(), options.resumeWithin().toSeconds());
+            discardMachine(home, "expired");
+            return null;
+        }
+        VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(home.image()));
+        long t0 = System.nanoTime();
+        try {
+            Vm vm = launch(id, (vmId, p) -> MachineStates.resume(c, vmId, dir, p), progress);
+            try {
+                MachineStates.consumed(dir); // from here on the home moves on without it
+            } catch (IOException e) {
+                discardMachine(home, "unreadable");
+            }
+            log.info("machine_resumed vm={} user={} dir={} age_s={} ms={}", vm.id(), KeyValue.quote(home.user()), dir.getFileName(),
+                    age.toSeconds(), (System.nanoTime() - t0) / 1_000_000);
+            return vm;
+        } catch (SandboxException e) {
+            String kept;
+            try {
+                kept = MachineStates.setAside(dir, Long.toString(System.currentTimeMillis())).getFileName().toString();
+            } catch (IOException moveFailed) {
+                kept = "-";
+                discardMachine(home, "unreadable");
+            }
+            log.warn("machine_resume_failed user={} dir={} kept={} reason={} (a fresh machine instead)", KeyValue.quote(home.user()),
+                    dir.getFileName(), kept, KeyValue.quote(e.getMessage().lines().findFirst().orElse("")));
+            return null;
+        }
+    }
+
+    private static void discardMachine(HomeStore.Home home, String why) {
+        try {
+            MachineStates.discard(home.directory());
+            if (why != null) {
+                log.info("machine_discarded user={} dir={} reason={}", KeyValue.quote(home.user()), home.directory().getFileName(), why);
+            }
+        } catch (IOException e) {
+            log.warn("machine_discard_failed user={} dir={} error={}", KeyValue.quote(home.user()), home.directory().getFileName(),
+                    KeyValue.quote(e.toString()));
+        }
+    }
+
+    /**
+     * When a machine-persisting user's last session ends: the home written out (not frozen: the
+     * guest resumes later), then the VM saved beside the home. A failed save is logged; the user's
+     * next session gets a fresh machine with the home.
+     */
+    private static void saveMachine(Vm vm, HomeStore.Home home) {
+        long t0 = System.nanoTime();
+        try {
+            vm.agent().sync(false).get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+            log.warn("home_sync_failed vm={} user={} reason={}", vm.id(), KeyValue.quote(home.user()), KeyValue.quote(e.toString()));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        try {
+            long bytes = MachineStates.save(vm, home.directory());
+            log.info("machine_saved vm={} user={} dir={} bytes={} ms={}", vm.id(), KeyValue.quote(home.user()),
+                    home.directory().getFileName(), bytes, (System.nanoTime() - t0) / 1_000_000);
+        } catch (VmException e) {
+            log.warn("machine_save_failed vm={} user={} dir={} reason={}", vm.id(), KeyValue.quote(home.user()),
+                    home.directory().getFileName(), KeyValue.quote(e.getMessage().lines().findFirst().orElse("")));
+        }
     }
 
     /** Before a home's VM is torn down: what processes wrote goes to the disk (a VM is killed, not shut down). */
@@ -401,7 +503,7 @@ public final class Sandboxes implements AutoCloseable {
 
     /** A sandbox that closes this engine with it ({@link Sandbox#start(SandboxOptions)}). */
     Sandbox startOwned() throws SandboxException {
-        if (options.persist() == SandboxOptions.Persist.HOME) {
+        if (options.persist() != SandboxOptions.Persist.NONE) {
             throw new IllegalArgumentException("a persistent home belongs to a user: start it with "
                     + "Sandboxes.create(options).start(id, Sandboxes.Session.of(user))");
         }
@@ -493,7 +595,7 @@ public final class Sandboxes implements AutoCloseable {
             return Optional.empty();
         }
         try {
-            if (options.persist() == SandboxOptions.Persist.HOME) {
+            if (options.persist() != SandboxOptions.Persist.NONE) {
                 return Optional.of(homeSnapshots().ensureTemplate().state()); // what this engine's sessions restore from
             }
             return Optional.of(snapshots.ensureTemplate().state());

@@ -463,7 +463,7 @@ public final class Snapshots implements VmLauncher {
      * agent's warm-up process), so that clones do not repeat that work, each writing (and so
      * copying) memory for it. Returns how long it waited.
      */
-    private static long settle(QemuVm vm) {
+    static long settle(QemuVm vm) {
         long t0 = System.nanoTime();
         OptionalLong pid = vm.pid();
         if (pid.isEmpty()) {

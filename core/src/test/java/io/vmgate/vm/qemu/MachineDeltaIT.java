@@ -23,6 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
  * costing only its delta in private memory.
  */
 class MachineDeltaIT {
+    static final int CYCLES = Integer.getInteger("machine.cycles", 3);
     @TempDir
     Path templates;
     Path root;
@@ -62,7 +63,7 @@ class MachineDeltaIT {
             vm.close();
             throw e;
         }
-        for (int cycle = 1; cycle <= 3; cycle++) {
+        for (int cycle = 1; cycle <= CYCLES; cycle++) {
             long t0 = System.nanoTime();
             long bytes;
             try {
@@ -90,6 +91,7 @@ class MachineDeltaIT {
                 System.out.printf("machine_cycle=%d private_kib=%d%n", cycle, privateKib);
                 assertThat(privateKib).as("the resumed clone wrote only the delta into its copy-on-write RAM").isLessThan(32 << 10);
             } catch (Exception | AssertionError e) {
+                System.out.println("machine_failed cycle=" + cycle + "\n" + vm.diagnostics());
                 vm.close();
                 throw e;
             }
