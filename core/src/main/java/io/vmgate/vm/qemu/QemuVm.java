@@ -149,6 +149,19 @@ public final class QemuVm implements Vm {
         return start(config, vmId, GuestMemory.CLONE, template, progress);
     }
 
+    /** {@link #restore} of a state saved from a stopped guest (a saved machine): it is continued once loaded. */
+    static QemuVm restoreStopped(VmConfig config, String vmId, Template saved, Consumer<Phase> progress) throws VmException {
+        CONTINUE_AFTER_LOAD.set(Boolean.TRUE);
+        try {
+            return start(config, vmId, GuestMemory.CLONE, saved, progress);
+        } finally {
+            CONTINUE_AFTER_LOAD.remove();
+        }
+    }
+
+    /** Set on the launching thread by {@link #restoreStopped} (the start path has no other per-call options). */
+    private static final ThreadLocal<Boolean> CONTINUE_AFTER_LOAD = new ThreadLocal<>();
+
     /**
      * Tells the image store that this process uses the config's images (until it exits), so
      * {@code image rm} and {@code image prune} leave them alone while it runs. Idempotent.
@@ -375,6 +388,37 @@ public final class QemuVm implements Vm {
      * {@code migrate-incoming} on a socket in the runtime directory, where the host writes the
      * state.
      */
+    /**
+     * A state saved from a stopped guest loads stopped: wait until QEMU has loaded it (its run
+     * state leaves {@code inmigrate}), then {@code cont}. Polled every 10 ms: this path is rare
+     * (a saved machine resumes) and the load takes tens of milliseconds.
+     */
+    private void continueWhenLoaded(long deadline) throws BootFailure {
+        try {
+            while (true) {
+                Object status = qmp.execute("query-status", Map.of(), remaining(deadline)).get("status");
+                if (!"inmigrate".equals(status)) {
+                    if (!"paused".equals(status) && !"running".equals(status)) {
+                        throw new BootFailure("the saved state did not load (QEMU's run state is " + status + ")", null);
+                    }
+                    if ("paused".equals(status)) {
+                        qmp.execute("cont", Map.of(), remaining(deadline));
+                    }
+                    return;
+                }
+                if (remaining(deadline).isZero()) {
+                    throw BootFailure.timeout("the saved state did not load within " + seconds(config.bootTimeout()), null);
+                }
+                Thread.sleep(10);
+            }
+        } catch (IOException | TimeoutException e) {
+            throw new BootFailure("cannot continue the restored machine: " + e.getMessage(), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new BootFailure("interrupted while loading the saved machine", e);
+        }
+    }
+
     private void restoreState(Template template, CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
         CompletableFuture<Void> configured;
         try {
@@ -399,6 +443,9 @@ public final class QemuVm implements Vm {
             throw new BootFailure("cannot send the template's state to QEMU: " + e.getMessage(), e);
         }
         phase("state_sent");
+        if (Boolean.TRUE.equals(CONTINUE_AFTER_LOAD.get())) {
+            continueWhenLoaded(deadline);
+        }
         try {
             configured.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
