@@ -78,6 +78,8 @@ static int port_up = 1; /* see read_port */
 static uint8_t rbuf[PROTO_HEADER + PROTO_MAX_PAYLOAD + 65536]; /* a whole frame + read-ahead */
 static size_t rlen;
 static uint8_t obuf[PROTO_HEADER + PROTO_MAX_PAYLOAD];
+static char home_disk[32];                      /* vmgate.home=: the home disk's serial */
+static char home_path[PROTO_MAX_HOME_PATH + 1]; /* where HOME mounted it; empty until then */
 
 static void vsay(const char *fmt, va_list ap) {
     char b[600];
@@ -96,6 +98,7 @@ void say(const char *fmt, ...) {
 }
 
 static void kill_all(void);
+static int find_disk(const char *serial, char *dev, size_t size);
 
 /* PID 1 must never exit (the kernel would panic): a dead agent is a VM powered off. */
 __attribute__((format(printf, 1, 2))) static _Noreturn void fatal(const char *fmt, ...) {
@@ -642,6 +645,94 @@ static void configure(const struct proto_msg *m) {
         warm_up();
 }
 
+/* An answer carrying an error string, empty for success (HOME_STATUS, SYNCED). */
+__attribute__((format(printf, 2, 3))) static void send_status(uint8_t type, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct proto_out o = begin(type, 0);
+    proto_bytes(&o, msg, strlen(msg));
+    send_frame(&o);
+}
+
+/* An absolute path, not "/", without empty, "." or ".." components: a home the host names. */
+static int plain_path(const char *p) {
+    if (p[0] != '/' || !p[1])
+        return 0;
+    for (const char *c = p + 1; *c;) {
+        size_t n = strcspn(c, "/");
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return 0;
+        c += n;
+        c += *c == '/';
+    }
+    return p[strlen(p) - 1] != '/';
+}
+
+/* HOME: mount the home disk (vmgate.home=) at the path, owned by uid:gid. Not at boot: a
+ * template is saved before any user's disk is known (docs/protocol.md). */
+static void home(const struct proto_msg *m) {
+    char path[PROTO_MAX_HOME_PATH + 1], dev[300];
+    memcpy(path, m->str.p, m->str.n);
+    path[m->str.n] = 0;
+    if (!vm || !*home_disk)
+        return send_status(MSG_HOME_STATUS, "this VM has no home disk (no vmgate.home=)");
+    if (*home_path)
+        return send_status(MSG_HOME_STATUS, "a home is already mounted at %s", home_path);
+    if (!plain_path(path))
+        return send_status(MSG_HOME_STATUS, "'%s' is not an absolute path without '.' or '..'", path);
+    if (find_disk(home_disk, dev, sizeof dev) < 0)
+        return send_status(MSG_HOME_STATUS, "no disk with serial '%s'", home_disk);
+    /* A restored guest may still cache blocks it read from the template's placeholder disk. */
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ioctl(fd, BLKFLSBUF, 0) < 0) {
+        int e = errno;
+        closefd(&fd);
+        return send_status(MSG_HOME_STATUS, "flush %s: %s", dev, strerror(e));
+    }
+    closefd(&fd);
+    for (char *c = path + 1; (c = strchr(c, '/')); *c++ = '/') {
+        *c = 0;
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return send_status(MSG_HOME_STATUS, "mkdir %s: %s", path, strerror(errno));
+    }
+    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+        return send_status(MSG_HOME_STATUS, "mkdir %s: %s", path, strerror(errno));
+    /* made by the host over zeroes, with uninitialised inode tables: nothing to zero here */
+    if (mount(dev, path, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable") < 0)
+        return send_status(MSG_HOME_STATUS, "mount: %s", strerror(errno));
+    if (chown(path, m->uid, m->gid) < 0) {
+        int e = errno;
+        umount2(path, MNT_DETACH);
+        return send_status(MSG_HOME_STATUS, "chown %s: %s", path, strerror(e));
+    }
+    snprintf(home_path, sizeof home_path, "%s", path);
+    send_status(MSG_HOME_STATUS, "%s", "");
+}
+
+/* FIFREEZE from <linux/fs.h>, which clashes with <sys/mount.h>. */
+#ifndef FIFREEZE
+#define FIFREEZE _IOWR('X', 119, int)
+#endif
+
+/* SYNC: dirty data to the disks. With SYNC_FREEZE (the host is about to destroy the VM) the home
+ * is frozen too, which flushes its journal and marks it clean, so the next VM's mount replays
+ * nothing; without it (the VM is saved, to resume) the home stays as it is. */
+static void sync_all(int freeze) {
+    int fd = *home_path ? open(home_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1, e = 0;
+    const char *step = "syncfs";
+    if (fd >= 0 && (syncfs(fd) < 0 || (freeze && (step = "freeze", ioctl(fd, FIFREEZE, 0) < 0))))
+        e = errno;
+    closefd(&fd);
+    if (vm)
+        sync();
+    if (e)
+        return send_status(MSG_SYNCED, "%s %s: %s", step, home_path, strerror(e));
+    send_status(MSG_SYNCED, "%s", "");
+}
+
 static void handle(const struct proto_frame *f) {
     struct proto_msg m;
     char err[256];
@@ -655,6 +746,12 @@ static void handle(const struct proto_frame *f) {
         break;
     case MSG_CONFIGURE:
         configure(&m);
+        break;
+    case MSG_HOME:
+        home(&m);
+        break;
+    case MSG_SYNC:
+        sync_all(m.fd & SYNC_FREEZE);
         break;
     case MSG_ERROR:
         say("host reports error %u on id %u: %.*s", m.u32, m.id, (int)(m.str.n > 300 ? 300 : m.str.n), m.str.p);
@@ -836,8 +933,8 @@ static int open_port(const char *name) {
 }
 
 /* The /dev node of the virtio disk whose serial is `serial` (see docs/protocol.md), waiting
- * as open_port does for a device the module has announced but not yet registered. */
-static void find_disk(const char *serial, char *dev, size_t size) {
+ * as open_port does for a device the module has announced but not yet registered; -1 if none. */
+static int find_disk(const char *serial, char *dev, size_t size) {
     struct timespec start, now, nap = {0, 20 * 1000 * 1000};
     clock_gettime(CLOCK_MONOTONIC, &start);
     do {
@@ -854,11 +951,16 @@ static void find_disk(const char *serial, char *dev, size_t size) {
         if (d)
             closedir(d);
         if (found)
-            return;
+            return 0;
         nanosleep(&nap, NULL);
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while (now.tv_sec - start.tv_sec < 10);
-    fatal("no disk with serial '%s' in /sys/block after 10 s", serial);
+    return -1;
+}
+
+static void need_disk(const char *serial, char *dev, size_t size) {
+    if (find_disk(serial, dev, size) < 0)
+        fatal("no disk with serial '%s' in /sys/block after 10 s", serial);
 }
 
 static int in_addr(const char *s, struct sockaddr *sa) {
@@ -945,6 +1047,8 @@ static void setup_vm(void) {
             snprintf(fstype, sizeof fstype, "%s", t + 18);
         else if (strncmp(t, "vmgate.scratch=", 15) == 0)
             snprintf(scratch, sizeof scratch, "%s", t + 15);
+        else if (strncmp(t, "vmgate.home=", 12) == 0)
+            snprintf(home_disk, sizeof home_disk, "%s", t + 12);
         else if (strncmp(t, "vmgate.net=", 11) == 0)
             snprintf(net, sizeof net, "%s", t + 11);
     }
@@ -958,14 +1062,14 @@ static void setup_vm(void) {
 
     /* Overlay root: the image's tree read-only below (the initramfs's /rootfs, or the image's
      * shared read-only disk), a size-limited tmpfs or the VM's own scratch disk above. */
-    if (*root || *scratch)
+    if (*root || *scratch || *home_disk) /* the home disk is only probed now: mounted on HOME */
         load_modules("/etc/vmgate/modules.disk");
     if (*root) {
-        find_disk(root, dev, sizeof dev);
+        need_disk(root, dev, sizeof dev);
         mount_at(dev, "/lower", fstype, MS_RDONLY | MS_NOATIME, NULL);
     }
     if (*scratch) {
-        find_disk(scratch, dev, sizeof dev);
+        need_disk(scratch, dev, sizeof dev);
         /* made by the host with uninitialised inode tables over zeroes: nothing to zero here */
         mount_at(dev, "/run-rw", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable");
     } else {

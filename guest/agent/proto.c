@@ -266,8 +266,24 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *m, char *err, si
         conn = 1;
         break;
     }
+    case MSG_HOME:
+        m->str = str(&r, "path");
+        m->uid = u32(&r, "uid");
+        m->gid = u32(&r, "gid");
+        if (!r.failed && m->str.n > PROTO_MAX_HOME_PATH)
+            bad(&r, "path of %u bytes, at most %d", m->str.n, PROTO_MAX_HOME_PATH);
+        if (!r.failed && (m->uid == 0xFFFFFFFFu || m->gid == 0xFFFFFFFFu))
+            bad(&r, "uid or gid 0xFFFFFFFF");
+        conn = 1;
+        break;
+    case MSG_SYNC:
+        m->fd = u8(&r, "flags"); /* bit 0: freeze the home */
+        if (!r.failed && (m->fd & ~SYNC_FREEZE))
+            bad(&r, "unknown flags 0x%02x", m->fd);
+        conn = 1;
+        break;
     default: /* including those only a guest sends */
-        if ((f->type >= MSG_HELLO && f->type <= MSG_CONFIGURED) || f->type == MSG_EGRESS_STATUS || f->type == MSG_TOPEN)
+        if ((f->type >= MSG_HELLO && f->type <= MSG_SYNCED) || f->type == MSG_EGRESS_STATUS || f->type == MSG_TOPEN)
             snprintf(err, errlen, "%s is not sent by a host", proto_type_name(f->type));
         else
             snprintf(err, errlen, "unknown frame type 0x%02x", f->type);
@@ -361,7 +377,8 @@ const char *proto_signal_name(int sig) {
 
 const char *proto_type_name(uint8_t type) {
     static const char *const names[] = {"?", "HELLO", "START", "STARTED", "DATA", "EOF", "WINDOW",
-        "RESIZE", "SIGNAL", "EXIT", "CLOSE", "ERROR", "CONFIGURE", "CONFIGURED"};
+        "RESIZE", "SIGNAL", "EXIT", "CLOSE", "ERROR", "CONFIGURE", "CONFIGURED", "HOME", "HOME_STATUS", "SYNC",
+        "SYNCED"};
     static const char *const egress[] = {"EGRESS", "EGRESS_STATUS", "TOPEN", "TOPENED", "TREFUSED", "TDATA",
         "TEOF", "TWINDOW", "TCLOSE"};
     if (type >= MSG_EGRESS && type - MSG_EGRESS < (int)(sizeof egress / sizeof egress[0]))

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 2
+#define PROTO_VERSION 3
 #define PROTO_HEADER 9 /* u32 length + u8 type + u32 id */
 #define PROTO_MAX_PAYLOAD 262144u
 #define PROTO_INITIAL_WINDOW 262144u
@@ -19,14 +19,20 @@
 #define PROTO_TUNNEL_WINDOW 524288u /* twice a process stream's: host-to-guest downloads need it */
 #define PROTO_MAX_HOST 253     /* TOPEN host */
 #define PROTO_MAX_REFUSAL 1024 /* TREFUSED message */
+#define PROTO_MAX_HOME_PATH 4096 /* HOME path */
 
 enum {
     MSG_HELLO = 0x01, MSG_START, MSG_STARTED, MSG_DATA, MSG_EOF, MSG_WINDOW, MSG_RESIZE,
     MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED,
+    /* a persistent home disk, and writing dirty data out before the host tears the VM down */
+    MSG_HOME, MSG_HOME_STATUS, MSG_SYNC, MSG_SYNCED,
     /* egress: the proxy and its tunnels (ids of their own, chosen by the guest) */
     MSG_EGRESS = 0x20, MSG_EGRESS_STATUS, MSG_TOPEN, MSG_TOPENED, MSG_TREFUSED, MSG_TDATA, MSG_TEOF,
     MSG_TWINDOW, MSG_TCLOSE,
 };
+
+/* SYNC flags */
+#define SYNC_FREEZE 1u /* freeze the home after writing it out: the VM is about to be destroyed */
 
 /* TOPEN flags */
 #define TOPEN_TLS 1u /* the host speaks TLS to the server; the tunnel carries the plaintext */
@@ -69,7 +75,7 @@ struct proto_start {
 struct proto_msg {
     uint8_t type;
     uint32_t id;
-    uint8_t fd;              /* DATA, EOF, WINDOW */
+    uint8_t fd;              /* DATA, EOF, WINDOW; SYNC flags */
     uint8_t reason;          /* TREFUSED */
     uint16_t port;           /* PROXY */
     const uint8_t *data;     /* DATA and TDATA bytes, CONFIGURE entropy (into the frame) */
@@ -77,7 +83,8 @@ struct proto_msg {
     uint32_t u32;            /* WINDOW and TWINDOW increment, ERROR code */
     uint64_t u64;            /* CONFIGURE unix_time_ns */
     uint16_t rows, cols;     /* RESIZE */
-    struct proto_str str;    /* SIGNAL name, ERROR message, CONFIGURE hostname, TREFUSED message */
+    uint32_t uid, gid;       /* HOME owner */
+    struct proto_str str;    /* SIGNAL name, ERROR message, CONFIGURE hostname, TREFUSED message, HOME path */
     struct proto_start *start;
 };
 

@@ -101,6 +101,18 @@ static size_t enc_type(int type) {
     case MSG_CONFIGURED:
         proto_begin(&out, MSG_CONFIGURED, 0);
         break;
+    case MSG_HOME:
+        proto_begin(&out, MSG_HOME, 0), s("/home/alice"), proto_u32(&out, 1000), proto_u32(&out, 1001);
+        break;
+    case MSG_HOME_STATUS:
+        proto_begin(&out, MSG_HOME_STATUS, 0), s("");
+        break;
+    case MSG_SYNC:
+        proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, SYNC_FREEZE);
+        break;
+    case MSG_SYNCED:
+        proto_begin(&out, MSG_SYNCED, 0), s("");
+        break;
     case MSG_EGRESS:
         proto_begin(&out, MSG_EGRESS, 0), proto_u16(&out, 3128);
         break;
@@ -146,13 +158,13 @@ static int streq(struct proto_str s, const char *c) { return s.n == strlen(c) &&
 
 static int from_host(int t) {
     return t != MSG_HELLO && t != MSG_STARTED && t != MSG_EXIT && t != MSG_CONFIGURED && t != MSG_EGRESS_STATUS
-        && t != MSG_TOPEN;
+        && t != MSG_TOPEN && t != MSG_HOME_STATUS && t != MSG_SYNCED;
 }
 
 /* Every type the protocol has, in order: the process ones, then egress. */
 static const int all_types[] = {MSG_HELLO, MSG_START, MSG_STARTED, MSG_DATA, MSG_EOF, MSG_WINDOW, MSG_RESIZE,
-    MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED, MSG_EGRESS, MSG_EGRESS_STATUS,
-    MSG_TOPEN, MSG_TOPENED, MSG_TREFUSED, MSG_TDATA, MSG_TEOF, MSG_TWINDOW, MSG_TCLOSE};
+    MSG_SIGNAL, MSG_EXIT, MSG_CLOSE, MSG_ERROR, MSG_CONFIGURE, MSG_CONFIGURED, MSG_HOME, MSG_HOME_STATUS,
+    MSG_SYNC, MSG_SYNCED, MSG_EGRESS, MSG_EGRESS_STATUS, MSG_TOPEN, MSG_TOPENED, MSG_TREFUSED, MSG_TDATA, MSG_TEOF, MSG_TWINDOW, MSG_TCLOSE};
 #define NTYPES (int)(sizeof all_types / sizeof all_types[0])
 
 static void test_round_trip(void) {
@@ -182,6 +194,13 @@ static void test_round_trip(void) {
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.rows == 50 && m.cols == 132);
     enc_type(MSG_EGRESS);
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.port == 3128 && m.id == 0);
+    enc_type(MSG_HOME);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && streq(m.str, "/home/alice") && m.uid == 1000 && m.gid == 1001);
+    proto_begin(&out, MSG_HOME, 3), s("/root"), proto_u32(&out, 0), proto_u32(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* not on id 0 */
+    proto_begin(&out, MSG_HOME, 0), s("/root"), proto_u32(&out, 0xFFFFFFFFu), proto_u32(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    CHECK(!strcmp(proto_type_name(MSG_SYNCED), "SYNCED") && !strcmp(proto_type_name(0x12), "?"));
     enc_type(MSG_TREFUSED);
     CHECK(decode_buf(buf, out.len, &m) == 0 && m.id == 5 && m.reason == REFUSED_DENIED
           && streq(m.str, "example.com:443 is not allowed"));
@@ -377,7 +396,7 @@ static void test_limits(void) {
     CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
     proto_begin(&out, MSG_CONFIGURE, 0), proto_u64(&out, 1), s(""), proto_bytes(&out, ent, PROTO_MAX_ENTROPY), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == 0);
-    proto_begin(&out, 0x0e, 1), proto_end(&out);
+    proto_begin(&out, 0x12, 1), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_UNKNOWN_TYPE);
     proto_begin(&out, 0, 1), proto_end(&out);
     CHECK(decode_buf(buf, out.len, &m) == E_UNKNOWN_TYPE);
@@ -415,7 +434,22 @@ static void test_limits(void) {
     char err[256];
     struct proto_frame f;
     size_t used;
-    for (int t = 0x0e; t < 0x100; t++) {
+    static char longpath[PROTO_MAX_HOME_PATH + 1];
+    memset(longpath, 'a', sizeof longpath);
+    longpath[0] = '/';
+    proto_begin(&out, MSG_HOME, 0), proto_bytes(&out, longpath, PROTO_MAX_HOME_PATH), proto_u32(&out, 1), proto_u32(&out, 1),
+        proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == 0);
+    proto_begin(&out, MSG_HOME, 0), proto_bytes(&out, longpath, PROTO_MAX_HOME_PATH + 1), proto_u32(&out, 1),
+        proto_u32(&out, 1), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED);
+    proto_begin(&out, MSG_SYNC, 4), proto_u8(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* not on id 0 */
+    proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, 2), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == E_MALFORMED); /* unknown flag */
+    proto_begin(&out, MSG_SYNC, 0), proto_u8(&out, 0), proto_end(&out);
+    CHECK(decode_buf(buf, out.len, &m) == 0 && m.fd == 0);
+    for (int t = 0x12; t < 0x100; t++) {
         if (t >= MSG_EGRESS && t <= MSG_TCLOSE)
             continue;
         proto_begin(&out, (uint8_t)t, 1), proto_end(&out);

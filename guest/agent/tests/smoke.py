@@ -15,6 +15,7 @@ import time
 HELLO, START, STARTED, DATA, EOF, WINDOW, RESIZE, SIGNAL, EXIT, CLOSE, ERROR, CONFIGURE, CONFIGURED = range(1, 14)
 NAMES = {v: k for k, v in dict(HELLO=1, START=2, STARTED=3, DATA=4, EOF=5, WINDOW=6, RESIZE=7, SIGNAL=8,
                                   EXIT=9, CLOSE=10, ERROR=11, CONFIGURE=12, CONFIGURED=13).items()}
+HOME, HOME_STATUS, SYNC, SYNCED = range(0x0E, 0x12)
 EGRESS, EGRESS_STATUS, TOPEN, TOPENED, TREFUSED, TDATA, TEOF, TWINDOW, TCLOSE = range(0x20, 0x29)
 WIN = 262144
 TWIN = 524288  # a tunnel's window
@@ -177,7 +178,7 @@ class Agent:
 
 def test_hello():
     a = Agent()
-    assert a.hello[0] == 2 and a.hello[1] > 0 and a.hello[2] == os.uname().release, a.hello
+    assert a.hello[0] == 3 and a.hello[1] > 0 and a.hello[2] == os.uname().release, a.hello
     assert a.close()[0] == 0
 
 
@@ -427,7 +428,7 @@ def test_errors():
     a.send(frame(START, 1, start_payload(["true"])))
     a.send(frame(START, 2, struct.pack(">BIIH", 0, 0, 0, 0) + s("") + struct.pack(">H", 0)))  # argc 0
     a.procs[2] = Proc()
-    a.send(frame(0x0E, 3))
+    a.send(frame(0x12, 3))
     a.send(frame(HELLO, 0, struct.pack(">HQ", 1, 0) + s("x")))
     a.send(frame(EXIT, 1, struct.pack(">iBB", 0, 0, 0) + s("")))
     a.send(frame(START, 0, start_payload(["true"])))
@@ -438,12 +439,32 @@ def test_errors():
     codes = [c for c, _ in p.errors]
     assert codes == [4, 2, 1, 1], p.errors  # in use; EXIT from host; DATA fd 1; WINDOW fd 0
     assert [c for c, _ in a.procs[2].errors] == [1]
-    assert [c for c, _ in a.conn_errors] == [2, 2, 1, 2], a.conn_errors  # type 0x0e, HELLO, START on id 0, CONFIGURED
+    assert [c for c, _ in a.conn_errors] == [2, 2, 1, 2], a.conn_errors  # type 0x12, HELLO, START on id 0, CONFIGURED
     a.send(frame(CONFIGURE, 0, struct.pack(">Q", time.time_ns()) + s("") + s(os.urandom(64))))
     while a.step(5)[0] != CONFIGURED:
         pass
     rc, err = a.close()
     assert rc == 0, (rc, err)
+
+
+def test_home_and_sync_without_a_home_disk():
+    # --stdio mode has no disks: HOME is answered with the reason, nothing is mounted; SYNC works.
+    a = Agent()
+    a.send(frame(HOME, 0, s("/home/alice") + struct.pack(">II", 1000, 1000)))
+    a.send(frame(SYNC, 0, bytes([1])))
+    got = []
+    while len(got) < 2:
+        t, i, pl = a.step(5)
+        if t in (HOME_STATUS, SYNCED):
+            (n,) = struct.unpack(">I", pl[:4])
+            got.append((t, pl[4:4 + n].decode()))
+    assert got[0][0] == HOME_STATUS and "no home disk" in got[0][1], got
+    assert got[1] == (SYNCED, ""), got
+    a.send(frame(HOME, 0, s("/root") + struct.pack(">II", 0xFFFFFFFF, 0)))  # refused by the decoder
+    while not a.conn_errors:
+        a.step(5)
+    assert a.conn_errors[0][0] == 1, a.conn_errors
+    assert a.close()[0] == 0
 
 
 def test_many_and_limit():

@@ -10,6 +10,7 @@ import io.vmgate.ssh.SessionInfo;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
 import io.vmgate.sandbox.SandboxException;
+import io.vmgate.sandbox.SandboxOptions;
 import io.vmgate.sandbox.Sandboxes;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -104,6 +105,25 @@ final class ServeCommand implements Callable<Integer> {
             description = "Keep N VMs started and idle so a connection only waits for the hand-over (default: ${DEFAULT-VALUE}).")
     int pool;
 
+    @Option(names = "--persist", paramLabel = "none|home|machine", defaultValue = "none",
+            description = "What outlives a connection: none; home: each user's home directory is a disk of its own, kept across "
+                    + "connections (a user's connections at once share one VM); machine: the home, and the whole VM saved when the "
+                    + "user's last connection ends, resumed at their next within --resume-within. Per user in the config file: "
+                    + "persist.alice = home (default: ${DEFAULT-VALUE}).")
+    String persist;
+
+    @Option(names = "--resume-within", paramLabel = "DURATION", defaultValue = "1h", converter = DurationConverter.class,
+            description = "With --persist machine: how long a saved machine is resumed; later, a fresh one (same home) (default: ${DEFAULT-VALUE}).")
+    Duration resumeWithin;
+
+    @Option(names = "--persist-size", paramLabel = "SIZE", defaultValue = "1G",
+            description = "Size of each persistent home, e.g. 512M, 4G; sparse on the host, and every home has this size (default: ${DEFAULT-VALUE}).")
+    String persistSize;
+
+    @Option(names = "--state-dir", paramLabel = "DIR",
+            description = "Where persistent homes are kept (DIR/homes, one 0700 directory per user; default: $XDG_STATE_HOME/vmgate or ~/.local/state/vmgate).")
+    Path stateDir;
+
     @Option(names = "--metrics-listen", paramLabel = "HOST:PORT",
             description = "Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP here (default: off). Loopback only, unless --metrics-public.")
     String metricsListen;
@@ -142,7 +162,13 @@ final class ServeCommand implements Callable<Integer> {
         HostPort metricsAt = metricsAddress();
         Recordings recordings = record == null ? null : Recordings.open(record, recordInput, recordMaxSize);
         Metrics metrics = metricsAt == null ? null : new Metrics().withJvmMetrics();
-        Sandboxes.Builder sandboxes = Sandboxes.builder(vmOptions.options()).rebuildTemplatesInBackground()
+        Path configFile = config != null ? config : System.getenv("VMGATE_CONFIG") != null ? Path.of(System.getenv("VMGATE_CONFIG")) : null;
+        SandboxOptions options = persistence(vmOptions.options());
+        Map<String, SandboxOptions.Persist> persistByUser = perUserPersist(configFile);
+        if (options.persist() != SandboxOptions.Persist.NONE && pool > 0) {
+            throw usage("--pool does not serve --persist " + persist + ": each VM needs its user's home disk when it starts; drop --pool");
+        }
+        Sandboxes.Builder sandboxes = Sandboxes.builder(options).rebuildTemplatesInBackground()
                 .buildProgress(line -> log.atInfo().setMessage("rootfs_build_progress").addKeyValue("step", line).log());
         if (pool > 0) {
             sandboxes.warmPool(pool, maxSessions);
@@ -151,21 +177,37 @@ final class ServeCommand implements Callable<Integer> {
             sandboxes.observer(metrics.sandboxes());
         }
         Sandboxes engine = sandboxes.build();
+        if (options.persist() != SandboxOptions.Persist.NONE
+                || persistByUser.values().stream().anyMatch(p -> p != SandboxOptions.Persist.NONE)) {
+            try {
+                engine.prepareHomes(); // a state directory that cannot be written stops the server, not every login
+            } catch (SandboxException e) {
+                engine.close();
+                throw e;
+            }
+            log.atInfo().setMessage("persist_home").addKeyValue("dir", engine.homesDirectory())
+                    .addKeyValue("size_mib", options.persistSizeMib())
+                    .addKeyValue("default", options.persist().name().toLowerCase(java.util.Locale.ROOT))
+                    .addKeyValue("per_user", persistByUser.size()).log();
+        }
         if (engine.restoresFromTemplate() && pool == 0) {
             // Build the template now, not when the first user is waiting for it.
             Thread.ofVirtual().name("template-warm").start(() -> {
                 try {
                     engine.prepare();
+                    if (options.persist() == SandboxOptions.Persist.NONE
+                            && persistByUser.values().stream().anyMatch(p -> p != SandboxOptions.Persist.NONE)) {
+                        engine.prepareHomeTemplate(); // the sessions of users with persist.USER = home restore from it
+                    }
                 } catch (SandboxException e) {
                     log.atWarn().setMessage("snapshot_warm_failed")
                             .addKeyValue("reason", e.getMessage().lines().findFirst().orElse("")).log();
                 }
             });
         }
-        Map<String, List<String>> egressByUser = perUserEgress(config != null ? config
-                : System.getenv("VMGATE_CONFIG") != null ? Path.of(System.getenv("VMGATE_CONFIG")) : null);
+        Map<String, List<String>> egressByUser = perUserEgress(configFile);
         ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId,
-                                Sandboxes.Session.of(userName).egress(egressByUser.get(userName))),
+                                Sandboxes.Session.of(userName).egress(egressByUser.get(userName)).persist(persistByUser.get(userName))),
                         hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
@@ -192,6 +234,12 @@ final class ServeCommand implements Callable<Integer> {
                 @Override
                 public boolean kill(String id, String reason) {
                     return server.kill(id, reason);
+                }
+
+                @Override
+                public List<ControlServer.Home> homes() throws java.io.IOException {
+                    return engine.homes().stream().map(h -> new ControlServer.Home(h.directory(), h.user(), h.sizeBytes(),
+                            h.usedBytes(), h.modified(), h.inUse())).toList();
                 }
             });
             if (metrics != null) {
@@ -328,6 +376,48 @@ final class ServeCommand implements Callable<Integer> {
                     throw new IllegalArgumentException(configFile + ": " + key + ": " + e.getMessage(), e);
                 }
                 byUser.put(user, rules);
+            }
+        }
+        return byUser;
+    }
+
+    /** The options with --persist, --persist-size and --state-dir; a bad value is a usage error naming it. */
+    SandboxOptions persistence(SandboxOptions o) {
+        try {
+            SandboxOptions.Builder b = o.toBuilder().persist(SandboxOptions.Persist.parse(persist))
+                    .persistSizeMib(VmOptions.mib(persistSize, "--persist-size"));
+            if (resumeWithin != null && !resumeWithin.isZero()) {
+                b.resumeWithin(resumeWithin);
+            }
+            if (stateDir != null) {
+                b.stateDirectory(stateDir);
+            }
+            return b.build();
+        } catch (IllegalArgumentException e) {
+            throw usage("--persist: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Per-user persistence from the config file, {@code persist.alice = home}: that user's sessions
+     * keep (or, with {@code none}, do not keep) a home whatever {@code --persist} says.
+     */
+    static Map<String, SandboxOptions.Persist> perUserPersist(Path configFile) throws java.io.IOException {
+        Map<String, SandboxOptions.Persist> byUser = new java.util.HashMap<>();
+        if (configFile == null) {
+            return byUser;
+        }
+        java.util.Properties p = new java.util.Properties();
+        try (var r = java.nio.file.Files.newBufferedReader(configFile)) {
+            p.load(r);
+        }
+        for (String key : p.stringPropertyNames()) {
+            if (key.startsWith("persist.") && key.length() > "persist.".length()) {
+                try {
+                    byUser.put(key.substring("persist.".length()), SandboxOptions.Persist.parse(p.getProperty(key)));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException(configFile + ": " + key + ": " + e.getMessage(), e);
+                }
             }
         }
         return byUser;

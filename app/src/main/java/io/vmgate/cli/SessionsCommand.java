@@ -16,7 +16,8 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 /** {@code vmgate sessions [kill ID]}: the live sessions of a running server, over its control socket. */
-@Command(name = "sessions", mixinStandardHelpOptions = true, subcommands = SessionsCommand.Kill.class, description = {
+@Command(name = "sessions", mixinStandardHelpOptions = true, subcommands = {SessionsCommand.Kill.class, SessionsCommand.Homes.class},
+        description = {
         "List the live sessions of a running vmgate serve (over its control socket): id, user, remote address,",
         "VM, when it started, how long it has been idle, bytes in (from the client) and out (to the client)."})
 final class SessionsCommand implements Callable<Integer> {
@@ -60,6 +61,10 @@ final class SessionsCommand implements Callable<Integer> {
             rows.add(new String[] {text(s.get("id")), text(s.get("user")), text(s.get("remote")), text(s.get("vm")),
                     text(s.get("started")), idle(s.get("idle_ms")), text(s.get("bytes_in")), text(s.get("bytes_out"))});
         }
+        table(rows, out);
+    }
+
+    private static void table(List<String[]> rows, PrintStream out) {
         int[] width = new int[rows.getFirst().length];
         for (String[] r : rows) {
             for (int i = 0; i < r.length; i++) {
@@ -89,6 +94,46 @@ final class SessionsCommand implements Callable<Integer> {
         }
         long s = n.longValue() / 1000;
         return s < 60 ? s + "s" : io.vmgate.ssh.Durations.format(Duration.ofSeconds(s));
+    }
+
+    /** {@code vmgate sessions homes}: the persistent homes the server keeps ({@code --persist home}). */
+    @Command(name = "homes", mixinStandardHelpOptions = true, description = {
+            "List the persistent homes of a running vmgate serve: user, the directory under STATE/homes, size,",
+            "what it takes on the host (sparse), when it was last written, and whether a VM has it now."})
+    static final class Homes implements Callable<Integer> {
+        @picocli.CommandLine.ParentCommand
+        SessionsCommand parent;
+
+        @Override
+        public Integer call() throws IOException {
+            Map<String, Object> answer = ControlClient.request(parent.socket(), Map.of("op", "homes"));
+            if (!Boolean.TRUE.equals(answer.get("ok"))) {
+                System.err.println("vmgate: " + answer.get("error"));
+                return REFUSED;
+            }
+            if (parent.json) {
+                System.out.println(Json.write(answer));
+                return 0;
+            }
+            printHomes(answer.get("homes") instanceof List<?> l ? l : List.of(), System.out);
+            return 0;
+        }
+    }
+
+    static void printHomes(List<?> homes, PrintStream out) {
+        List<String[]> rows = new ArrayList<>();
+        rows.add(new String[] {"USER", "DIR", "SIZE", "USED", "MODIFIED", "IN USE"});
+        for (Object o : homes) {
+            if (o instanceof Map<?, ?> h) {
+                rows.add(new String[] {text(h.get("user")), text(h.get("dir")), mib(h.get("size_bytes")), mib(h.get("used_bytes")),
+                        text(h.get("modified")), Boolean.TRUE.equals(h.get("in_use")) ? "yes" : "no"});
+            }
+        }
+        table(rows, out);
+    }
+
+    private static String mib(Object bytes) {
+        return bytes instanceof Number n && n.longValue() >= 0 ? (n.longValue() + (1 << 19)) / (1 << 20) + "M" : "-";
     }
 
     /** {@code vmgate sessions kill ID}: ends one session, telling its user. */

@@ -49,7 +49,15 @@ public final class ControlServer implements AutoCloseable {
 
         /** Ends a session; false if there is no such session. */
         boolean kill(String id, String reason);
+
+        /** The persistent homes the server keeps ({@code --persist home}); none by default. */
+        default List<Home> homes() throws java.io.IOException {
+            return List.of();
+        }
     }
+
+    /** A persistent home, for {@code {"op":"homes"}} (docs/control.md). */
+    public record Home(String dir, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
 
     private final Path socket;
     private final FileChannel lockFile;
@@ -201,6 +209,17 @@ public final class ControlServer implements AutoCloseable {
             r.put("sessions", list);
             return r;
         }
+        if ("homes".equals(op)) {
+            List<Home> homes;
+            try {
+                homes = ops.homes();
+            } catch (java.io.IOException e) {
+                return error("cannot list the homes: " + e.getMessage());
+            }
+            Map<String, Object> r = ok();
+            r.put("homes", homes.stream().map(ControlServer::toJson).toList());
+            return r;
+        }
         if ("kill".equals(op)) {
             if (!(req.get("id") instanceof String id) || id.isEmpty()) {
                 return error("kill needs an \"id\"");
@@ -210,7 +229,7 @@ public final class ControlServer implements AutoCloseable {
             log.atInfo().setMessage("control_kill").addKeyValue("session", id).addKeyValue("found", killed).log();
             return killed ? ok() : error("no live session " + id);
         }
-        return error("unknown op " + (op == null ? "(none)" : Json.write(op)) + ": use \"sessions\" or \"kill\"");
+        return error("unknown op " + (op == null ? "(none)" : Json.write(op)) + ": use \"sessions\", \"kill\" or \"homes\"");
     }
 
     static Map<String, Object> toJson(SessionInfo s) {
@@ -224,6 +243,17 @@ public final class ControlServer implements AutoCloseable {
         m.put("bytes_in", s.bytesIn());
         m.put("bytes_out", s.bytesOut());
         m.put("channels", s.channels());
+        return m;
+    }
+
+    static Map<String, Object> toJson(Home h) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("dir", h.dir());
+        m.put("user", h.user());
+        m.put("size_bytes", h.sizeBytes());
+        m.put("used_bytes", h.usedBytes());
+        m.put("modified", h.modified().toString());
+        m.put("in_use", h.inUse());
         return m;
     }
 

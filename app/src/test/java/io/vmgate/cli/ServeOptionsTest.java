@@ -94,4 +94,30 @@ class ServeOptionsTest {
         assertThatThrownBy(() -> parse(Map.of(), "serve", "--max-sessions-per-user", "-1"))
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("per user");
     }
+
+    @Test
+    void persistFromFlagsAndPerUserFromTheConfigFile() throws Exception {
+        Path conf = Files.writeString(dir.resolve("serve.conf"), "persist = home\npersist-size = 2G\npersist.alice = home\npersist.bob = none\n");
+        String[] args = {"serve", "--config", conf.toString(), "--state-dir", dir.toString()};
+        CommandLine cli = Main.commandLine(args);
+        cli.setDefaultValueProvider(ConfigDefaults.from(args, Map.of()));
+        ServeCommand serve = (ServeCommand) cli.parseArgs(args).subcommand().commandSpec().userObject();
+        io.vmgate.sandbox.SandboxOptions o = serve.persistence(io.vmgate.sandbox.SandboxOptions.defaults());
+        assertThat(o.persist()).isEqualTo(io.vmgate.sandbox.SandboxOptions.Persist.HOME);
+        assertThat(o.persistSizeMib()).isEqualTo(2048);
+        assertThat(o.stateDirectory()).isEqualTo(dir);
+        assertThat(ServeCommand.perUserPersist(conf)).containsExactlyInAnyOrderEntriesOf(Map.of(
+                "alice", io.vmgate.sandbox.SandboxOptions.Persist.HOME, "bob", io.vmgate.sandbox.SandboxOptions.Persist.NONE));
+
+        Path bad = Files.writeString(dir.resolve("bad.conf"), "persist.carol = sometimes\n");
+        assertThatThrownBy(() -> ServeCommand.perUserPersist(bad)).hasMessageContaining("persist.carol")
+                .hasMessageContaining("none, home or machine");
+        Path machine = Files.writeString(dir.resolve("machine.conf"), "persist.carol = machine\n");
+        assertThat(ServeCommand.perUserPersist(machine)).containsEntry("carol", io.vmgate.sandbox.SandboxOptions.Persist.MACHINE);
+        String[] worse = {"serve", "--persist", "sometimes"};
+        CommandLine c2 = Main.commandLine(worse);
+        c2.setDefaultValueProvider(ConfigDefaults.from(worse, Map.of()));
+        ServeCommand s2 = (ServeCommand) c2.parseArgs(worse).subcommand().commandSpec().userObject();
+        assertThatThrownBy(() -> s2.persistence(io.vmgate.sandbox.SandboxOptions.defaults())).hasMessageContaining("none, home or machine");
+    }
 }

@@ -38,7 +38,38 @@ class ControlServerTest {
             killed.add(id + ":" + reason);
             return id.equals("3fa2c1d0");
         }
+
+        @Override
+        public List<ControlServer.Home> homes() {
+            return List.of(new ControlServer.Home("2bd806c97f0e00af1a1fc3328fa763a9", "alice", 1L << 30, 3L << 20,
+                    Instant.parse("2026-12-01T16:35:38Z"), true));
+        }
     };
+
+    @Test
+    void listsThePersistentHomes() throws Exception {
+        Path sock = dir.resolve("control.sock");
+        try (ControlServer s = ControlServer.start(sock, ops)) {
+            Map<String, Object> list = ControlClient.request(sock, Map.of("op", "homes"));
+            assertThat(list).containsEntry("ok", true);
+            assertThat((List<?>) list.get("homes")).singleElement().isEqualTo(Map.of("dir", "2bd806c97f0e00af1a1fc3328fa763a9",
+                    "user", "alice", "size_bytes", 1L << 30, "used_bytes", 3L << 20, "modified", "2026-12-01T16:35:38Z", "in_use", true));
+        }
+        ControlServer.Operations none = new ControlServer.Operations() {
+            @Override
+            public List<SessionInfo> sessions() {
+                return List.of();
+            }
+
+            @Override
+            public boolean kill(String id, String reason) {
+                return false;
+            }
+        };
+        try (ControlServer s = ControlServer.start(sock, none)) {
+            assertThat(ControlClient.request(sock, Map.of("op", "homes"))).containsEntry("ok", true).containsEntry("homes", List.of());
+        }
+    }
 
     @Test
     void listsAndKillsSessionsOverASocketOnlyItsOwnerMayOpen() throws Exception {

@@ -38,6 +38,9 @@ public final class AgentClient implements Closeable {
     private final Map<Integer, GuestTunnel> tunnels = new ConcurrentHashMap<>();
     private volatile TunnelHandler tunnelHandler;
     private volatile CompletableFuture<Void> egressAnswer = new CompletableFuture<>();
+    /** The answer to the one HOME or SYNC in flight (callers send one at a time: see {@link #mountHome}). */
+    private volatile CompletableFuture<Void> homeAnswer = new CompletableFuture<>();
+    private volatile CompletableFuture<Void> syncAnswer = new CompletableFuture<>();
     /** Frames the reader's side must send without writing itself (refusals); bounded: see {@link #sendLater}. */
     private final java.util.concurrent.BlockingQueue<Message> deferred = new java.util.concurrent.LinkedBlockingQueue<>(4096);
     private final java.util.concurrent.atomic.AtomicBoolean deferredStarted = new java.util.concurrent.atomic.AtomicBoolean();
@@ -142,6 +145,40 @@ public final class AgentClient implements Closeable {
         egressAnswer = answer;
         tunnelHandler = java.util.Objects.requireNonNull(handler, "handler");
         send(new Message.Egress(port));
+        return answer;
+    }
+
+    /**
+     * Asks the guest to mount its home disk (a VM started with one, see docs/protocol.md) at
+     * {@code path}, owned by {@code uid:gid}; the future completes once it is mounted, or fails
+     * with the guest's reason. One at a time: the host sends it once, before any START.
+     */
+    public CompletableFuture<Void> mountHome(String path, int uid, int gid) throws IOException {
+        if (path.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > Protocol.MAX_HOME_PATH) {
+            throw new IllegalArgumentException("home path longer than " + Protocol.MAX_HOME_PATH + " bytes");
+        }
+        CompletableFuture<Void> answer = new CompletableFuture<>();
+        homeAnswer = answer;
+        if (disconnected.isDone()) {
+            answer.completeExceptionally(gone(null));
+        }
+        send(new Message.Home(path, uid, gid));
+        return answer;
+    }
+
+    /**
+     * Asks the guest to write every filesystem's dirty data to its disks; with {@code freeze} (the
+     * last word before the host destroys a VM with a persistent home) it also freezes the home:
+     * clean, nothing to replay at its next mount, writes after this block. Completes when it has,
+     * or fails with its reason. One at a time.
+     */
+    public CompletableFuture<Void> sync(boolean freeze) throws IOException {
+        CompletableFuture<Void> answer = new CompletableFuture<>();
+        syncAnswer = answer;
+        if (disconnected.isDone()) {
+            answer.completeExceptionally(gone(null));
+        }
+        send(new Message.Sync(freeze));
         return answer;
     }
 
@@ -328,6 +365,20 @@ public final class AgentClient implements Closeable {
                     p.fail(new IOException("the guest refused to start the process: " + e.message()));
                 }
             }
+            case Message.HomeStatus s -> {
+                if (s.error().isEmpty()) {
+                    homeAnswer.complete(null);
+                } else {
+                    homeAnswer.completeExceptionally(new IOException(s.error()));
+                }
+            }
+            case Message.Synced s -> {
+                if (s.error().isEmpty()) {
+                    syncAnswer.complete(null);
+                } else {
+                    syncAnswer.completeExceptionally(new IOException(s.error()));
+                }
+            }
             case Message.EgressStatus s -> {
                 if (s.error().isEmpty()) {
                     egressAnswer.complete(null);
@@ -410,6 +461,8 @@ public final class AgentClient implements Closeable {
             c.completeExceptionally(gone);
         }
         egressAnswer.completeExceptionally(gone);
+        homeAnswer.completeExceptionally(gone);
+        syncAnswer.completeExceptionally(gone);
         processes.values().forEach(p -> p.fail(gone));
         processes.clear();
         tunnels.values().forEach(t -> t.fail(gone));

@@ -94,6 +94,30 @@ public sealed interface Message {
         public Frame encode() { return frame(Protocol.CONFIGURED, 0, new Payload.Writer()); }
     }
 
+    /** Asks the guest to mount its home disk at {@code path}, owned by uid:gid. */
+    record Home(String path, int uid, int gid) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.HOME, 0, new Payload.Writer().str(path).i32(uid).i32(gid)); }
+    }
+
+    /** The guest's answer to {@link Home}: an empty error means the home is mounted. */
+    record HomeStatus(String error) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.HOME_STATUS, 0, new Payload.Writer().str(error)); }
+    }
+
+    /** Asks the guest to write its filesystems' dirty data to its disks; {@code freeze}: and freeze the home (last word). */
+    record Sync(boolean freeze) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.SYNC, 0, new Payload.Writer().u8(freeze ? Protocol.SYNC_FREEZE : 0)); }
+    }
+
+    /** The guest's answer to {@link Sync}: an empty error means everything was written. */
+    record Synced(String error) implements Message {
+        public int id() { return 0; }
+        public Frame encode() { return frame(Protocol.SYNCED, 0, new Payload.Writer().str(error)); }
+    }
+
     /** Asks the guest to serve the egress proxy on 127.0.0.1:port (0: stop). */
     record Egress(int port) implements Message {
         public int id() { return 0; }
@@ -183,6 +207,24 @@ public sealed interface Message {
             case Protocol.ERROR -> new Error(id, r.i32("code"), r.str("message"));
             case Protocol.CONFIGURE -> new Configure(r.u64("time"), r.str("hostname"), r.bytes("entropy"));
             case Protocol.CONFIGURED -> new Configured();
+            case Protocol.HOME -> {
+                String path = r.str("path");
+                int uid = r.i32("uid");
+                int gid = r.i32("gid");
+                if (uid == -1 || gid == -1) {
+                    throw ProtocolException.message("HOME uid or gid 0xFFFFFFFF");
+                }
+                yield new Home(path, uid, gid);
+            }
+            case Protocol.HOME_STATUS -> new HomeStatus(r.str("error"));
+            case Protocol.SYNC -> {
+                int flags = r.u8("flags");
+                if ((flags & ~Protocol.SYNC_FREEZE) != 0) {
+                    throw ProtocolException.message("unknown SYNC flags 0x" + Integer.toHexString(flags));
+                }
+                yield new Sync(flags != 0);
+            }
+            case Protocol.SYNCED -> new Synced(r.str("error"));
             case Protocol.EGRESS -> new Egress(r.u16("port"));
             case Protocol.EGRESS_STATUS -> new EgressStatus(r.u16("port"), r.str("error"));
             case Protocol.TOPEN -> {
@@ -230,7 +272,8 @@ public sealed interface Message {
             throw ProtocolException.message(m.getClass().getSimpleName() + " must be sent on id 0, not " + id);
         }
         if (id == 0 && !(m instanceof Hello || m instanceof Configure || m instanceof Configured || m instanceof Error
-                || m instanceof Egress || m instanceof EgressStatus)) {
+                || m instanceof Egress || m instanceof EgressStatus || m instanceof Home || m instanceof HomeStatus
+                || m instanceof Sync || m instanceof Synced)) {
             throw ProtocolException.message(m.getClass().getSimpleName() + " needs a " + (f.type() >= Protocol.TOPEN ? "tunnel" : "process")
                     + " id, got 0");
         }

@@ -6,6 +6,10 @@ import java.io.IOException;
 public class SandboxException extends IOException {
     private final boolean abandoned;
 
+    public SandboxException(String message) {
+        this(message, null, false);
+    }
+
     public SandboxException(String message, Throwable cause) {
         this(message, cause, false);
     }

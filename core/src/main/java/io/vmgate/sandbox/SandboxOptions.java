@@ -43,16 +43,56 @@ import java.util.OptionalLong;
  * @param runtimeDirectory where each running VM gets its private directory (sockets, logs), or null
  *                         for {@code $VMGATE_RUNTIME_DIR}, {@code $XDG_RUNTIME_DIR/vmgate},
  *                         {@code /run/vmgate} (root) or {@code /tmp/vmgate-UID}
+ * @param persist          what outlives a sandbox of a named user ({@link Sandboxes.Session#user()}):
+ *                         {@link Persist#NONE} (nothing, the default) or {@link Persist#HOME}
+ * @param persistSizeMib   with {@link Persist#HOME}: the size of each user's home disk (sparse: it takes
+ *                         on the host what the user wrote); every home must have this size
+ * @param resumeWithin     with {@link Persist#MACHINE}: how long a saved machine may be resumed; later, a
+ *                         user gets a fresh machine (with their home)
+ * @param stateDirectory   where persistent homes are kept ({@code homes/} in it), or null for
+ *                         {@code $XDG_STATE_HOME/vmgate} or {@code ~/.local/state/vmgate}
  */
 public record SandboxOptions(String image, Path rootfs, String guestUser, String workdir, int cpus, int memoryMib,
         OptionalInt writableMib, OptionalInt scratchDiskMib, OptionalInt maxProcs, List<String> egress,
         OptionalInt egressMaxConnections, OptionalLong egressMaxBytes, boolean openNetwork, boolean snapshot,
-        Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory) {
+        Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory, Persist persist,
+        int persistSizeMib, Duration resumeWithin, Path stateDirectory) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
     public static final Duration DEFAULT_BOOT_TIMEOUT = Duration.ofSeconds(30);
     public static final String DEFAULT_GUEST_USER = "root";
+    public static final int DEFAULT_PERSIST_SIZE_MIB = 1024;
+    public static final Duration DEFAULT_RESUME_WITHIN = Duration.ofHours(1);
+
+    /** What outlives a user's sandbox. */
+    public enum Persist {
+        /** Nothing: every sandbox starts fresh and everything it wrote dies with it. */
+        NONE,
+        /**
+         * The guest user's home directory: a disk per user, mounted at the home of every sandbox
+         * of that user; everything else is fresh. A user's sandboxes that run at the same time are
+         * one sandbox (a disk is never attached to two VMs).
+         */
+        HOME,
+        /**
+         * The whole machine, and the home with it: when a user's last session ends, the VM is saved
+         * (its processes, memory and writable layer) and the user's next session within
+         * {@link SandboxOptions#resumeWithin()} resumes it; later, or when a resume fails, a fresh
+         * machine with the same home. Needs snapshot restores.
+         */
+        MACHINE;
+
+        /** {@code none}, {@code home} or {@code machine}, as the command line and config file write them. */
+        public static Persist parse(String s) {
+            return switch (s == null ? "" : s.strip().toLowerCase(java.util.Locale.ROOT)) {
+                case "none" -> NONE;
+                case "home" -> HOME;
+                case "machine" -> MACHINE;
+                default -> throw new IllegalArgumentException("persist wants none, home or machine, not '" + s + "'");
+            };
+        }
+    }
 
     /** How QEMU runs guests. */
     public enum Accelerator {
@@ -90,6 +130,13 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         require(writableMib.isEmpty() || writableMib.getAsInt() >= 1, "the writable layer must be at least 1 MiB");
         require(maxProcs.isEmpty() || maxProcs.getAsInt() >= 1, "the process limit must be at least 1");
         require(scratchDiskMib.isEmpty() || scratchDiskMib.getAsInt() >= 64, "a scratch disk must be at least 64 MiB");
+        Objects.requireNonNull(persist, "persist");
+        Objects.requireNonNull(resumeWithin, "resumeWithin");
+        require(!resumeWithin.isNegative() && !resumeWithin.isZero(), "resume-within must be positive");
+        require(persist != Persist.MACHINE || snapshot, "persist machine needs snapshot restores: a machine is saved as what "
+                + "it changed since its template"); 
+        require(persistSizeMib >= 64 && persistSizeMib <= 16 << 20, "a persistent home must be between 64 MiB and 16 TiB, not "
+                + persistSizeMib + " MiB");
     }
 
     /** {@code "a.com, b.org:80"} as rules; blank: none. */
@@ -135,6 +182,10 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         b.accelerator = accelerator;
         b.cacheDirectory = cacheDirectory;
         b.runtimeDirectory = runtimeDirectory;
+        b.persist = persist;
+        b.persistSizeMib = persistSizeMib;
+        b.resumeWithin = resumeWithin;
+        b.stateDirectory = stateDirectory;
         return b;
     }
 
@@ -158,6 +209,10 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         private Accelerator accelerator = Accelerator.AUTO;
         private Path cacheDirectory;
         private Path runtimeDirectory;
+        private Persist persist = Persist.NONE;
+        private int persistSizeMib = DEFAULT_PERSIST_SIZE_MIB;
+        private Duration resumeWithin = DEFAULT_RESUME_WITHIN;
+        private Path stateDirectory;
 
         private Builder() {}
 
@@ -185,12 +240,17 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         public Builder accelerator(Accelerator a) { accelerator = a; return this; }
         public Builder cacheDirectory(Path dir) { cacheDirectory = dir; return this; }
         public Builder runtimeDirectory(Path dir) { runtimeDirectory = dir; return this; }
+        /** What a named user's sandboxes keep ({@link Persist#HOME}: their home directory). */
+        public Builder persist(Persist p) { persist = p; return this; }
+        public Builder persistSizeMib(int mib) { persistSizeMib = mib; return this; }
+        public Builder resumeWithin(Duration d) { resumeWithin = d; return this; }
+        public Builder stateDirectory(Path dir) { stateDirectory = dir; return this; }
 
         /** @throws IllegalArgumentException naming the first value out of range */
         public SandboxOptions build() {
             return new SandboxOptions(image, rootfs, guestUser, workdir, cpus, memoryMib, writableMib, scratchDiskMib, maxProcs,
                     egress, egressMaxConnections, egressMaxBytes, openNetwork, snapshot, bootTimeout, accelerator, cacheDirectory,
-                    runtimeDirectory);
+                    runtimeDirectory, persist, persistSizeMib, resumeWithin, stateDirectory);
         }
     }
 }

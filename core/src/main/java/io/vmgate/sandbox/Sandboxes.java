@@ -13,6 +13,7 @@ import io.vmgate.image.ScratchDisk;
 import io.vmgate.vm.AbortOnExit;
 import io.vmgate.vm.Accel;
 import io.vmgate.vm.GuestLogin;
+import io.vmgate.vm.HomeDisk;
 import io.vmgate.vm.Network;
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
@@ -21,6 +22,7 @@ import io.vmgate.vm.VmLauncher;
 import io.vmgate.vm.WarmPool;
 import io.vmgate.vm.qemu.QemuCommand;
 import io.vmgate.vm.qemu.Template;
+import io.vmgate.vm.qemu.MachineStates;
 import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
 import io.vmgate.vm.qemu.RuntimeDirs;
@@ -49,7 +51,9 @@ import java.util.function.Consumer;
  * }</pre>
  */
 public final class Sandboxes implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Sandboxes.class);
     private static final SecureRandom RANDOM = new SecureRandom();
+    private static final Duration HOME_SYNC_TIMEOUT = Duration.ofSeconds(10);
 
     private final SandboxOptions options;
     private final VmConfig config;
@@ -59,12 +63,21 @@ public final class Sandboxes implements AutoCloseable {
     private final WarmPool pool;       // null without a pool
     private final int poolSize;
     private final boolean abandonOnExit;
+    private final boolean rebuildInBackground;
     private final SandboxObserver observer;
+    /** Persistent homes: where they live, one sandbox per user at a time, their template (made on first need). */
+    private final HomeStore homes;
+    private final PerUserSandboxes perUser = new PerUserSandboxes();
+    private final Object homeTemplateLock = new Object();
+    private Snapshots homeSnapshots; // guarded by homeTemplateLock
 
     private Sandboxes(Builder b) throws SandboxException {
         this.options = b.options;
         this.abandonOnExit = b.abandonOnExit;
+        this.rebuildInBackground = b.rebuildInBackground;
         this.observer = b.observer;
+        this.homes = new HomeStore((options.stateDirectory() != null ? options.stateDirectory() : HomeStore.defaultStateRoot())
+                .resolve("homes"), (long) options.persistSizeMib() << 20);
         if (b.launcher != null) {
             this.config = null;
             // Nothing to look users up in: root, as sshd would run a command for root.
@@ -83,6 +96,9 @@ public final class Sandboxes implements AutoCloseable {
             this.launcher = qemuLauncher(config, snapshots);
         }
         this.poolSize = b.poolSize;
+        if (options.persist() != SandboxOptions.Persist.NONE) {
+            prepareHomes(); // before the pool starts VMs: a refusal leaves nothing running
+        }
         this.pool = b.poolSize > 0 ? new WarmPool(launcher, b.poolSize, b.poolMax, options.memoryMib()) : null;
     }
 
@@ -203,7 +219,256 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     private Sandbox start(String id, Session session, Consumer<Sandbox.Phase> progress) throws SandboxException {
+        SandboxOptions.Persist persist = session.persist() != null ? session.persist() : options.persist();
+        if (persist != SandboxOptions.Persist.NONE) {
+            return startWithHome(id, session, progress, persist == SandboxOptions.Persist.MACHINE);
+        }
         return adopt(launch(id, p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()))), session, () -> { });
+    }
+
+    /**
+     * A sandbox whose guest user's home is {@code session.user()}'s persistent home. While that
+     * user has a sandbox running, this is a view of it (the disk is never attached twice); else a
+     * new one, started with the user's disk in its home slot (from the home template: built with an
+     * empty slot, see {@link io.vmgate.vm.HomeDisk}), the home mounted before anything runs. The last
+     * view to close flushes the home and tears the sandbox down. Never from the warm pool: a pooled
+     * VM's slot holds no user's disk.
+     */
+    private Sandbox startWithHome(String id, Session session, Consumer<Sandbox.Phase> progress, boolean machine)
+            throws SandboxException {
+        if (config == null) {
+            throw new SandboxException("persistent homes need QEMU VMs, not a custom launcher");
+        }
+        if (machine && snapshots == null) {
+            throw new SandboxException("persist machine needs snapshot restores (a machine is saved as what it changed since its template)");
+        }
+        if (session.user().isEmpty()) {
+            throw new IllegalArgumentException("a persistent home needs a user: start(id, Session.of(user))");
+        }
+        String user = session.user();
+        return perUser.acquire(user, () -> {
+            io.vmgate.image.GuestUser guest = homeUser();
+            HomeStore.Home home = homes.open(user);
+            long t0 = System.nanoTime();
+            Consumer<Vm.Phase> phases = p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()));
+            Vm vm = null;
+            boolean resumed = false;
+            try {
+                if (MachineStates.exists(home.directory())) {
+                    // Resumed, or gone before anything attaches the home: its guest's view of the disk is the save's.
+                    vm = machine ? resumeMachine(id, home, phases) : null;
+                    resumed = vm != null;
+                    if (!machine) {
+                        discardMachine(home, "persist_is_not_machine");
+                    }
+                }
+                if (vm == null) {
+                    vm = launch(id, homeLauncher(home.image()), phases);
+                }
+            } catch (SandboxException | RuntimeException e) {
+                home.close();
+                throw e;
+            }
+            Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
+            Vm started = vm;
+            if (resumed) { // its guest has the home mounted since before it was saved
+                return new PerUserSandboxes.Started(sandbox, () -> saveMachine(started, home));
+            }
+            try {
+                vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
+                        .get(config.bootTimeout().toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+                sandbox.close();
+                String why = e instanceof java.util.concurrent.ExecutionException x && x.getCause() != null ? x.getCause().getMessage()
+                        : e instanceof java.util.concurrent.TimeoutException ? "no answer within " + config.bootTimeout().toSeconds() + " s"
+                        : e.getMessage();
+                log.atWarn().setMessage("home_mount_failed").addKeyValue("vm", vm.id()).addKeyValue("user", user)
+                        .addKeyValue("dir", home.directory()).addKeyValue("reason", why).log();
+                throw new SandboxException("cannot mount the persistent home of " + user + ": " + why, e);
+            } catch (InterruptedException e) {
+                sandbox.close();
+                Thread.currentThread().interrupt();
+                throw new SandboxException("interrupted while mounting the persistent home of " + user, e);
+            }
+            log.atInfo().setMessage("home_mounted").addKeyValue("vm", vm.id()).addKeyValue("user", user)
+                    .addKeyValue("dir", home.directory().getFileName()).addKeyValue("path", guest.home())
+                    .addKeyValue("created", home.created()).addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
+            return new PerUserSandboxes.Started(sandbox, machine ? () -> saveMachine(started, home) : () -> flushHome(started, user));
+        });
+    }
+
+    /**
+     * The user's saved machine, resumed; null when it is too old (discarded) or does not resume
+     * (set aside as {@code machine.failed-<time>}, logged): then the user gets a fresh machine.
+     */
+    private Vm resumeMachine(String id, HomeStore.Home home, Consumer<Vm.Phase> progress) throws SandboxException {
+        Path dir = home.directory();
+        Duration age;
+        try {
+            age = Duration.between(java.nio.file.Files.getLastModifiedTime(dir.resolve(MachineStates.STATE)).toInstant(),
+                    java.time.Instant.now());
+        } catch (IOException e) {
+            age = Duration.ZERO;
+        }
+        if (age.compareTo(options.resumeWithin()) > 0) {
+            log.atInfo().setMessage("machine_expired").addKeyValue("user", home.user()).addKeyValue("dir", dir.getFileName())
+                    .addKeyValue("age_s", age.toSeconds())
+                    .addKeyValue("resume_within_s", options.resumeWithin().toSeconds()).log();
+            discardMachine(home, "expired");
+            return null;
+        }
+        VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(home.image()));
+        long t0 = System.nanoTime();
+        try {
+            Vm vm = launch(id, (vmId, p) -> MachineStates.resume(c, vmId, dir, p), progress);
+            try {
+                MachineStates.consumed(dir); // from here on the home moves on without it
+            } catch (IOException e) {
+                discardMachine(home, "unreadable");
+            }
+            log.atInfo().setMessage("machine_resumed").addKeyValue("vm", vm.id()).addKeyValue("user", home.user())
+                    .addKeyValue("dir", dir.getFileName()).addKeyValue("age_s", age.toSeconds())
+                    .addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
+            return vm;
+        } catch (SandboxException e) {
+            String kept;
+            try {
+                kept = MachineStates.setAside(dir, Long.toString(System.currentTimeMillis())).getFileName().toString();
+            } catch (IOException moveFailed) {
+                kept = "-";
+                discardMachine(home, "unreadable");
+            }
+            log.atWarn().setMessage("machine_resume_failed").addKeyValue("user", home.user())
+                    .addKeyValue("dir", dir.getFileName()).addKeyValue("kept", kept)
+                    .addKeyValue("reason", e.getMessage().lines().findFirst().orElse(""))
+                    .addKeyValue("note", "a fresh machine instead").log();
+            return null;
+        }
+    }
+
+    private static void discardMachine(HomeStore.Home home, String why) {
+        try {
+            MachineStates.discard(home.directory());
+            if (why != null) {
+                log.atInfo().setMessage("machine_discarded").addKeyValue("user", home.user())
+                        .addKeyValue("dir", home.directory().getFileName()).addKeyValue("reason", why).log();
+            }
+        } catch (IOException e) {
+            log.atWarn().setMessage("machine_discard_failed").addKeyValue("user", home.user())
+                    .addKeyValue("dir", home.directory().getFileName()).addKeyValue("error", e.toString()).log();
+        }
+    }
+
+    /**
+     * When a machine-persisting user's last session ends: the home written out (not frozen: the
+     * guest resumes later), then the VM saved beside the home. A failed save is logged; the user's
+     * next session gets a fresh machine with the home.
+     */
+    private static void saveMachine(Vm vm, HomeStore.Home home) {
+        long t0 = System.nanoTime();
+        try {
+            vm.agent().sync(false).get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+            log.atWarn().setMessage("home_sync_failed").addKeyValue("vm", vm.id()).addKeyValue("user", home.user())
+                    .addKeyValue("reason", e.toString()).log();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        try {
+            long bytes = MachineStates.save(vm, home.directory());
+            log.atInfo().setMessage("machine_saved").addKeyValue("vm", vm.id()).addKeyValue("user", home.user())
+                    .addKeyValue("dir", home.directory().getFileName()).addKeyValue("bytes", bytes)
+                    .addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
+        } catch (VmException e) {
+            log.atWarn().setMessage("machine_save_failed").addKeyValue("vm", vm.id()).addKeyValue("user", home.user())
+                    .addKeyValue("dir", home.directory().getFileName())
+                    .addKeyValue("reason", e.getMessage().lines().findFirst().orElse("")).log();
+        }
+    }
+
+    /** Before a home's VM is torn down: what processes wrote goes to the disk (a VM is killed, not shut down). */
+    private static void flushHome(Vm vm, String user) {
+        long t0 = System.nanoTime();
+        try {
+            vm.agent().sync(true).get(HOME_SYNC_TIMEOUT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            log.atInfo().setMessage("home_released").addKeyValue("vm", vm.id()).addKeyValue("user", user)
+                    .addKeyValue("sync_ms", (System.nanoTime() - t0) / 1_000_000).log();
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException | IOException e) {
+            // The VM died, or its disk failed: the journal keeps the home consistent, recent writes may be lost.
+            String why = e instanceof java.util.concurrent.ExecutionException x && x.getCause() != null ? x.getCause().getMessage() : e.toString();
+            log.atWarn().setMessage("home_sync_failed").addKeyValue("vm", vm.id()).addKeyValue("user", user)
+                    .addKeyValue("reason", why).log();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            log.atWarn().setMessage("home_sync_failed").addKeyValue("vm", vm.id()).addKeyValue("user", user)
+                    .addKeyValue("reason", "interrupted").log();
+        }
+    }
+
+    /** The guest user whose home is persisted: one with a real home directory. */
+    private io.vmgate.image.GuestUser homeUser() throws SandboxException {
+        io.vmgate.image.GuestUser u = login.user();
+        String h = u.home();
+        if (h == null || !h.startsWith("/") || h.equals("/") || h.contains("/../") || h.endsWith("/..") || h.contains("/./")) {
+            throw new SandboxException("the guest user " + u.name() + " has no home directory to persist (its home is '" + h + "')");
+        }
+        return u;
+    }
+
+    /** Starts VMs with {@code image} in the home disk slot: restored from the home template, or cold-booted. */
+    private VmLauncher homeLauncher(Path image) {
+        if (!options.snapshot()) {
+            VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(image));
+            return (vmId, progress) -> QemuVm.boot(c, vmId, progress);
+        }
+        return homeSnapshots().withHome(image);
+    }
+
+    /** The template of VMs with a home disk slot (another template: one more device, and a guest that knows it). */
+    private Snapshots homeSnapshots() {
+        synchronized (homeTemplateLock) {
+            if (homeSnapshots == null) {
+                homeSnapshots = new Snapshots(config.withHome(HomeDisk.placeholder(homes.bytes())), templateRoot(options),
+                        rebuildInBackground, observer::templateBuilt);
+            }
+            return homeSnapshots;
+        }
+    }
+
+    /**
+     * Checks now that persistent homes can be kept (their directory made 0700 and writable, the
+     * guest user has a home): a server calls it at start when any user persists a home, so a bad
+     * state directory stops the server rather than every login.
+     */
+    public void prepareHomes() throws SandboxException {
+        if (config == null) {
+            throw new SandboxException("persistent homes need QEMU VMs, not a custom launcher");
+        }
+        homeUser();
+        homes.prepare();
+    }
+
+    /**
+     * A persistent home as an operator sees it ({@code vmgate sessions homes}).
+     *
+     * @param directory the name of its directory under {@link #homesDirectory()} (a hash of the user name)
+     * @param user      the user name it belongs to ("?" if its name file is missing)
+     * @param sizeBytes the disk's size (every home has {@code --persist-size})
+     * @param usedBytes what its sparse image takes on the host, -1 if unknown
+     * @param modified  when its image was last written
+     * @param inUse     whether a sandbox of this engine has it attached now
+     */
+    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
+
+    /** The persistent homes kept in {@link #homesDirectory()}, by directory name. */
+    public List<Home> homes() throws IOException {
+        return homes.list().stream().map(h -> new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(),
+                perUser.isRunning(h.user()))).toList();
+    }
+
+    /** Where persistent homes are kept ({@code <state>/homes}), one directory per user. */
+    public Path homesDirectory() {
+        return homes.root();
     }
 
     /**
@@ -214,9 +479,14 @@ public final class Sandboxes implements AutoCloseable {
      * @param user   who the sandbox is for, for logs; empty when nobody in particular
      * @param egress allowlist rules (see {@link SandboxOptions#egress()}), or null for the options' own
      */
-    public record Session(String user, List<String> egress) {
-        static final Session DEFAULT = new Session("", null);
+    public record Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+        static final Session DEFAULT = new Session("", null, null);
 
+        /**
+         * @param persist what this user's sandboxes keep ({@link SandboxOptions.Persist#HOME}: a home that
+         *                outlives them, and one sandbox shared by the user's sessions at a time), or
+         *                null for the options' own
+         */
         public Session {
             user = user == null ? "" : user;
             if (egress != null) {
@@ -225,17 +495,29 @@ public final class Sandboxes implements AutoCloseable {
             }
         }
 
+        public Session(String user, List<String> egress) {
+            this(user, egress, null);
+        }
+
         public static Session of(String user) {
-            return new Session(user, null);
+            return new Session(user, null, null);
         }
 
         public Session egress(List<String> rules) {
-            return new Session(user, rules);
+            return new Session(user, rules, persist);
+        }
+
+        public Session persist(SandboxOptions.Persist p) {
+            return new Session(user, egress, p);
         }
     }
 
     /** A sandbox that closes this engine with it ({@link Sandbox#start(SandboxOptions)}). */
     Sandbox startOwned() throws SandboxException {
+        if (options.persist() != SandboxOptions.Persist.NONE) {
+            throw new IllegalArgumentException("a persistent home belongs to a user: start it with "
+                    + "Sandboxes.create(options).start(id, Sandboxes.Session.of(user))");
+        }
         return adopt(launch("sbx-" + HexFormat.of().formatHex(randomBytes(5)), p -> { }), Session.DEFAULT, this::close);
     }
 
@@ -263,7 +545,11 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     private Vm launch(String id, Consumer<Vm.Phase> progress) throws SandboxException {
-        VmLauncher l = pool != null ? pool : launcher;
+        return launch(id, pool != null ? pool : launcher, progress);
+    }
+
+    private Vm launch(String id, VmLauncher l, Consumer<Vm.Phase> progress) throws SandboxException {
+        boolean pooled = l == pool && pool != null;
         if (abandonOnExit) {
             l = new AbortOnExit(l);
         }
@@ -274,7 +560,7 @@ public final class Sandboxes implements AutoCloseable {
                 path.heard(phase.name());
                 progress.accept(phase);
             });
-            observer.started(path.decide(pool != null), Duration.ofNanos(System.nanoTime() - t0));
+            observer.started(path.decide(pooled), Duration.ofNanos(System.nanoTime() - t0));
             return vm;
         } catch (VmException e) {
             observer.startFailed();
@@ -320,7 +606,25 @@ public final class Sandboxes implements AutoCloseable {
             return Optional.empty();
         }
         try {
+            if (options.persist() != SandboxOptions.Persist.NONE) {
+                return Optional.of(homeSnapshots().ensureTemplate().state()); // what this engine's sessions restore from
+            }
             return Optional.of(snapshots.ensureTemplate().state());
+        } catch (VmException e) {
+            throw new SandboxException(e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Builds the template of sandboxes with a persistent home now, if missing (a server whose
+     * default is no persistence, but some users' sessions keep a home); empty without snapshot restores.
+     */
+    public Optional<Path> prepareHomeTemplate() throws SandboxException {
+        if (snapshots == null) {
+            return Optional.empty();
+        }
+        try {
+            return Optional.of(homeSnapshots().ensureTemplate().state());
         } catch (VmException e) {
             throw new SandboxException(e.getMessage(), e);
         }

@@ -27,10 +27,11 @@ import java.util.OptionalInt;
  *                    user, else root): NAME, UID, NAME:GROUP or UID:GID; see {@link GuestLogin}
  * @param workdir     where sessions start ({@code --workdir}); empty: the user's home (or / without one)
  * @param network     {@link Network#NONE} (no network device, the default) or {@link Network#OPEN}
+ * @param home        a persistent home disk slot ({@code --persist home}); empty: none
  */
 public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Duration bootTimeout, OptionalInt rwsizeMib,
         OptionalInt maxProcs, String qemuBinary, Path runtimeRoot, Optional<RootfsImage> rootfs, OptionalInt scratchMib,
-        String guestUser, Optional<String> workdir, Network network) {
+        String guestUser, Optional<String> workdir, Network network, Optional<HomeDisk> home) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
@@ -55,6 +56,7 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
         Objects.requireNonNull(guestUser, "guestUser");
         Objects.requireNonNull(workdir, "workdir");
         Objects.requireNonNull(network, "network");
+        Objects.requireNonNull(home, "home");
         if (cpus < 1 || cpus > 255) {
             throw new IllegalArgumentException("cpus must be between 1 and 255, not " + cpus);
         }
@@ -86,81 +88,87 @@ public record VmConfig(Image image, int cpus, int memoryMib, Accel accel, Durati
     public VmConfig(Image image, int cpus, int memoryMib, Accel accel, Duration bootTimeout, OptionalInt rwsizeMib,
             OptionalInt maxProcs, String qemuBinary, Path runtimeRoot) {
         this(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, Optional.empty(),
-                OptionalInt.empty(), DEFAULT_GUEST_USER, Optional.empty(), Network.NONE);
+                OptionalInt.empty(), DEFAULT_GUEST_USER, Optional.empty(), Network.NONE, Optional.empty());
     }
 
     /** Defaults: 1 CPU, 256 MiB, detected accelerator, 30 s boot timeout, QEMU from PATH, default runtime root, busybox root, root, no network. */
     public static VmConfig defaults(Image image) {
         return new VmConfig(image, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, Accel.detect(), DEFAULT_BOOT_TIMEOUT,
                 OptionalInt.empty(), OptionalInt.empty(), DEFAULT_QEMU, defaultRuntimeRoot(), Optional.empty(), OptionalInt.empty(),
-                DEFAULT_GUEST_USER, Optional.empty(), Network.NONE);
+                DEFAULT_GUEST_USER, Optional.empty(), Network.NONE, Optional.empty());
     }
 
     public VmConfig withImage(Image v) {
-        return new VmConfig(v, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(v, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withCpus(int v) {
-        return new VmConfig(image, v, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, v, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withMemoryMib(int v) {
-        return new VmConfig(image, cpus, v, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, cpus, v, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withAccel(Accel v) {
-        return new VmConfig(image, cpus, memoryMib, v, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, cpus, memoryMib, v, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withBootTimeout(Duration v) {
-        return new VmConfig(image, cpus, memoryMib, accel, v, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, cpus, memoryMib, accel, v, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withRwsizeMib(int v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, OptionalInt.of(v), maxProcs, qemuBinary, runtimeRoot, rootfs,
-                scratchMib, guestUser, workdir, network);
+                scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withMaxProcs(int v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, OptionalInt.of(v), qemuBinary, runtimeRoot, rootfs,
-                scratchMib, guestUser, workdir, network);
+                scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withQemuBinary(String v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, v, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, v, runtimeRoot, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     public VmConfig withRuntimeRoot(Path v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, v, rootfs, scratchMib, guestUser, workdir, network);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, v, rootfs, scratchMib, guestUser, workdir, network, home);
     }
 
     /** The root filesystem image ({@code --image NAME}, {@code --rootfs DIR}); null: the busybox userland. */
     public VmConfig withRootfs(RootfsImage v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, Optional.ofNullable(v),
-                scratchMib, guestUser, workdir, network);
+                scratchMib, guestUser, workdir, network, home);
     }
 
     /** A per-VM scratch disk of this size for the writable layer ({@code --scratch-disk}). */
     public VmConfig withScratchMib(int v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs,
-                OptionalInt.of(v), guestUser, workdir, network);
+                OptionalInt.of(v), guestUser, workdir, network, home);
     }
 
     /** Who sessions run as ({@code --guest-user}); checked against the image by {@link GuestLogin#resolve}. */
     public VmConfig withGuestUser(String v) {
-        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, v, workdir, network);
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib, v, workdir, network, home);
     }
 
     /** Where sessions start ({@code --workdir}); null: the user's home. */
     public VmConfig withWorkdir(String v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib,
-                guestUser, Optional.ofNullable(v), network);
+                guestUser, Optional.ofNullable(v), network, home);
     }
 
     /** A network device ({@link Network#OPEN}: NAT through QEMU's user networking) or none. */
     public VmConfig withNetwork(Network v) {
         return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib,
-                guestUser, workdir, v);
+                guestUser, workdir, v, home);
+    }
+
+    /** A home disk slot ({@code --persist home}): a template's placeholder, or a user's file; null: none. */
+    public VmConfig withHome(HomeDisk v) {
+        return new VmConfig(image, cpus, memoryMib, accel, bootTimeout, rwsizeMib, maxProcs, qemuBinary, runtimeRoot, rootfs, scratchMib,
+                guestUser, workdir, network, Optional.ofNullable(v));
     }
 
     /**

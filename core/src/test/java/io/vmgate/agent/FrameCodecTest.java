@@ -45,6 +45,13 @@ class FrameCodecTest {
                 new Message.Error(7, 3, "unknown id"),
                 new Message.Configure(1_700_000_000_000_000_000L, "vm-1", new byte[] {1, 2, 3}),
                 new Message.Configured(),
+                new Message.Home("/home/alice", 1000, 1001),
+                new Message.HomeStatus(""),
+                new Message.HomeStatus("mount: Bad message"),
+                new Message.Sync(true),
+                new Message.Sync(false),
+                new Message.Synced(""),
+                new Message.Synced("syncfs /root: Input/output error"),
                 new Message.Egress(3128),
                 new Message.EgressStatus(3128, ""),
                 new Message.EgressStatus(3128, "cannot listen on 127.0.0.1:3128: Address in use"),
@@ -142,7 +149,15 @@ class FrameCodecTest {
                 new Frame(Protocol.TDATA, 0, new byte[] {1}),                         // needs an id
                 new Frame(Protocol.TWINDOW, 1, new byte[] {0, 0, 0, 0}),              // zero increment
                 new Frame(Protocol.TWINDOW, 1, new byte[] {0, 8, 0, 1}),              // beyond the window
-                new Frame(Protocol.TCLOSE, 0, new byte[0]));                          // needs an id
+                new Frame(Protocol.TCLOSE, 0, new byte[0]),                           // needs an id
+                new Frame(Protocol.HOME, 1, new Message.Home("/root", 0, 0).encode().payload()), // must be on id 0
+                new Frame(Protocol.HOME, 0, new Message.Home("/root", -1, 0).encode().payload()), // uid 0xFFFFFFFF
+                new Frame(Protocol.HOME, 0, new byte[] {0, 0, 0, 1, '/', 0, 0, 0}),    // truncated gid
+                new Frame(Protocol.SYNC, 0, new byte[] {0, 0}),                       // trailing byte
+                new Frame(Protocol.SYNC, 0, new byte[0]),                             // no flags
+                new Frame(Protocol.SYNC, 0, new byte[] {2}),                          // unknown flag
+                new Frame(Protocol.SYNCED, 3, new byte[] {0, 0, 0, 0}),               // must be on id 0
+                new Frame(Protocol.HOME_STATUS, 0, new byte[] {0, 0, 0, 2, 'o'}));    // truncated
         for (Frame f : bad) {
             assertThatThrownBy(() -> Message.decode(f))
                     .as("type %d", f.type())

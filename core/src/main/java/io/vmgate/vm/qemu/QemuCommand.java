@@ -21,8 +21,9 @@ import java.util.OptionalLong;
  * <p>Every chardev is a <em>client</em> socket: the host listens first and QEMU connects while it
  * starts, so nobody polls for a socket file. There is no default device, and no network device
  * unless the configuration asks for {@link Network#OPEN}.
- * Disks: the root filesystem image read-only (serial {@code vmgate-root}), and the scratch disk
- * (serial {@code vmgate-scratch}); the agent finds them by serial (docs/protocol.md).
+ * Disks: the root filesystem image read-only (serial {@code vmgate-root}), the scratch disk
+ * (serial {@code vmgate-scratch}), and the persistent home (serial {@code vmgate-home}), in that
+ * order; the agent finds them by serial (docs/protocol.md).
  *
  * <p>Idle cost under TCG (measured, see docs/benchmarks.md): every guest timer interrupt wakes
  * QEMU's main loop and its vCPU thread, and under emulation each wakeup costs far more than on
@@ -41,6 +42,9 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
 
     public static final String ROOT_SERIAL = "vmgate-root";
     public static final String SCRATCH_SERIAL = "vmgate-scratch";
+    public static final String HOME_SERIAL = "vmgate-home";
+    /** A template's empty home disk slot, in its runtime directory (see {@link io.vmgate.vm.HomeDisk}). */
+    public static final String HOME_PLACEHOLDER = "home-placeholder.img";
     /**
      * What the agent configures for {@link Network#OPEN} ({@code vmgate.net=}): QEMU's user-mode
      * network, whose gateway is 10.0.2.2 and resolver 10.0.2.3.
@@ -94,6 +98,11 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         return dir.path().resolve(ScratchDisk.FILE);
     }
 
+    /** A template's placeholder home disk, in its runtime directory (made by {@link QemuVm}). */
+    public Path homePlaceholder() {
+        return dir.path().resolve(HOME_PLACEHOLDER);
+    }
+
     /** The command line of a VM restored from a template: the template's file on stdin, state later over QMP. */
     public QemuCommand asClone() {
         return withMemory(GuestMemory.CLONE);
@@ -129,6 +138,7 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
         config.maxProcs().ifPresent(v -> b.append(" vmgate.maxprocs=").append(v));
         config.rootfs().ifPresent(r -> b.append(" vmgate.root=").append(ROOT_SERIAL).append(" vmgate.rootfstype=").append(r.fsType()));
         config.scratchMib().ifPresent(v -> b.append(" vmgate.scratch=").append(SCRATCH_SERIAL));
+        config.home().ifPresent(h -> b.append(" vmgate.home=").append(HOME_SERIAL));
         if (config.network() == Network.OPEN) {
             b.append(" vmgate.net=").append(USER_NET);
         }
@@ -170,6 +180,13 @@ public record QemuCommand(Path qemu, VmConfig config, RuntimeDir dir, String vmI
             a.addAll(List.of("-drive", drive + ",format=raw,if=none,id=scratch,discard=unmap",
                     "-device", "virtio-blk-device,drive=scratch,serial=" + SCRATCH_SERIAL));
         }
+        config.home().ifPresent(h -> {
+            // Read-write in the template too: a read-only disk is a feature bit the guest negotiated,
+            // which a restore must find unchanged. The template's guest never writes its placeholder.
+            Path file = h.file().orElse(homePlaceholder());
+            a.addAll(List.of("-drive", "file=" + escape(file) + ",format=raw,if=none,id=home,discard=unmap",
+                    "-device", "virtio-blk-device,drive=home,serial=" + HOME_SERIAL));
+        });
         if (config.network() == Network.OPEN) {
             // NAT through QEMU (slirp): outbound only, nothing is forwarded in.
             a.addAll(List.of("-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"));

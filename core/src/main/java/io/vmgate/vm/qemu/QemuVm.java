@@ -76,6 +76,8 @@ public final class QemuVm implements Vm {
     private final List<ServerSocketChannel> listeners = new CopyOnWriteArrayList<>();
     private final List<SocketChannel> channels = new CopyOnWriteArrayList<>();
     private volatile QemuCommand command;
+    /** The template (or saved machine) this VM was restored from; null after a cold boot. */
+    private volatile Template restoredFrom;
     private volatile Process process;
     private volatile ConsoleLog console;
     private volatile Qmp qmp;
@@ -146,6 +148,19 @@ public final class QemuVm implements Vm {
     public static QemuVm restore(VmConfig config, String vmId, Template template, Consumer<Phase> progress) throws VmException {
         return start(config, vmId, GuestMemory.CLONE, template, progress);
     }
+
+    /** {@link #restore} of a state saved from a stopped guest (a saved machine): it is continued once loaded. */
+    static QemuVm restoreStopped(VmConfig config, String vmId, Template saved, Consumer<Phase> progress) throws VmException {
+        CONTINUE_AFTER_LOAD.set(Boolean.TRUE);
+        try {
+            return start(config, vmId, GuestMemory.CLONE, saved, progress);
+        } finally {
+            CONTINUE_AFTER_LOAD.remove();
+        }
+    }
+
+    /** Set on the launching thread by {@link #restoreStopped} (the start path has no other per-call options). */
+    private static final ThreadLocal<Boolean> CONTINUE_AFTER_LOAD = new ThreadLocal<>();
 
     /**
      * Tells the image store that this process uses the config's images (until it exits), so
@@ -236,6 +251,7 @@ public final class QemuVm implements Vm {
 
     private void start(Path qemu, CompletableFuture<Boolean> sandboxProbe, GuestMemory memory, Template restoreFrom)
             throws BootFailure {
+        this.restoredFrom = restoreFrom;
         long deadline = createdNanos + config.bootTimeout().toNanos();
         RuntimeDir.Owners owners = RuntimeDir.Owners.self();
         ServerSocketChannel consoleL, agentL, qmpL;
@@ -271,6 +287,14 @@ public final class QemuVm implements Vm {
                 }
             } catch (ImageException e) {
                 throw new BootFailure(e.getMessage(), e);
+            }
+        }
+        if (config.home().isPresent() && config.home().get().file().isEmpty()) {
+            // A template's empty slot: zeroes of the size every user's disk has (see HomeDisk).
+            try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(command.homePlaceholder().toFile(), "rw")) {
+                f.setLength(config.home().get().bytes());
+            } catch (IOException e) {
+                throw new BootFailure("cannot make the home disk placeholder " + command.homePlaceholder() + ": " + e.getMessage(), e);
             }
         }
         List<String> argv = new ArrayList<>();
@@ -382,6 +406,37 @@ public final class QemuVm implements Vm {
      * {@code migrate-incoming} on a socket in the runtime directory, where the host writes the
      * state.
      */
+    /**
+     * A state saved from a stopped guest loads stopped: wait until QEMU has loaded it (its run
+     * state leaves {@code inmigrate}), then {@code cont}. Polled every 10 ms: this path is rare
+     * (a saved machine resumes) and the load takes tens of milliseconds.
+     */
+    private void continueWhenLoaded(long deadline) throws BootFailure {
+        try {
+            while (true) {
+                Object status = qmp.execute("query-status", Map.of(), remaining(deadline)).get("status");
+                if (!"inmigrate".equals(status)) {
+                    if (!"paused".equals(status) && !"running".equals(status)) {
+                        throw new BootFailure("the saved state did not load (QEMU's run state is " + status + ")", null);
+                    }
+                    if ("paused".equals(status)) {
+                        qmp.execute("cont", Map.of(), remaining(deadline));
+                    }
+                    return;
+                }
+                if (remaining(deadline).isZero()) {
+                    throw BootFailure.timeout("the saved state did not load within " + seconds(config.bootTimeout()), null);
+                }
+                Thread.sleep(10);
+            }
+        } catch (IOException | TimeoutException e) {
+            throw new BootFailure("cannot continue the restored machine: " + e.getMessage(), e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new BootFailure("interrupted while loading the saved machine", e);
+        }
+    }
+
     private void restoreState(Template template, CompletableFuture<Void> qmpNegotiated, long deadline) throws BootFailure {
         CompletableFuture<Void> configured;
         try {
@@ -406,6 +461,9 @@ public final class QemuVm implements Vm {
             throw new BootFailure("cannot send the template's state to QEMU: " + e.getMessage(), e);
         }
         phase("state_sent");
+        if (Boolean.TRUE.equals(CONTINUE_AFTER_LOAD.get())) {
+            continueWhenLoaded(deadline);
+        }
         try {
             configured.get(Math.max(1, remaining(deadline).toMillis()), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
@@ -593,6 +651,11 @@ public final class QemuVm implements Vm {
     }
 
     /** The QMP connection, for snapshotting and inspection. */
+    /** The template (or saved machine) this VM was restored from; null after a cold boot. */
+    Template restoredFrom() {
+        return restoredFrom;
+    }
+
     public Qmp qmp() {
         return qmp;
     }

@@ -120,11 +120,25 @@ public final class Snapshots implements VmLauncher {
 
     @Override
     public Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress) throws VmException {
+        return launch(vmId, progress, config);
+    }
+
+    /**
+     * Launches VMs with {@code userFile} in the home disk slot this template was built with (an
+     * empty placeholder, see {@link io.vmgate.vm.HomeDisk}); the file must have the slot's size.
+     */
+    public VmLauncher withHome(Path userFile) {
+        io.vmgate.vm.HomeDisk slot = config.home().orElseThrow(() -> new IllegalStateException("this template has no home disk slot"));
+        VmConfig c = config.withHome(slot.with(userFile));
+        return (vmId, progress) -> launch(vmId, progress, c);
+    }
+
+    private Vm launch(String vmId, java.util.function.Consumer<Vm.Phase> progress, VmConfig config) throws VmException {
         Template template;
         try {
             template = current();
         } catch (Template.Corrupt e) {
-            return fallBack(vmId, progress, null, e.getMessage(), true);
+            return fallBack(config, vmId, progress, null, e.getMessage(), true);
         } catch (VmException e) {
             log.atWarn().setMessage("snapshot_unavailable").addKeyValue("vm", vmId)
                     .addKeyValue("reason", firstLine(e.getMessage())).addKeyValue("fallback", "cold_boot").log();
@@ -156,11 +170,11 @@ public final class Snapshots implements VmLauncher {
                         template = now;
                         continue;
                     }
-                    return fallBack(vmId, progress, template, "the template's memory file " + template.memory() + " is missing", true);
+                    return fallBack(config, vmId, progress, template, "the template's memory file " + template.memory() + " is missing", true);
                 }
                 // A timeout proves nothing against a template that restored before: the host is busy.
                 boolean suspect = !(e.timedOut() && PROVEN.contains(template.memory()));
-                return fallBack(vmId, progress, template, e.getMessage(), suspect);
+                return fallBack(config, vmId, progress, template, e.getMessage(), suspect);
             }
         }
     }
@@ -234,7 +248,7 @@ public final class Snapshots implements VmLauncher {
      * After a failed restore: discard the template if it is {@code suspect} (unless already
      * replaced) and rebuild it, then cold-boot this VM.
      */
-    private Vm fallBack(String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason,
+    private Vm fallBack(VmConfig config, String vmId, java.util.function.Consumer<Vm.Phase> progress, Template failed, String reason,
             boolean suspect) throws VmException {
         if (!suspect) {
             log.atWarn().setMessage("snapshot_restore_failed").addKeyValue("vm", vmId).addKeyValue("reason", firstLine(reason))
@@ -500,7 +514,7 @@ public final class Snapshots implements VmLauncher {
      * agent's warm-up process), so that clones do not repeat that work, each writing (and so
      * copying) memory for it. Returns how long it waited.
      */
-    private static long settle(QemuVm vm) {
+    static long settle(QemuVm vm) {
         long t0 = System.nanoTime();
         OptionalLong pid = vm.pid();
         if (pid.isEmpty()) {
@@ -684,6 +698,9 @@ public final class Snapshots implements VmLauncher {
                 .append("\ncpu=").append(cmd.cpu())
                 .append("\ncmdline=").append(cmd.kernelCmdline())
                 .append("\ntsc=").append(tsc);
+        if (config.home().isPresent()) { // a disk is a device, and the guest learnt its size
+            b.append("\nhome=").append(config.home().get().bytes());
+        }
         if (config.network() != io.vmgate.vm.Network.NONE) { // a NIC is a device: its state is in the template
             b.append("\nnetwork=").append(config.network());
         }

@@ -147,6 +147,32 @@ class QemuCommandTest {
     }
 
     @Test
+    void aHomeSlotIsTheLastDiskAndTheSameDeviceWithAPlaceholderOrAUsersFile() {
+        io.vmgate.vm.HomeDisk slot = io.vmgate.vm.HomeDisk.placeholder(1L << 30);
+        VmConfig template = config(Accel.TCG).withRootfs(ROOTFS).withScratchMib(4096).withHome(slot);
+        QemuCommand t = new QemuCommand(Path.of("/q"), template, DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
+        assertThat(t.kernelCmdline()).endsWith(" vmgate.scratch=vmgate-scratch vmgate.home=vmgate-home");
+        assertThat(t.argv()).containsSubsequence("virtio-blk-device,drive=root,serial=vmgate-root",
+                "virtio-blk-device,drive=scratch,serial=vmgate-scratch",
+                "-drive", "file=/run/vmgate/vm1/home-placeholder.img,format=raw,if=none,id=home,discard=unmap",
+                "-device", "virtio-blk-device,drive=home,serial=vmgate-home");
+        QemuCommand clone = new QemuCommand(Path.of("/q"), template.withHome(slot.with(Path.of("/state/homes/ab,c/home.ext4"))), DIR,
+                "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
+        assertThat(clone.kernelCmdline()).isEqualTo(t.kernelCmdline());
+        List<String> a = t.argv(), b = clone.argv();
+        assertThat(b).hasSameSizeAs(a);
+        for (int i = 0; i < a.size(); i++) {
+            // read-write both times (read-only is a feature the guest negotiated): only the file differs
+            assertThat(b.get(i)).isEqualTo(a.get(i).replace("/run/vmgate/vm1/home-placeholder.img", "/state/homes/ab,,c/home.ext4"));
+        }
+        QemuCommand none = new QemuCommand(Path.of("/q"), config(Accel.TCG), DIR, "vm1", true, OptionalLong.empty(), GuestMemory.ANONYMOUS);
+        assertThat(none.kernelCmdline()).doesNotContain("vmgate.home");
+        assertThat(String.join(" ", none.argv())).doesNotContain("vmgate-home");
+        assertThatThrownBy(() -> io.vmgate.vm.HomeDisk.placeholder(10L << 20)).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> io.vmgate.vm.HomeDisk.placeholder((64L << 20) + 1)).isInstanceOf(IllegalArgumentException.class);
+    }
+
+    @Test
     void commasInPathsAreEscapedForQemu() {
         RuntimeDir odd = new RuntimeDir(Path.of("/tmp/a,b/vm1"));
         QemuCommand c = new QemuCommand(Path.of("/q"), config(Accel.TCG), odd, "vm1", false, OptionalLong.empty(), GuestMemory.ANONYMOUS);

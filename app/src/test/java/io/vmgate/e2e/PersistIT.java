@@ -1,0 +1,353 @@
+package io.vmgate.e2e;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.vmgate.ssh.SshClientHelper;
+import java.io.RandomAccessFile;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code serve --persist home} with the real OpenSSH client: a user's home outlives connections and
+ * server restarts, other users and the rest of the filesystem do not see it, a user's connections
+ * at once share one VM, and bad state (an unwritable state directory, a home image that is not
+ * one, a corrupt or full filesystem) is refused clearly with nothing left running.
+ */
+class PersistIT {
+    static final Duration SSH_TIMEOUT = Duration.ofSeconds(180);
+
+    @TempDir
+    Path dir;
+
+    private ServeProcess serve(String name, Path state) throws Exception {
+        return serve(name, state, "128M");
+    }
+
+    private ServeProcess serve(String name, Path state, String size) throws Exception {
+        return ServeProcess.builder(dir).name("PersistIT-" + name)
+                .args("--persist", "home", "--persist-size", size, "--state-dir", state.toString()).start();
+    }
+
+    private static SshClientHelper.Result ssh(ServeProcess s, String user, String command) throws Exception {
+        return s.ssh().withUser(user).withTimeout(SSH_TIMEOUT).ssh(command);
+    }
+
+    /** The documented layout: homes/<first 32 hex digits of SHA-256(user)>/. */
+    static Path homeDir(Path state, String user) throws Exception {
+        byte[] h = MessageDigest.getInstance("SHA-256").digest(user.getBytes(StandardCharsets.UTF_8));
+        return state.resolve("homes").resolve(HexFormat.of().formatHex(h, 0, 16));
+    }
+
+    private static void awaitReleased(ServeProcess s, int n) throws Exception {
+        s.awaitLogCount("vm_destroyed vm=ssh-", n, Duration.ofSeconds(60));
+    }
+
+    @Test
+    void aHomeOutlivesConnectionsAndRestartsAndNothingElseDoes() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("keep", state)) {
+            SshClientHelper.Result w = ssh(s, "alice", "echo kept > ~/notes && echo gone > /tmp/scratch && echo gone > /etc/scratch"
+                    + " && mkdir -p ~/src && echo deep > ~/src/main.c && echo $HOME");
+            assertThat(w.exitCode()).as(w.toString()).isZero();
+            String home = w.out().strip();
+            assertThat(home).startsWith("/");
+
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes ~/src/main.c; test -e /tmp/scratch && echo tmp-survived;"
+                    + " test -e /etc/scratch && echo etc-survived; mount | grep -c ' " + home + " '");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("kept\ndeep\n1\n");
+
+            SshClientHelper.Result bob = ssh(s, "bob", "ls -A ~; cat ~/notes");
+            assertThat(bob.exitCode()).as("bob has his own, empty home: %s", bob).isNotZero();
+            assertThat(bob.out()).isEqualTo("lost+found\n");
+            assertThat(bob.err()).contains("notes");
+            awaitReleased(s, 3);
+            assertThat(s.logLines("home_created")).hasSize(2);
+            assertThat(s.logLines("home_released")).hasSize(3);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            s.sigterm();
+            assertThat(s.awaitExit(Duration.ofSeconds(60))).isZero();
+        }
+
+        // On disk: a 0700 directory per user named by a hash, files 0600, no user name in any path.
+        Path alice = homeDir(state, "alice");
+        assertThat(Files.getPosixFilePermissions(state.resolve("homes"))).isEqualTo(PosixFilePermissions.fromString("rwx------"));
+        assertThat(Files.getPosixFilePermissions(alice)).isEqualTo(PosixFilePermissions.fromString("rwx------"));
+        try (Stream<Path> files = Files.list(alice)) {
+            for (Path f : files.toList()) {
+                assertThat(Files.getPosixFilePermissions(f, LinkOption.NOFOLLOW_LINKS)).as(f.toString())
+                        .isEqualTo(PosixFilePermissions.fromString("rw-------"));
+            }
+        }
+        assertThat(Files.readString(alice.resolve("user"))).isEqualTo("alice");
+        try (Stream<Path> all = Files.walk(state)) {
+            assertThat(all.map(Path::toString)).noneMatch(p -> p.contains("alice") || p.contains("bob"));
+        }
+        assertThat(Files.size(alice.resolve("home.ext4"))).isEqualTo(128L << 20);
+
+        // A new server on the same state directory: the home is still there, for a third connection.
+        try (ServeProcess s = serve("restart", state)) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes ~/src/main.c && echo third >> ~/notes");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("kept\ndeep\n");
+            SshClientHelper.Result again = ssh(s, "alice", "cat ~/notes");
+            assertThat(again.out()).isEqualTo("kept\nthird\n");
+            assertThat(s.logLines("home_created")).isEmpty();
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aServerKilledWhileAHomeIsMountedLosesNothingSynced() throws Exception {
+        Path state = dir.resolve("state");
+        Process client;
+        try (ServeProcess s = serve("kill", state)) {
+            client = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).startSsh(List.of(),
+                    "echo synced > ~/notes; sync; echo ready; sleep 300");
+            assertThat(new java.io.BufferedReader(new java.io.InputStreamReader(client.getInputStream())).readLine()).isEqualTo("ready");
+            s.sigkill();
+            s.awaitExit(Duration.ofSeconds(30));
+            Host.assertNothingLeftOrReapable(s.runtimeRoot());
+        }
+        client.destroyForcibly();
+        // No SYNC, no freeze: the next mount replays the journal; the lock died with the server.
+        try (ServeProcess s = serve("after-kill", state)) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat ~/notes; dmesg | grep -c 'recovery complete'");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("synced\n1\n");
+            awaitReleased(s, 1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aMachineIsSavedAndResumedWithItsProcessesThreeTimesAndExpires() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-machine").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()).start()) {
+            SshClientHelper.Result first = ssh(s, "alice", "echo 0 > /tmp/cycles; echo home > ~/notes; export NOT_KEPT=1;"
+                    + " setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done' </dev/null >/dev/null 2>&1 &"
+                    + " sleep 1; cat /tmp/count");
+            assertThat(first.exitCode()).as(first.toString()).isZero();
+            long count = Long.parseLong(first.out().strip());
+            for (int cycle = 1; cycle <= 3; cycle++) {
+                s.awaitLogCount("machine_saved", cycle, Duration.ofSeconds(60));
+                SshClientHelper.Result r = ssh(s, "alice", "echo " + cycle + " >> /tmp/cycles; cat /tmp/cycles | tr '\\n' ' ';"
+                        + " echo; cat ~/notes; cat /tmp/count; sleep 0.5; cat /tmp/count");
+                assertThat(r.exitCode()).as(r.toString()).isZero();
+                List<String> lines = r.out().lines().toList();
+                assertThat(lines.get(0).strip()).as("every earlier change is there").isEqualTo(
+                        String.join(" ", java.util.stream.IntStream.rangeClosed(0, cycle).mapToObj(Integer::toString).toList()));
+                assertThat(lines.get(1)).isEqualTo("home");
+                long before = Long.parseLong(lines.get(2)), after = Long.parseLong(lines.get(3));
+                assertThat(before).as("the counter kept counting from where it was").isGreaterThanOrEqualTo(count);
+                assertThat(after).as("its process runs").isGreaterThan(before);
+                count = after;
+            }
+            s.awaitLogCount("machine_saved", 4, Duration.ofSeconds(60));
+            assertThat(s.logLines("machine_resumed")).hasSize(3);
+            assertThat(s.logLines("home_mounted")).as("mounted once: the resumed guests have it").hasSize(1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            s.sigterm();
+            s.awaitExit(Duration.ofSeconds(60));
+        }
+        Path home = homeDir(state, "alice");
+        assertThat(Files.getPosixFilePermissions(home.resolve("machine"))).isEqualTo(PosixFilePermissions.fromString("rw-------"));
+
+        // Too old to resume: a fresh machine, with the same home.
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-expired").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString(), "--resume-within", "1s").start()) {
+            Thread.sleep(1500);
+            SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/cycles 2>/dev/null || echo fresh; cat ~/notes");
+            assertThat(r.out()).isEqualTo("fresh\nhome\n");
+            assertThat(s.logLines("machine_expired")).hasSize(1);
+            assertThat(s.logLines("machine_resumed")).isEmpty();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aUsersConnectionsAtOnceShareOneVm() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("share", state)) {
+            // The first connection marks its VM in /tmp (not persisted) and waits for the second.
+            Process first = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).startSsh(List.of(),
+                    "echo first > /tmp/marker; i=0; while [ ! -e ~/from-second ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done;"
+                            + " cat ~/from-second");
+            s.awaitLog("home_mounted", Duration.ofSeconds(120));
+            Path sock = s.dir().resolve("control.sock");
+            Host.Result homes = Host.run(List.of("./vmgate", "sessions", "--control-socket", sock.toString(), "homes"), Map.of(), null, 120);
+            assertThat(homes.exit()).as(homes.stderr()).isZero();
+            assertThat(homes.out()).startsWith("USER").containsPattern("alice\\s+" + homeDir(state, "alice").getFileName()
+                    + "\\s+128M\\s+\\d+M\\s+\\S+\\s+yes");
+            SshClientHelper.Result second = ssh(s, "alice", "cat /tmp/marker; echo second > ~/from-second");
+            assertThat(second.exitCode()).as(second.toString()).isZero();
+            assertThat(second.out()).as("the second connection is in the first one's VM").isEqualTo("first\n");
+            assertThat(first.waitFor(120, TimeUnit.SECONDS)).isTrue();
+            assertThat(new String(first.getInputStream().readAllBytes(), StandardCharsets.UTF_8)).isEqualTo("second\n");
+            assertThat(first.exitValue()).isZero();
+
+            List<String> assigned = s.logLines("vm_assigned .*user=alice");
+            assertThat(assigned).hasSize(2);
+            String vm = assigned.get(0).replaceAll(".* vm=(\\S+).*", "$1");
+            assertThat(assigned.get(1)).contains("vm=" + vm);
+            assertThat(s.logLines("home_mounted")).hasSize(1);
+            awaitReleased(s, 1);
+            assertThat(s.logLines("home_released")).hasSize(1);
+            Host.Result json = Host.run(List.of("./vmgate", "sessions", "--json", "--control-socket", sock.toString(), "homes"),
+                    Map.of(), null, 120);
+            assertThat(json.out()).contains("\"user\":\"alice\"").contains("\"in_use\":false");
+
+            // After both left, the next connection gets a new VM with the same home.
+            SshClientHelper.Result third = ssh(s, "alice", "cat ~/from-second; test -e /tmp/marker && echo same-vm");
+            assertThat(third.out()).isEqualTo("second\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aGuestUserWhoIsNotRootOwnsTheirHome() throws Exception {
+        Path tree = io.vmgate.image.TestRootfs.busyboxTree(Files.createDirectories(dir.resolve("tree")));
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-user").args("--persist", "home", "--persist-size", "128M",
+                "--state-dir", state.toString(), "--rootfs", tree.toString(), "--guest-user", "alice").start()) {
+            SshClientHelper.Result w = ssh(s, "erin", "id -u; pwd; stat -c %u:%g ~; echo mine > ~/notes; mkdir ~/d && echo in > ~/d/f");
+            assertThat(w.exitCode()).as(w.toString()).isZero();
+            assertThat(w.out()).isEqualTo("1000\n/home/alice\n1000:1000\n");
+            SshClientHelper.Result r = ssh(s, "erin", "cat ~/notes ~/d/f; stat -c %u:%g ~/notes; touch /etc/x 2>/dev/null || echo no-root");
+            assertThat(r.out()).isEqualTo("mine\nin\n1000:1000\nno-root\n");
+            assertThat(s.logLines("home_mounted")).allMatch(l -> l.contains("path=/home/alice"));
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void perUserInTheConfigFile() throws Exception {
+        Path state = dir.resolve("state");
+        Path conf = Files.writeString(dir.resolve("serve.conf"), "persist-size = 128M\nstate-dir = " + state + "\npersist.alice = home\n");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-config").args("--config", conf.toString()).start()) {
+            for (String user : List.of("alice", "bob")) {
+                assertThat(ssh(s, user, "echo mine > ~/notes").exitCode()).isZero();
+            }
+            assertThat(ssh(s, "alice", "cat ~/notes").out()).isEqualTo("mine\n");
+            SshClientHelper.Result bob = ssh(s, "bob", "cat ~/notes");
+            assertThat(bob.exitCode()).as("bob's home is not kept: %s", bob).isNotZero();
+            assertThat(s.logLines("home_mounted")).hasSize(2).allMatch(l -> l.contains("user=alice"));
+            assertThat(Files.exists(homeDir(state, "alice").resolve("home.ext4"))).isTrue();
+            assertThat(Files.exists(homeDir(state, "bob"))).isFalse();
+            awaitReleased(s, 4);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aStateDirectoryThatCannotBeWrittenStopsTheServer() throws Exception {
+        Path file = Files.writeString(dir.resolve("not-a-directory"), "x");
+        Path rt = dir.resolve("rt-bad");
+        Host.Result r = Host.run(List.of("./vmgate", "serve", "--listen", "127.0.0.1:" + ServeProcess.freePort(),
+                "--host-key", dir.resolve("hk").toString(), "--persist", "home", "--state-dir", file.resolve("state").toString()),
+                Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
+        assertThat(r.exit()).as(r.stderr()).isNotZero();
+        assertThat(r.stderr()).contains("cannot keep persistent homes in " + file.resolve("state").resolve("homes"))
+                .contains("--state-dir");
+        assertThat(Files.readString(file)).isEqualTo("x");
+        Host.assertNothingLeft(rt, 15);
+
+        Host.Result bad = Host.run(List.of("./vmgate", "serve", "--listen", "127.0.0.1:" + ServeProcess.freePort(),
+                "--host-key", dir.resolve("hk").toString(), "--persist", "machine", "--no-snapshot"),
+                Map.of("VMGATE_RUNTIME_DIR", rt.toString()), null, 300);
+        assertThat(bad.exit()).isNotZero();
+        assertThat(bad.stderr()).contains("persist machine needs snapshot restores");
+        Host.assertNothingLeft(rt, 15);
+    }
+
+    @Test
+    void aBrokenHomeIsRefusedClearlyAndKept() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("broken", state)) {
+            assertThat(ssh(s, "alice", "echo precious > ~/notes").exitCode()).isZero();
+            awaitReleased(s, 1);
+            Path image = homeDir(state, "alice").resolve("home.ext4");
+
+            // Not a filesystem at all (its superblock's magic overwritten): refused before any VM starts.
+            byte[] magic = patch(image, 1024 + 56, new byte[] {0, 0});
+            SshClientHelper.Result r = ssh(s, "alice", "echo should-not-run");
+            assertThat(r.exitCode()).isNotZero();
+            assertThat(r.out()).isEmpty();
+            assertThat(r.err()).contains("persistent home of alice").contains("no ext4 filesystem");
+            patch(image, 1024 + 56, magic);
+
+            // A superblock whose checksum fails: the guest's mount refuses it, the session is refused.
+            byte[] volumeName = patch(image, 1024 + 120, "garbage!".getBytes(StandardCharsets.US_ASCII));
+            SshClientHelper.Result m = ssh(s, "alice", "echo should-not-run");
+            assertThat(m.exitCode()).isNotZero();
+            assertThat(m.out()).isEmpty();
+            assertThat(m.err()).contains("cannot mount the persistent home of alice").contains("mount:");
+            assertThat(r.err() + m.err()).as("no host path reaches the user").doesNotContain(state.toString());
+            assertThat(s.logLines("home_mount_failed")).hasSize(1);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+            patch(image, 1024 + 120, volumeName);
+
+            // The wrong size (a server started with another --persist-size): refused, naming both sizes.
+            try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+                f.setLength(256L << 20);
+            }
+            SshClientHelper.Result size = ssh(s, "alice", "true");
+            assertThat(size.exitCode()).isNotZero();
+            assertThat(size.err()).contains("256M but homes are 128M");
+            try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+                f.setLength(128L << 20);
+            }
+
+            // Nothing was lost or locked by the refusals: repaired, the home works as before.
+            SshClientHelper.Result ok = ssh(s, "alice", "cat ~/notes");
+            assertThat(ok.exitCode()).as(ok.toString()).isZero();
+            assertThat(ok.out()).isEqualTo("precious\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aFullHomeFailsWritesNotLogins() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = serve("full", state, "64M")) {
+            SshClientHelper.Result fill = ssh(s, "carol", "echo small > ~/keep; dd if=/dev/zero of=$HOME/big bs=1M count=100 2>&1; sync");
+            assertThat(fill.out()).contains("No space left on device");
+            SshClientHelper.Result again = ssh(s, "carol", "cat ~/keep && rm ~/big && echo more > ~/after && cat ~/after");
+            assertThat(again.exitCode()).as(again.toString()).isZero();
+            assertThat(again.out()).isEqualTo("small\nmore\n");
+            awaitReleased(s, 2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+        assertThat(Files.size(homeDir(state, "carol").resolve("home.ext4"))).isEqualTo(64L << 20);
+    }
+
+    /** Writes {@code bytes} at {@code offset}; returns what was there. */
+    private static byte[] patch(Path file, long offset, byte[] bytes) throws Exception {
+        try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+            byte[] old = new byte[bytes.length];
+            f.seek(offset);
+            f.readFully(old);
+            f.seek(offset);
+            f.write(bytes);
+            return old;
+        }
+    }
+}
