@@ -316,9 +316,11 @@ class Serve:
     def __init__(self, work, authorized_keys, *extra, max_sessions=4):
         self.port = free_port()
         self.log = open(os.path.join(work, f"serve-{self.port}.log"), "w")
+        # A control socket of its own (by default it sits beside the host key, which the servers share).
+        state = ["--control-socket", os.path.join(work, f"control-{self.port}.sock")]
         self.proc = subprocess.Popen([VMGATE, "serve", "--listen", f"127.0.0.1:{self.port}", "--authorized-keys",
                                       authorized_keys, "--host-key", os.path.join(work, "vmgate_host_key"),
-                                      "--max-sessions", str(max_sessions), *extra], stdout=self.log, stderr=self.log)
+                                      "--max-sessions", str(max_sessions), *state, *extra], stdout=self.log, stderr=self.log)
         wait_port(self.port)
 
     def close(self):
@@ -531,7 +533,7 @@ def measure(name, n, fn, pause=0.0):
     return summary(name, samples)
 
 
-DEFAULT_ROWS = ("run", "ssh", "bulk", "idle", "many", "egress")
+DEFAULT_ROWS = ("run", "ssh", "bulk", "idle", "many", "egress", "persist")
 ROWS = DEFAULT_ROWS + ("debian", "oci")  # debian: with --debian NAME; oci: opt-in (--oci)
 
 
@@ -766,6 +768,42 @@ def oci_layout(path, data_layers=3, layer_mib=33):
     return sum(l["size"] for l in layers) + len(config) + len(manifest)
 
 
+def persist_rows(args, work, key, ssh):
+    """--persist machine: an idle session's machine saved when its connection ends (time and size, from the
+    server's machine_saved events), and `ssh host true` into the resumed machine beside `ssh host true` into a
+    fresh restored VM of a server without persistence, alternating."""
+    state = os.path.join(work, "state")
+    srv = Serve(work, key + ".pub", "--persist", "machine", "--state-dir", state)
+    plain = Serve(work, key + ".pub")
+    try:
+        def saves():
+            with open(srv.log.name) as f:
+                return [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"machine_saved .*?bytes=(\d+) ms=(\d+)", f.read())]
+        timed(ssh(srv.port) + ["true"])  # the first connection: a fresh machine (its home made), saved when it ends
+        timed(ssh(plain.port) + ["true"])  # the plain server's template is warm too
+
+        def resumed():
+            wait_for(lambda: len(saves()) >= resumed.n, 120, "the machine to be saved")
+            resumed.n += 1
+            return timed(ssh(srv.port) + ["true"])
+        resumed.n = 1
+        d = {}
+        d["resumed"], d["fresh"] = measure_pair(
+            ["vmgate: ssh host true (--persist machine, resumed)", "vmgate: ssh host true (restored, no persistence)"],
+            args.runs, [resumed, lambda: timed(ssh(plain.port) + ["true"])])
+        wait_for(lambda: len(saves()) >= resumed.n, 120, "the last save")
+        got = saves()
+        d["save_bytes"] = statistics.median(b for b, _ in got)
+        d["save_ms"] = statistics.median(t for _, t in got)
+        d["saves"] = len(got)
+    finally:
+        srv.close()
+        plain.close()
+    print(f"persist: save {d['save_bytes'] / 1e6:.1f} MB in {d['save_ms']:.0f} ms (median of {d['saves']}), resumed ssh true "
+          f"{d['resumed']['median'] * 1000:.0f} ms vs fresh restored {d['fresh']['median'] * 1000:.0f} ms", file=sys.stderr)
+    return d
+
+
 def oci_rows(args):
     """`vmgate image pull` and `import` of a ~100 MB image beside `skopeo copy` of it to a local directory."""
     work = tempfile.mkdtemp(prefix="vmgate-bench-oci-")
@@ -840,6 +878,8 @@ def parse_args():
                       help="measure only the egress download rows; print them, write no report")
     only.add_argument("--only-oci", action="store_true",
                       help="measure only the OCI rows and rewrite that section (and its ratios) of the existing report")
+    only.add_argument("--only-persist", action="store_true",
+                      help="measure only the --persist machine rows and rewrite that section (and its ratios) of the existing report")
     args = ap.parse_args()
     args.runs = args.runs or (5 if args.quick else 20)
     args.cold_runs = args.cold_runs or (5 if args.quick else 20)
@@ -850,8 +890,8 @@ def parse_args():
 
 def selected_rows(ap, args):
     """The groups to measure: --only-*, else --rows (default DEFAULT_ROWS), plus debian with --debian and oci with --oci."""
-    if args.only_run or args.only_egress or args.only_oci:
-        return {"run" if args.only_run else "egress" if args.only_egress else "oci"}
+    if args.only_run or args.only_egress or args.only_oci or args.only_persist:
+        return {"run" if args.only_run else "egress" if args.only_egress else "oci" if args.only_oci else "persist"}
     rows = {x.strip() for x in args.rows.split(",")} if args.rows else set(DEFAULT_ROWS)
     if not rows <= set(ROWS):
         ap.error(f"--rows takes {','.join(ROWS)}, not {args.rows}")
@@ -894,6 +934,8 @@ def measure_rows(args, work):
         r["debian"] = debian_rows(args, work, key, ssh, r)
     if "oci" in rows:
         r["oci"] = oci_rows(args)
+    if "persist" in rows:
+        r["persist"] = persist_rows(args, work, key, ssh)
     r["load_end"] = os.getloadavg()
     return r
 
@@ -906,7 +948,10 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.only_oci:
-        update_oci_section(args, r["oci"])
+        update_section(args, OCI_TITLE, oci_section(r["oci"], separately=command_line(args)), oci_ratios(r["oci"]))
+    elif args.only_persist:
+        update_section(args, PERSIST_TITLE, persist_section(r["persist"], separately=command_line(args)),
+                       persist_ratios(r["persist"]))
     elif not (args.only_run or args.only_egress):
         write_report(args, r)
 
@@ -914,6 +959,7 @@ def main():
 NOT_MEASURED = "not measured in this run"
 RATIOS_TITLE = "## Ratios against the floors (medians)"
 OCI_TITLE = "## OCI images: pull and import"
+PERSIST_TITLE = "## Saved machines (--persist machine)"
 
 
 def ms(x):
@@ -1121,6 +1167,28 @@ def oci_section(d, separately=None):
     return "".join(out)
 
 
+def persist_section(d, separately=None):
+    if d is None:
+        return f"{PERSIST_TITLE}\n\n{NOT_MEASURED} (`--rows persist` measures it).\n"
+    out = [f"{PERSIST_TITLE}\n\n",
+           f"`vmgate serve --persist machine`: when a connection ends, its VM is stopped and saved as its device state plus the "
+           f"RAM pages that differ from its template, beside the user's home; the next connection resumes it. Saves: median "
+           f"**{d['save_bytes'] / 1e6:.1f} MB** in **{d['save_ms']:.0f} ms** (of {d['saves']}, from the server's `machine_saved` "
+           "events; an idle session that ran `true`). `ssh host true` into the resumed machine alternates with `ssh host true` "
+           "into a fresh restored VM of a server without persistence (which mounts no home).",
+           f" This section was measured on its own (`{separately}`) at "
+           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1 min) {os.getloadavg()[0]:.1f}."
+           if separately else "",
+           "\n\n| what | runs | median | p95 |\n|---|---|---|---|\n",
+           latency_rows(d[k] for k in ["resumed", "fresh"])]
+    return "".join(out)
+
+
+def persist_ratios(d):
+    return [ratio_row("`ssh host true` into a resumed saved machine / into a fresh restored VM",
+                      d["resumed"]["median"] / d["fresh"]["median"])]
+
+
 def oci_ratios(d):
     return [ratio_row("`vmgate image pull` / `skopeo copy docker:// dir:` (~100 MB image, loopback registry)",
                       d["pull"]["median"] / d["skopeo_pull"]["median"]),
@@ -1180,25 +1248,27 @@ def ratios(r):
             rows.append(("host memory per idle Debian session, MiB", f"{total:.1f}", "≤ 32", "yes" if total <= 32 else "**no**"))
     if "oci" in r:
         rows += oci_ratios(r["oci"])
+    if "persist" in r:
+        rows += persist_ratios(r["persist"])
     return f"{RATIOS_TITLE}\n\n| ratio | value | bar | met |\n|---|---|---|---|\n" + ratio_table_rows(rows)
 
 
 def write_report(args, r):
     with open(os.path.join(HOME, "bench", "notes.md")) as notes:
         sections = [header(args, r), latency_section(r), throughput_section(r), egress_section(r), idle_section(r),
-                    many_section(r), debian_section(args, r), oci_section(r.get("oci")), ratios(r), notes.read()]
+                    many_section(r), debian_section(args, r), oci_section(r.get("oci")), persist_section(r.get("persist")),
+                    ratios(r), notes.read()]
     with open(args.out, "w") as f:
         f.write("\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def update_oci_section(args, d):
-    """--only-oci: puts the OCI section into an existing report (in place of the one there, else before the
-    ratios) and its rows into the ratio table (in place of theirs, else at its end)."""
+def update_section(args, title, section, new_rows):
+    """--only-oci, --only-persist: puts a section into an existing report (in place of the one there, else
+    before the ratios) and its rows into the ratio table (in place of theirs, else at its end)."""
     path = args.out
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    section = oci_section(d, separately=command_line(args))
-    pattern = re.escape(OCI_TITLE) + r"\n.*?(?=\n## |\Z)"
+    pattern = re.escape(title) + r"\n.*?(?=\n## |\Z)"
     if re.search(pattern, text, flags=re.S):
         text = re.sub(pattern, lambda _: section, text, count=1, flags=re.S)
     elif "\n" + RATIOS_TITLE in text:
@@ -1208,7 +1278,6 @@ def update_oci_section(args, d):
         text = text.rstrip("\n") + "\n\n" + section
     if "\n" + RATIOS_TITLE + "\n" not in text:
         text = text.rstrip("\n") + f"\n\n{RATIOS_TITLE}\n\n| ratio | value | bar | met |\n|---|---|---|---|\n"
-    new_rows = oci_ratios(d)
     lines = text.split("\n")
     first = lines.index(RATIOS_TITLE) + 4  # the title, a blank line, the header and its rule
     end = first
@@ -1218,7 +1287,7 @@ def update_oci_section(args, d):
     lines[first:end] = kept + ratio_table_rows(new_rows).rstrip("\n").split("\n")
     with open(path, "w") as f:
         f.write("\n".join(lines))
-    print(f"wrote the OCI section of {path}", file=sys.stderr)
+    print(f"wrote the section '{title[3:]}' of {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
