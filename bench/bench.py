@@ -1141,7 +1141,7 @@ def debian_section(args, r):
     out += ["\n\n| what | runs | median | p95 |\n|---|---|---|---|\n",
             latency_rows(d[k] for k in ["boot_busybox", "boot_debian", "restore_busybox", "restore_debian",
                                         "ssh_cold", "ssh_restored"]),
-            idle_memory_line(d["idle"], f"an idle `{args.debian}` session") if "idle" in d else "",
+            idle_memory_line(d["idle"], f"idle `{args.debian}` session") if "idle" in d else "",
             f"\nRaw rows of the two images are measured in alternation. Ratios: Debian / busybox cold boot "
             f"{d['boot_debian']['median'] / d['boot_busybox']['median']:.2f}, restore "
             f"{d['restore_debian']['median'] / d['restore_busybox']['median']:.2f}. The Debian VM also loads virtio_blk "
