@@ -7,6 +7,7 @@ import io.vmgate.metrics.MetricsServer;
 import io.vmgate.record.Recordings;
 import io.vmgate.ssh.Durations;
 import io.vmgate.ssh.SessionInfo;
+import io.vmgate.ssh.GuestSource;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
 import io.vmgate.sandbox.SandboxException;
@@ -206,9 +207,19 @@ final class ServeCommand implements Callable<Integer> {
             });
         }
         Map<String, List<String>> egressByUser = perUserEgress(configFile);
-        ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId,
-                                Sandboxes.Session.of(userName).egress(egressByUser.get(userName)).persist(persistByUser.get(userName))),
-                        hostKey != null ? hostKey : defaultHostKey())
+        GuestSource guests = new GuestSource() {
+            @Override
+            public io.vmgate.exec.Guest open(String sessionId, String userName) throws java.io.IOException {
+                return open(sessionId, userName, false);
+            }
+
+            @Override
+            public io.vmgate.exec.Guest open(String sessionId, String userName, boolean freshMachine) throws java.io.IOException {
+                return engine.start("ssh-" + sessionId, Sandboxes.Session.of(userName).egress(egressByUser.get(userName))
+                        .persist(persistByUser.get(userName)).freshMachine(freshMachine));
+            }
+        };
+        ServerConfig cfg = ServerConfig.builder(guests, hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
                 .allowPasswordless(allowPasswordless)

@@ -181,6 +181,33 @@ class PersistIT {
     }
 
     @Test
+    void aUserCanAskForAFreshMachineAndKeepsTheirHome() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-fresh").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()).start()) {
+            SshClientHelper.Result first = ssh(s, "alice", "echo old > /tmp/marker; echo home > ~/notes");
+            assertThat(first.exitCode()).as(first.toString()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+
+            // ssh -o SetEnv=VMGATE_FRESH=1: the saved machine is discarded, the home kept; the variable is vmgate's, not the guest's.
+            SshClientHelper.Result fresh = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).withOption("SetEnv=VMGATE_FRESH=1")
+                    .ssh("cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes; echo ${VMGATE_FRESH:-unset}; echo new > /tmp/marker");
+            assertThat(fresh.exitCode()).as(fresh.toString()).isZero();
+            assertThat(fresh.out()).isEqualTo("fresh\nhome\nunset\n");
+            assertThat(s.logLines("machine_discarded")).singleElement().asString().contains("reason=fresh_requested");
+            assertThat(s.logLines("machine_resumed")).isEmpty();
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+
+            // The next connection without it resumes the machine saved from the fresh one.
+            SshClientHelper.Result again = ssh(s, "alice", "cat /tmp/marker");
+            assertThat(again.out()).as(again.toString()).isEqualTo("new\n");
+            assertThat(s.logLines("machine_resumed")).hasSize(1);
+            s.awaitLogCount("machine_saved", 3, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
     void aUsersConnectionsAtOnceShareOneVm() throws Exception {
         Path state = dir.resolve("state");
         try (ServeProcess s = serve("share", state)) {

@@ -256,10 +256,13 @@ public final class Sandboxes implements AutoCloseable {
             try {
                 if (MachineStates.exists(home.directory())) {
                     // Resumed, or gone before anything attaches the home: its guest's view of the disk is the save's.
-                    vm = machine ? resumeMachine(id, home, phases) : null;
-                    resumed = vm != null;
                     if (!machine) {
                         discardMachine(home, "persist_is_not_machine");
+                    } else if (session.freshMachine()) {
+                        discardMachine(home, "fresh_requested");
+                    } else {
+                        vm = resumeMachine(id, home, phases);
+                        resumed = vm != null;
                     }
                 }
                 if (vm == null) {
@@ -479,13 +482,16 @@ public final class Sandboxes implements AutoCloseable {
      * @param user   who the sandbox is for, for logs; empty when nobody in particular
      * @param egress allowlist rules (see {@link SandboxOptions#egress()}), or null for the options' own
      */
-    public record Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+    public record Session(String user, List<String> egress, SandboxOptions.Persist persist, boolean freshMachine) {
         static final Session DEFAULT = new Session("", null, null);
 
         /**
          * @param persist what this user's sandboxes keep ({@link SandboxOptions.Persist#HOME}: a home that
          *                outlives them, and one sandbox shared by the user's sessions at a time), or
          *                null for the options' own
+         * @param freshMachine with {@link SandboxOptions.Persist#MACHINE}: the user's saved machine is
+         *                discarded (logged {@code machine_discarded reason=fresh_requested}) and a fresh one
+         *                started with their home; ignored while the user has a sandbox running (it is shared)
          */
         public Session {
             user = user == null ? "" : user;
@@ -496,7 +502,11 @@ public final class Sandboxes implements AutoCloseable {
         }
 
         public Session(String user, List<String> egress) {
-            this(user, egress, null);
+            this(user, egress, null, false);
+        }
+
+        public Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+            this(user, egress, persist, false);
         }
 
         public static Session of(String user) {
@@ -504,11 +514,16 @@ public final class Sandboxes implements AutoCloseable {
         }
 
         public Session egress(List<String> rules) {
-            return new Session(user, rules, persist);
+            return new Session(user, rules, persist, freshMachine);
         }
 
         public Session persist(SandboxOptions.Persist p) {
-            return new Session(user, egress, p);
+            return new Session(user, egress, p, freshMachine);
+        }
+
+        /** This session asking ({@code true}) for a fresh machine instead of the user's saved one. */
+        public Session freshMachine(boolean fresh) {
+            return new Session(user, egress, persist, fresh);
         }
     }
 
