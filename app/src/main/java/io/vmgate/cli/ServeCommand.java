@@ -117,6 +117,16 @@ final class ServeCommand implements Callable<Integer> {
             description = "With --persist machine: how long a saved machine is resumed; later, a fresh one (same home) (default: ${DEFAULT-VALUE}).")
     Duration resumeWithin;
 
+    @Option(names = "--max-saved", paramLabel = "N",
+            description = "With --persist machine: at most N saved machines; after a save the least recently saved of other users "
+                    + "are evicted, logged (default: no limit).")
+    Integer maxSaved;
+
+    @Option(names = "--saved-disk-quota", paramLabel = "SIZE",
+            description = "With --persist machine: at most SIZE (e.g. 2G) of saved machines, evicted likewise; a machine alone "
+                    + "larger is not kept (default: no limit).")
+    String savedDiskQuota;
+
     @Option(names = "--persist-size", paramLabel = "SIZE", defaultValue = "1G",
             description = "Size of each persistent home, e.g. 512M, 4G; sparse on the host, and every home has this size (default: ${DEFAULT-VALUE}).")
     String persistSize;
@@ -402,6 +412,12 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (stateDir != null) {
                 b.stateDirectory(stateDir);
+            }
+            if (maxSaved != null) {
+                b.maxSaved(maxSaved);
+            }
+            if (savedDiskQuota != null) {
+                b.savedDiskQuotaBytes((long) VmOptions.mib(savedDiskQuota, "--saved-disk-quota") << 20);
             }
             return b.build();
         } catch (IllegalArgumentException e) {

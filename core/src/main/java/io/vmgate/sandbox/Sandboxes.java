@@ -275,7 +275,7 @@ public final class Sandboxes implements AutoCloseable {
             Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
             Vm started = vm;
             if (resumed) { // its guest has the home mounted since before it was saved
-                return new PerUserSandboxes.Started(sandbox, () -> saveMachine(started, home));
+                return new PerUserSandboxes.Started(sandbox, () -> { saveMachine(started, home); enforceSavedLimits(home); });
             }
             try {
                 vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
@@ -296,7 +296,10 @@ public final class Sandboxes implements AutoCloseable {
             log.atInfo().setMessage("home_mounted").addKeyValue("vm", vm.id()).addKeyValue("user", user)
                     .addKeyValue("dir", home.directory().getFileName()).addKeyValue("path", guest.home())
                     .addKeyValue("created", home.created()).addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
-            return new PerUserSandboxes.Started(sandbox, machine ? () -> saveMachine(started, home) : () -> flushHome(started, user));
+            return new PerUserSandboxes.Started(sandbox, machine ? () -> {
+                saveMachine(started, home);
+                enforceSavedLimits(home);
+            } : () -> flushHome(started, user));
         });
     }
 
@@ -387,6 +390,11 @@ public final class Sandboxes implements AutoCloseable {
                     .addKeyValue("dir", home.directory().getFileName())
                     .addKeyValue("reason", e.getMessage().lines().findFirst().orElse("")).log();
         }
+    }
+
+    /** After a save: the least recently saved machines beyond --max-saved / --saved-disk-quota go (SavedMachines). */
+    private void enforceSavedLimits(HomeStore.Home home) {
+        SavedMachines.enforce(homes.root(), home.directory(), options.maxSaved(), options.savedDiskQuotaBytes());
     }
 
     /** Before a home's VM is torn down: what processes wrote goes to the disk (a VM is killed, not shut down). */
