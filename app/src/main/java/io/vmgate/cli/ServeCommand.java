@@ -260,7 +260,7 @@ final class ServeCommand implements Callable<Integer> {
                 @Override
                 public List<ControlServer.Home> homes() throws java.io.IOException {
                     return engine.homes().stream().map(h -> new ControlServer.Home(h.directory(), h.user(), h.sizeBytes(),
-                            h.usedBytes(), h.modified(), h.inUse())).toList();
+                            h.usedBytes(), h.modified(), h.inUse(), h.savedBytes(), h.savedAt())).toList();
                 }
             });
             if (metrics != null) {

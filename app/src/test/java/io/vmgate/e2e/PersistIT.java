@@ -221,6 +221,15 @@ class PersistIT {
                     .containsPattern("bytes=[1-9]");
             assertThat(homeDir(state, "alice").resolve("machine")).doesNotExist();
             assertThat(homeDir(state, "bob").resolve("machine")).exists();
+            // The operator sees who has a saved machine, its size and age, over the control socket.
+            Path sock = s.dir().resolve("control.sock");
+            Host.Result homes = Host.run(List.of("./vmgate", "sessions", "--control-socket", sock.toString(), "homes"), Map.of(), null, 120);
+            assertThat(homes.exit()).as(homes.stderr()).isZero();
+            assertThat(homes.out()).containsPattern("(?m)^alice\\s+" + homeDir(state, "alice").getFileName() + "\\s+128M\\s+\\d+M\\s+\\S+\\s+no\\s+-\\s+-$")
+                    .containsPattern("(?m)^bob\\s+" + homeDir(state, "bob").getFileName() + "\\s+128M\\s+\\d+M\\s+\\S+\\s+no\\s+[1-9]\\d*M\\s+\\d+s$");
+            Host.Result json = Host.run(List.of("./vmgate", "sessions", "--json", "--control-socket", sock.toString(), "homes"),
+                    Map.of(), null, 120);
+            assertThat(json.out()).containsPattern("\"user\":\"bob\",[^}]*\"saved_bytes\":[1-9]\\d+,\"saved_at\":\"2\\d{3}-");
 
             // Alice's machine is gone, her home is not; Bob's (the one just saved) resumes.
             SshClientHelper.Result a = ssh(s, "alice", "cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes");

@@ -468,13 +468,23 @@ public final class Sandboxes implements AutoCloseable {
      * @param usedBytes what its sparse image takes on the host, -1 if unknown
      * @param modified  when its image was last written
      * @param inUse     whether a sandbox of this engine has it attached now
+     * @param savedBytes the size of the machine saved beside it ({@code --persist machine}), -1 if none
+     * @param savedAt   when that machine was saved, null if none
      */
-    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
+    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse,
+            long savedBytes, java.time.Instant savedAt) {}
 
-    /** The persistent homes kept in {@link #homesDirectory()}, by directory name. */
+    /** The persistent homes kept in {@link #homesDirectory()}, by directory name, with their saved machines. */
     public List<Home> homes() throws IOException {
-        return homes.list().stream().map(h -> new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(),
-                perUser.isRunning(h.user()))).toList();
+        java.util.Map<Path, SavedMachines.Saved> saved = new java.util.HashMap<>();
+        for (SavedMachines.Saved s : SavedMachines.scan(homes.root())) {
+            saved.put(s.dir().getFileName(), s);
+        }
+        return homes.list().stream().map(h -> {
+            SavedMachines.Saved s = saved.get(Path.of(h.directory()));
+            return new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(), perUser.isRunning(h.user()),
+                    s == null ? -1 : s.bytes(), s == null ? null : s.savedAt());
+        }).toList();
     }
 
     /** Where persistent homes are kept ({@code <state>/homes}), one directory per user. */
