@@ -7,6 +7,7 @@ import io.vmgate.metrics.MetricsServer;
 import io.vmgate.record.Recordings;
 import io.vmgate.ssh.Durations;
 import io.vmgate.ssh.SessionInfo;
+import io.vmgate.ssh.GuestSource;
 import io.vmgate.ssh.ServerConfig;
 import io.vmgate.ssh.VmgateSshServer;
 import io.vmgate.sandbox.SandboxException;
@@ -116,6 +117,16 @@ final class ServeCommand implements Callable<Integer> {
             description = "With --persist machine: how long a saved machine is resumed; later, a fresh one (same home) (default: ${DEFAULT-VALUE}).")
     Duration resumeWithin;
 
+    @Option(names = "--max-saved", paramLabel = "N",
+            description = "With --persist machine: at most N saved machines; after a save the least recently saved of other users "
+                    + "are evicted, logged (default: no limit).")
+    Integer maxSaved;
+
+    @Option(names = "--saved-disk-quota", paramLabel = "SIZE",
+            description = "With --persist machine: at most SIZE (e.g. 2G) of saved machines, evicted likewise; a machine alone "
+                    + "larger is not kept (default: no limit).")
+    String savedDiskQuota;
+
     @Option(names = "--persist-size", paramLabel = "SIZE", defaultValue = "1G",
             description = "Size of each persistent home, e.g. 512M, 4G; sparse on the host, and every home has this size (default: ${DEFAULT-VALUE}).")
     String persistSize;
@@ -206,9 +217,19 @@ final class ServeCommand implements Callable<Integer> {
             });
         }
         Map<String, List<String>> egressByUser = perUserEgress(configFile);
-        ServerConfig cfg = ServerConfig.builder((sessionId, userName) -> engine.start("ssh-" + sessionId,
-                                Sandboxes.Session.of(userName).egress(egressByUser.get(userName)).persist(persistByUser.get(userName))),
-                        hostKey != null ? hostKey : defaultHostKey())
+        GuestSource guests = new GuestSource() {
+            @Override
+            public io.vmgate.exec.Guest open(String sessionId, String userName) throws java.io.IOException {
+                return open(sessionId, userName, false);
+            }
+
+            @Override
+            public io.vmgate.exec.Guest open(String sessionId, String userName, boolean freshMachine) throws java.io.IOException {
+                return engine.start("ssh-" + sessionId, Sandboxes.Session.of(userName).egress(egressByUser.get(userName))
+                        .persist(persistByUser.get(userName)).freshMachine(freshMachine));
+            }
+        };
+        ServerConfig cfg = ServerConfig.builder(guests, hostKey != null ? hostKey : defaultHostKey())
                 .listenHost(host).port(port)
                 .authorizedKeys(authorizedKeys).user(user).passwordFile(passwordFile)
                 .allowPasswordless(allowPasswordless)
@@ -239,7 +260,7 @@ final class ServeCommand implements Callable<Integer> {
                 @Override
                 public List<ControlServer.Home> homes() throws java.io.IOException {
                     return engine.homes().stream().map(h -> new ControlServer.Home(h.directory(), h.user(), h.sizeBytes(),
-                            h.usedBytes(), h.modified(), h.inUse())).toList();
+                            h.usedBytes(), h.modified(), h.inUse(), h.savedBytes(), h.savedAt())).toList();
                 }
             });
             if (metrics != null) {
@@ -391,6 +412,12 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (stateDir != null) {
                 b.stateDirectory(stateDir);
+            }
+            if (maxSaved != null) {
+                b.maxSaved(maxSaved);
+            }
+            if (savedDiskQuota != null) {
+                b.savedDiskQuotaBytes((long) VmOptions.mib(savedDiskQuota, "--saved-disk-quota") << 20);
             }
             return b.build();
         } catch (IllegalArgumentException e) {

@@ -122,14 +122,24 @@ final class SessionsCommand implements Callable<Integer> {
 
     static void printHomes(List<?> homes, PrintStream out) {
         List<String[]> rows = new ArrayList<>();
-        rows.add(new String[] {"USER", "DIR", "SIZE", "USED", "MODIFIED", "IN USE"});
+        rows.add(new String[] {"USER", "DIR", "SIZE", "USED", "MODIFIED", "IN USE", "SAVED", "SAVED AGO"});
         for (Object o : homes) {
             if (o instanceof Map<?, ?> h) {
                 rows.add(new String[] {text(h.get("user")), text(h.get("dir")), mib(h.get("size_bytes")), mib(h.get("used_bytes")),
-                        text(h.get("modified")), Boolean.TRUE.equals(h.get("in_use")) ? "yes" : "no"});
+                        text(h.get("modified")), Boolean.TRUE.equals(h.get("in_use")) ? "yes" : "no", mib(h.get("saved_bytes")),
+                        ago(h.get("saved_at"))});
             }
         }
         table(rows, out);
+    }
+
+    /** How long ago an ISO-8601 instant was, "-" without one. */
+    private static String ago(Object instant) {
+        try {
+            return instant instanceof String s ? idle(Duration.between(java.time.Instant.parse(s), java.time.Instant.now()).toMillis()) : "-";
+        } catch (java.time.format.DateTimeParseException e) {
+            return "?";
+        }
     }
 
     private static String mib(Object bytes) {

@@ -56,8 +56,9 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
-    /** A persistent home, for {@code {"op":"homes"}} (docs/control.md). */
-    public record Home(String dir, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
+    /** A persistent home and its saved machine ({@code savedBytes} -1, {@code savedAt} null: none), for {@code {"op":"homes"}} (docs/control.md). */
+    public record Home(String dir, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse,
+            long savedBytes, java.time.Instant savedAt) {}
 
     private final Path socket;
     private final FileChannel lockFile;
@@ -254,6 +255,10 @@ public final class ControlServer implements AutoCloseable {
         m.put("used_bytes", h.usedBytes());
         m.put("modified", h.modified().toString());
         m.put("in_use", h.inUse());
+        if (h.savedAt() != null) {
+            m.put("saved_bytes", h.savedBytes());
+            m.put("saved_at", h.savedAt().toString());
+        }
         return m;
     }
 

@@ -42,18 +42,24 @@ class ControlServerTest {
         @Override
         public List<ControlServer.Home> homes() {
             return List.of(new ControlServer.Home("2bd806c97f0e00af1a1fc3328fa763a9", "alice", 1L << 30, 3L << 20,
-                    Instant.parse("2026-12-01T16:35:38Z"), true));
+                    Instant.parse("2026-12-01T16:35:38Z"), true, -1, null),
+                    new ControlServer.Home("4c26d9074c27d89ede59270c0ac14b71", "bob", 1L << 30, 1L << 20,
+                    Instant.parse("2026-12-01T16:30:00Z"), false, 2L << 20, Instant.parse("2026-12-01T16:31:00Z")));
         }
     };
 
     @Test
+    @SuppressWarnings("unchecked")
     void listsThePersistentHomes() throws Exception {
         Path sock = dir.resolve("control.sock");
         try (ControlServer s = ControlServer.start(sock, ops)) {
             Map<String, Object> list = ControlClient.request(sock, Map.of("op", "homes"));
             assertThat(list).containsEntry("ok", true);
-            assertThat((List<?>) list.get("homes")).singleElement().isEqualTo(Map.of("dir", "2bd806c97f0e00af1a1fc3328fa763a9",
-                    "user", "alice", "size_bytes", 1L << 30, "used_bytes", 3L << 20, "modified", "2026-12-01T16:35:38Z", "in_use", true));
+            assertThat((List<Object>) list.get("homes")).containsExactly(Map.of("dir", "2bd806c97f0e00af1a1fc3328fa763a9",
+                    "user", "alice", "size_bytes", 1L << 30, "used_bytes", 3L << 20, "modified", "2026-12-01T16:35:38Z", "in_use", true),
+                    Map.of("dir", "4c26d9074c27d89ede59270c0ac14b71", "user", "bob", "size_bytes", 1L << 30, "used_bytes", 1L << 20,
+                            "modified", "2026-12-01T16:30:00Z", "in_use", false, "saved_bytes", 2L << 20,
+                            "saved_at", "2026-12-01T16:31:00Z"));
         }
         ControlServer.Operations none = new ControlServer.Operations() {
             @Override

@@ -181,6 +181,80 @@ class PersistIT {
     }
 
     @Test
+    void aUserCanAskForAFreshMachineAndKeepsTheirHome() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-fresh").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()).start()) {
+            SshClientHelper.Result first = ssh(s, "alice", "echo old > /tmp/marker; echo home > ~/notes");
+            assertThat(first.exitCode()).as(first.toString()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+
+            // ssh -o SetEnv=VMGATE_FRESH=1: the saved machine is discarded, the home kept; the variable is vmgate's, not the guest's.
+            SshClientHelper.Result fresh = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).withOption("SetEnv=VMGATE_FRESH=1")
+                    .ssh("cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes; echo ${VMGATE_FRESH:-unset}; echo new > /tmp/marker");
+            assertThat(fresh.exitCode()).as(fresh.toString()).isZero();
+            assertThat(fresh.out()).isEqualTo("fresh\nhome\nunset\n");
+            assertThat(s.logLines("machine_discarded")).singleElement().asString().contains("reason=fresh_requested");
+            assertThat(s.logLines("machine_resumed")).isEmpty();
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+
+            // The next connection without it resumes the machine saved from the fresh one.
+            SshClientHelper.Result again = ssh(s, "alice", "cat /tmp/marker");
+            assertThat(again.out()).as(again.toString()).isEqualTo("new\n");
+            assertThat(s.logLines("machine_resumed")).hasSize(1);
+            s.awaitLogCount("machine_saved", 3, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void savedMachinesBeyondTheLimitsAreEvictedLeastRecentlySavedFirst() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-evict").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString(), "--max-saved", "1").start()) {
+            assertThat(ssh(s, "alice", "echo alice > /tmp/marker; echo home > ~/notes").exitCode()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            assertThat(ssh(s, "bob", "echo bob > /tmp/marker").exitCode()).isZero();
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+            String evicted = s.awaitLog("machine_evicted", Duration.ofSeconds(30));
+            assertThat(evicted).contains("dir=" + homeDir(state, "alice").getFileName()).contains("reason=max_saved")
+                    .containsPattern("bytes=[1-9]");
+            assertThat(homeDir(state, "alice").resolve("machine")).doesNotExist();
+            assertThat(homeDir(state, "bob").resolve("machine")).exists();
+            // The operator sees who has a saved machine, its size and age, over the control socket.
+            Path sock = s.dir().resolve("control.sock");
+            Host.Result homes = Host.run(List.of("./vmgate", "sessions", "--control-socket", sock.toString(), "homes"), Map.of(), null, 120);
+            assertThat(homes.exit()).as(homes.stderr()).isZero();
+            assertThat(homes.out()).containsPattern("(?m)^alice\\s+" + homeDir(state, "alice").getFileName() + "\\s+128M\\s+\\d+M\\s+\\S+\\s+no\\s+-\\s+-$")
+                    .containsPattern("(?m)^bob\\s+" + homeDir(state, "bob").getFileName() + "\\s+128M\\s+\\d+M\\s+\\S+\\s+no\\s+[1-9]\\d*M\\s+\\d+s$");
+            Host.Result json = Host.run(List.of("./vmgate", "sessions", "--json", "--control-socket", sock.toString(), "homes"),
+                    Map.of(), null, 120);
+            assertThat(json.out()).containsPattern("\"user\":\"bob\",[^}]*\"saved_bytes\":[1-9]\\d+,\"saved_at\":\"2\\d{3}-");
+
+            // Alice's machine is gone, her home is not; Bob's (the one just saved) resumes.
+            SshClientHelper.Result a = ssh(s, "alice", "cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes");
+            assertThat(a.out()).as(a.toString()).isEqualTo("fresh\nhome\n");
+            s.awaitLogCount("machine_saved", 3, Duration.ofSeconds(60));
+            s.awaitLogCount("machine_evicted", 2, Duration.ofSeconds(30));
+            assertThat(s.logLines("machine_evicted").getLast()).contains("dir=" + homeDir(state, "bob").getFileName());
+            assertThat(s.logLines("machine_evicted")).hasSize(2);
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+        // A machine alone larger than the quota is not kept, and says so (a state directory with no other saved machine).
+        Path alone = dir.resolve("state-quota");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-quota").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", alone.toString(), "--saved-disk-quota", "1M").start()) {
+            assertThat(ssh(s, "carol", "echo carol > /tmp/marker").exitCode()).isZero();
+            String saved = s.awaitLog("machine_saved", Duration.ofSeconds(60));
+            String evicted = s.awaitLog("machine_evicted", Duration.ofSeconds(30));
+            assertThat(evicted).contains("dir=" + homeDir(alone, "carol").getFileName()).contains("reason=alone_exceeds_quota");
+            assertThat(saved).as("the premise: a saved machine is over 1 MiB").containsPattern("bytes=[1-9][0-9]{6,}");
+            assertThat(homeDir(alone, "carol").resolve("machine")).doesNotExist();
+            assertThat(s.logLines("machine_evicted")).as("nobody else's for it").hasSize(1);
+        }
+    }
+
+    @Test
     void aUsersConnectionsAtOnceShareOneVm() throws Exception {
         Path state = dir.resolve("state");
         try (ServeProcess s = serve("share", state)) {

@@ -51,12 +51,16 @@ import java.util.OptionalLong;
  *                         user gets a fresh machine (with their home)
  * @param stateDirectory   where persistent homes are kept ({@code homes/} in it), or null for
  *                         {@code $XDG_STATE_HOME/vmgate} or {@code ~/.local/state/vmgate}
+ * @param maxSaved         with {@link Persist#MACHINE}: at most this many saved machines (empty: no limit); after
+ *                         a save, the least recently saved of other users are evicted (logged {@code machine_evicted})
+ * @param savedDiskQuotaBytes with {@link Persist#MACHINE}: at most this many bytes of saved machines (empty: no
+ *                         limit), evicted likewise; a machine alone larger than this is not kept
  */
 public record SandboxOptions(String image, Path rootfs, String guestUser, String workdir, int cpus, int memoryMib,
         OptionalInt writableMib, OptionalInt scratchDiskMib, OptionalInt maxProcs, List<String> egress,
         OptionalInt egressMaxConnections, OptionalLong egressMaxBytes, boolean openNetwork, boolean snapshot,
         Duration bootTimeout, Accelerator accelerator, Path cacheDirectory, Path runtimeDirectory, Persist persist,
-        int persistSizeMib, Duration resumeWithin, Path stateDirectory) {
+        int persistSizeMib, Duration resumeWithin, Path stateDirectory, OptionalInt maxSaved, OptionalLong savedDiskQuotaBytes) {
 
     public static final int DEFAULT_CPUS = 1;
     public static final int DEFAULT_MEMORY_MIB = 256;
@@ -135,6 +139,10 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         require(!resumeWithin.isNegative() && !resumeWithin.isZero(), "resume-within must be positive");
         require(persist != Persist.MACHINE || snapshot, "persist machine needs snapshot restores: a machine is saved as what "
                 + "it changed since its template"); 
+        Objects.requireNonNull(maxSaved, "maxSaved");
+        Objects.requireNonNull(savedDiskQuotaBytes, "savedDiskQuotaBytes");
+        require(maxSaved.isEmpty() || maxSaved.getAsInt() >= 1, "max-saved must be at least 1");
+        require(savedDiskQuotaBytes.isEmpty() || savedDiskQuotaBytes.getAsLong() >= 1, "the saved-disk quota must be positive");
         require(persistSizeMib >= 64 && persistSizeMib <= 16 << 20, "a persistent home must be between 64 MiB and 16 TiB, not "
                 + persistSizeMib + " MiB");
     }
@@ -186,6 +194,8 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         b.persistSizeMib = persistSizeMib;
         b.resumeWithin = resumeWithin;
         b.stateDirectory = stateDirectory;
+        b.maxSaved = maxSaved;
+        b.savedDiskQuotaBytes = savedDiskQuotaBytes;
         return b;
     }
 
@@ -213,6 +223,8 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         private int persistSizeMib = DEFAULT_PERSIST_SIZE_MIB;
         private Duration resumeWithin = DEFAULT_RESUME_WITHIN;
         private Path stateDirectory;
+        private OptionalInt maxSaved = OptionalInt.empty();
+        private OptionalLong savedDiskQuotaBytes = OptionalLong.empty();
 
         private Builder() {}
 
@@ -245,12 +257,14 @@ public record SandboxOptions(String image, Path rootfs, String guestUser, String
         public Builder persistSizeMib(int mib) { persistSizeMib = mib; return this; }
         public Builder resumeWithin(Duration d) { resumeWithin = d; return this; }
         public Builder stateDirectory(Path dir) { stateDirectory = dir; return this; }
+        public Builder maxSaved(int n) { maxSaved = OptionalInt.of(n); return this; }
+        public Builder savedDiskQuotaBytes(long bytes) { savedDiskQuotaBytes = OptionalLong.of(bytes); return this; }
 
         /** @throws IllegalArgumentException naming the first value out of range */
         public SandboxOptions build() {
             return new SandboxOptions(image, rootfs, guestUser, workdir, cpus, memoryMib, writableMib, scratchDiskMib, maxProcs,
                     egress, egressMaxConnections, egressMaxBytes, openNetwork, snapshot, bootTimeout, accelerator, cacheDirectory,
-                    runtimeDirectory, persist, persistSizeMib, resumeWithin, stateDirectory);
+                    runtimeDirectory, persist, persistSizeMib, resumeWithin, stateDirectory, maxSaved, savedDiskQuotaBytes);
         }
     }
 }

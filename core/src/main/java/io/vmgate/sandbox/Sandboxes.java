@@ -256,10 +256,13 @@ public final class Sandboxes implements AutoCloseable {
             try {
                 if (MachineStates.exists(home.directory())) {
                     // Resumed, or gone before anything attaches the home: its guest's view of the disk is the save's.
-                    vm = machine ? resumeMachine(id, home, phases) : null;
-                    resumed = vm != null;
                     if (!machine) {
                         discardMachine(home, "persist_is_not_machine");
+                    } else if (session.freshMachine()) {
+                        discardMachine(home, "fresh_requested");
+                    } else {
+                        vm = resumeMachine(id, home, phases);
+                        resumed = vm != null;
                     }
                 }
                 if (vm == null) {
@@ -272,7 +275,7 @@ public final class Sandboxes implements AutoCloseable {
             Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
             Vm started = vm;
             if (resumed) { // its guest has the home mounted since before it was saved
-                return new PerUserSandboxes.Started(sandbox, () -> saveMachine(started, home));
+                return new PerUserSandboxes.Started(sandbox, () -> { saveMachine(started, home); enforceSavedLimits(home); });
             }
             try {
                 vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
@@ -293,7 +296,10 @@ public final class Sandboxes implements AutoCloseable {
             log.atInfo().setMessage("home_mounted").addKeyValue("vm", vm.id()).addKeyValue("user", user)
                     .addKeyValue("dir", home.directory().getFileName()).addKeyValue("path", guest.home())
                     .addKeyValue("created", home.created()).addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
-            return new PerUserSandboxes.Started(sandbox, machine ? () -> saveMachine(started, home) : () -> flushHome(started, user));
+            return new PerUserSandboxes.Started(sandbox, machine ? () -> {
+                saveMachine(started, home);
+                enforceSavedLimits(home);
+            } : () -> flushHome(started, user));
         });
     }
 
@@ -386,6 +392,11 @@ public final class Sandboxes implements AutoCloseable {
         }
     }
 
+    /** After a save: the least recently saved machines beyond --max-saved / --saved-disk-quota go (SavedMachines). */
+    private void enforceSavedLimits(HomeStore.Home home) {
+        SavedMachines.enforce(homes.root(), home.directory(), options.maxSaved(), options.savedDiskQuotaBytes());
+    }
+
     /** Before a home's VM is torn down: what processes wrote goes to the disk (a VM is killed, not shut down). */
     private static void flushHome(Vm vm, String user) {
         long t0 = System.nanoTime();
@@ -457,13 +468,23 @@ public final class Sandboxes implements AutoCloseable {
      * @param usedBytes what its sparse image takes on the host, -1 if unknown
      * @param modified  when its image was last written
      * @param inUse     whether a sandbox of this engine has it attached now
+     * @param savedBytes the size of the machine saved beside it ({@code --persist machine}), -1 if none
+     * @param savedAt   when that machine was saved, null if none
      */
-    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse) {}
+    public record Home(String directory, String user, long sizeBytes, long usedBytes, java.time.Instant modified, boolean inUse,
+            long savedBytes, java.time.Instant savedAt) {}
 
-    /** The persistent homes kept in {@link #homesDirectory()}, by directory name. */
+    /** The persistent homes kept in {@link #homesDirectory()}, by directory name, with their saved machines. */
     public List<Home> homes() throws IOException {
-        return homes.list().stream().map(h -> new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(),
-                perUser.isRunning(h.user()))).toList();
+        java.util.Map<Path, SavedMachines.Saved> saved = new java.util.HashMap<>();
+        for (SavedMachines.Saved s : SavedMachines.scan(homes.root())) {
+            saved.put(s.dir().getFileName(), s);
+        }
+        return homes.list().stream().map(h -> {
+            SavedMachines.Saved s = saved.get(Path.of(h.directory()));
+            return new Home(h.directory(), h.user(), h.sizeBytes(), h.usedBytes(), h.modified(), perUser.isRunning(h.user()),
+                    s == null ? -1 : s.bytes(), s == null ? null : s.savedAt());
+        }).toList();
     }
 
     /** Where persistent homes are kept ({@code <state>/homes}), one directory per user. */
@@ -479,13 +500,16 @@ public final class Sandboxes implements AutoCloseable {
      * @param user   who the sandbox is for, for logs; empty when nobody in particular
      * @param egress allowlist rules (see {@link SandboxOptions#egress()}), or null for the options' own
      */
-    public record Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+    public record Session(String user, List<String> egress, SandboxOptions.Persist persist, boolean freshMachine) {
         static final Session DEFAULT = new Session("", null, null);
 
         /**
          * @param persist what this user's sandboxes keep ({@link SandboxOptions.Persist#HOME}: a home that
          *                outlives them, and one sandbox shared by the user's sessions at a time), or
          *                null for the options' own
+         * @param freshMachine with {@link SandboxOptions.Persist#MACHINE}: the user's saved machine is
+         *                discarded (logged {@code machine_discarded reason=fresh_requested}) and a fresh one
+         *                started with their home; ignored while the user has a sandbox running (it is shared)
          */
         public Session {
             user = user == null ? "" : user;
@@ -496,7 +520,11 @@ public final class Sandboxes implements AutoCloseable {
         }
 
         public Session(String user, List<String> egress) {
-            this(user, egress, null);
+            this(user, egress, null, false);
+        }
+
+        public Session(String user, List<String> egress, SandboxOptions.Persist persist) {
+            this(user, egress, persist, false);
         }
 
         public static Session of(String user) {
@@ -504,11 +532,16 @@ public final class Sandboxes implements AutoCloseable {
         }
 
         public Session egress(List<String> rules) {
-            return new Session(user, rules, persist);
+            return new Session(user, rules, persist, freshMachine);
         }
 
         public Session persist(SandboxOptions.Persist p) {
-            return new Session(user, egress, p);
+            return new Session(user, egress, p, freshMachine);
+        }
+
+        /** This session asking ({@code true}) for a fresh machine instead of the user's saved one. */
+        public Session freshMachine(boolean fresh) {
+            return new Session(user, egress, persist, fresh);
         }
     }
 

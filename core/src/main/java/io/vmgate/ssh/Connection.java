@@ -239,7 +239,7 @@ final class Connection implements SessionClock.Listener {
      * The connection's guest, opening it if this is the first request. Blocks for as long as that
      * takes, so call it from a thread of the session, never from an I/O thread.
      */
-    Guest acquireGuest() throws Refusal {
+    Guest acquireGuest(boolean freshMachine) throws Refusal {
         CompletableFuture<Guest> mine = null;
         CompletableFuture<Guest> theirs;
         synchronized (this) {
@@ -281,17 +281,17 @@ final class Connection implements SessionClock.Listener {
                 throw e.getCause() instanceof Refusal r ? r : new Refusal(Ending.startFailed(String.valueOf(e.getCause().getMessage())));
             }
         }
-        return open(mine);
+        return open(mine, freshMachine);
     }
 
-    private Guest open(CompletableFuture<Guest> mine) throws Refusal {
+    private Guest open(CompletableFuture<Guest> mine, boolean freshMachine) throws Refusal {
         long t0 = System.nanoTime();
         String vmId = "ssh-" + id;
         tagged(Events.log.atInfo()).setMessage("vm_requested").addKeyValue("vm", vmId).log();
         Guest g = null;
         String failure;
         try {
-            g = guests.open(id, Objects.requireNonNullElse(user, ""));
+            g = guests.open(id, Objects.requireNonNullElse(user, ""), freshMachine);
             failure = g == null ? "the guest source returned no guest" : null;
         } catch (IOException e) {
             failure = e.getMessage();

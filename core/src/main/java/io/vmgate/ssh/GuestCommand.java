@@ -165,7 +165,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             Guest guest;
             ScheduledFuture<?> progress = pty ? scheduleProgress(t0) : null;
             try {
-                guest = conn.acquireGuest();
+                guest = conn.acquireGuest(channel.freshMachine());
             } catch (Refusal r) {
                 clearProgress(progress);
                 fail(r.getMessage(), t0);

@@ -19,4 +19,13 @@ public interface GuestSource {
      * @throws IOException when no guest can be had; the message is shown to the user
      */
     Guest open(String sessionId, String user) throws IOException;
+
+    /**
+     * {@link #open(String, String)}, the client having asked ({@code VMGATE_FRESH=1} in the
+     * environment of the request that opens the guest) for a fresh machine rather than the user's
+     * saved one. A source that saves no machines ignores it (the default).
+     */
+    default Guest open(String sessionId, String user, boolean freshMachine) throws IOException {
+        return open(sessionId, user);
+    }
 }

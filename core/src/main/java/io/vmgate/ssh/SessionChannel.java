@@ -40,6 +40,7 @@ final class SessionChannel extends ChannelSession {
 
     private final Map<String, String> env = new LinkedHashMap<>();
     private int envBytes;
+    private boolean freshMachine;
     private boolean pty;
     private String term = "";
     private int rows;
@@ -95,9 +96,18 @@ final class SessionChannel extends ChannelSession {
 
     // --- env
 
+    /** The variable a client sends ({@code ssh -o SetEnv=VMGATE_FRESH=1}) to get a fresh machine, not its saved one. */
+    static final String FRESH_VARIABLE = "VMGATE_FRESH";
+
     @Override
     protected RequestHandler.Result handleEnvParsed(String name, String value) {
         synchronized (this) {
+            if (FRESH_VARIABLE.equals(name) && process == null) { // for vmgate, not the guest: never passed on
+                freshMachine = "1".equals(value);
+                conn.tagged(Events.log.atInfo()).setMessage("fresh_machine_requested").addKeyValue("channel", number)
+                        .addKeyValue("value", freshMachine).log();
+                return RequestHandler.Result.ReplySuccess;
+            }
             String refusal = process != null ? "too_late" : envPolicy.refusal(name, value, env.size(), envBytes);
             if (refusal == null) {
                 String old = env.put(name, value);
@@ -291,6 +301,11 @@ final class SessionChannel extends ChannelSession {
 
     /** The terminal as the client described it: TERM and size (empty and 0 without a pty). */
     record Terminal(String term, int cols, int rows) {}
+
+    /** Whether the client sent {@code VMGATE_FRESH=1} on this channel. */
+    synchronized boolean freshMachine() {
+        return freshMachine;
+    }
 
     synchronized Terminal terminal() {
         return pty ? new Terminal(term.isEmpty() ? "xterm" : term, cols, rows) : new Terminal(null, 0, 0);
