@@ -774,8 +774,9 @@ def persist_rows(args, work, key, ssh):
     fresh restored VM of a server without persistence, alternating."""
     state = os.path.join(work, "state")
     srv = Serve(work, key + ".pub", "--persist", "machine", "--state-dir", state)
-    plain = Serve(work, key + ".pub")
+    plain = None
     try:
+        plain = Serve(work, key + ".pub")
         def saves():
             with open(srv.log.name) as f:
                 return [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"machine_saved .*?bytes=(\d+) ms=(\d+)", f.read())]
@@ -798,7 +799,8 @@ def persist_rows(args, work, key, ssh):
         d["saves"] = len(got)
     finally:
         srv.close()
-        plain.close()
+        if plain:
+            plain.close()
     print(f"persist: save {d['save_bytes'] / 1e6:.1f} MB in {d['save_ms']:.0f} ms (median of {d['saves']}), resumed ssh true "
           f"{d['resumed']['median'] * 1000:.0f} ms vs fresh restored {d['fresh']['median'] * 1000:.0f} ms", file=sys.stderr)
     return d
