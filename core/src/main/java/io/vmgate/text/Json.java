@@ -7,7 +7,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Just enough JSON for vmgate's own files and sockets (recordings, the control socket, JSON logs),
+ * Just enough JSON for everything vmgate reads and writes as JSON (QMP, OCI documents and
+ * registry answers, recordings, the control socket, JSON logs), in one parser,
  * with no dependency. Objects become {@code Map<String, Object>}
  * (insertion-ordered), arrays {@code List<Object>}, numbers {@code Long} (or {@code BigInteger} /
  * {@code Double}), plus {@code String}, {@code Boolean} and {@code null}.
@@ -15,7 +16,7 @@ import java.util.Map;
  * <p>What it parses may come from anyone who can write to the socket or file, so it is parsed
  * defensively: nesting depth and number lengths are bounded, and any malformed input is a
  * {@link JsonException}, never a crash or a stack overflow. Input size is bounded by the caller
- * (one line). (The same parser as {@code io.vmgate.vm.qemu.Json}, which could use this one.)
+ * (one QMP line, one document).
  */
 public final class Json {
     public static final int MAX_DEPTH = 64;
@@ -29,7 +30,7 @@ public final class Json {
     }
 
     public static final class JsonException extends Exception {
-        JsonException(String message) {
+        public JsonException(String message) {
             super(message);
         }
     }

@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -74,9 +75,9 @@ final class Credentials {
             throw new OciException("cannot read the registry credentials file " + f + ": " + e.getMessage(), e);
         }
         try {
-            Map<String, Object> m = Json.parseObject(b);
-            boolean helpers = m.get("credsStore") != null || !Json.object(m, "credHelpers").isEmpty();
-            return new Credentials(Optional.of(f), Json.object(m, "auths"), helpers);
+            Map<String, Object> m = JsonFields.parseObject(b);
+            boolean helpers = m.get("credsStore") != null || !JsonFields.object(m, "credHelpers").isEmpty();
+            return new Credentials(Optional.of(f), JsonFields.object(m, "auths"), helpers);
         } catch (Json.JsonException e) {
             throw new OciException("the registry credentials file " + f + " is not valid JSON: " + e.getMessage());
         }

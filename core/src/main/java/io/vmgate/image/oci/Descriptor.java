@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import java.util.Map;
 import java.util.Optional;
 
@@ -16,15 +17,15 @@ record Descriptor(String mediaType, Digest digest, long size, Optional<Platform>
     }
 
     static Descriptor parse(Map<String, Object> m) throws Json.JsonException {
-        String mediaType = Json.string(m, "mediaType").orElse("");
-        String digest = Json.string(m, "digest").orElseThrow(() -> new Json.JsonException("a descriptor has no digest"));
-        long size = Json.number(m, "size").orElseThrow(() -> new Json.JsonException("a descriptor has no size"));
-        Map<String, Object> p = Json.object(m, "platform");
+        String mediaType = JsonFields.string(m, "mediaType").orElse("");
+        String digest = JsonFields.string(m, "digest").orElseThrow(() -> new Json.JsonException("a descriptor has no digest"));
+        long size = JsonFields.number(m, "size").orElseThrow(() -> new Json.JsonException("a descriptor has no size"));
+        Map<String, Object> p = JsonFields.object(m, "platform");
         Optional<Platform> platform = p.isEmpty() ? Optional.empty()
-                : Optional.of(new Platform(Json.string(p, "os").orElse(""), Json.string(p, "architecture").orElse(""),
-                        Json.string(p, "variant").orElse("")));
+                : Optional.of(new Platform(JsonFields.string(p, "os").orElse(""), JsonFields.string(p, "architecture").orElse(""),
+                        JsonFields.string(p, "variant").orElse("")));
         Map<String, String> annotations = new java.util.LinkedHashMap<>();
-        for (Map.Entry<String, Object> e : Json.object(m, "annotations").entrySet()) {
+        for (Map.Entry<String, Object> e : JsonFields.object(m, "annotations").entrySet()) {
             if (e.getValue() instanceof String s) {
                 annotations.put(e.getKey(), s);
             }

@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -42,13 +43,13 @@ sealed interface Document {
         }
         Map<String, Object> m;
         try {
-            m = Json.parseObject(body);
+            m = JsonFields.parseObject(body);
         } catch (Json.JsonException e) {
             throw new OciException(what + ": the manifest is not valid JSON (" + e.getMessage() + ")");
         }
         try {
-            String declared = Json.string(m, "mediaType").orElse(contentType.map(c -> c.split(";")[0].strip()).orElse(""));
-            long schema = Json.number(m, "schemaVersion").orElse(0L);
+            String declared = JsonFields.string(m, "mediaType").orElse(contentType.map(c -> c.split(";")[0].strip()).orElse(""));
+            long schema = JsonFields.number(m, "schemaVersion").orElse(0L);
             if (MediaTypes.DOCKER_SCHEMA1.contains(declared) || schema == 1) {
                 throw new OciException(what + ": Docker image manifest schema 1 is not supported (deprecated since 2017): "
                         + "push the image again with a current docker, podman or skopeo");
@@ -63,19 +64,19 @@ sealed interface Document {
             }
             if (MediaTypes.INDEXES.contains(type)) {
                 List<Descriptor> ds = new java.util.ArrayList<>();
-                for (Map<String, Object> d : Json.objects(m, "manifests")) {
+                for (Map<String, Object> d : JsonFields.objects(m, "manifests")) {
                     ds.add(Descriptor.parse(d));
                 }
                 return new Index(type, ds);
             }
             if (MediaTypes.MANIFESTS.contains(type)) {
-                Descriptor config = Descriptor.parse(Json.object(m, "config"));
+                Descriptor config = Descriptor.parse(JsonFields.object(m, "config"));
                 if (!config.mediaType().isEmpty() && !MediaTypes.CONFIGS.contains(config.mediaType())) {
                     throw new OciException(what + ": not a container image: its config is of type '" + Digest.printable(config.mediaType())
                             + "' (an artifact such as a Helm chart or a signature?)");
                 }
                 List<Descriptor> layers = new java.util.ArrayList<>();
-                for (Map<String, Object> d : Json.objects(m, "layers")) {
+                for (Map<String, Object> d : JsonFields.objects(m, "layers")) {
                     Descriptor l = Descriptor.parse(d);
                     if (!l.mediaType().isEmpty() && !MediaTypes.LAYERS.contains(l.mediaType())) {
                         throw new OciException(what + ": layer " + l.digest().shortForm() + " is of unsupported type '"

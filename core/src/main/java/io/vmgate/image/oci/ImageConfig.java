@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import io.vmgate.image.ImageDefaults;
 import java.util.List;
 import java.util.Map;
@@ -23,28 +24,28 @@ record ImageConfig(Platform platform, ImageDefaults defaults, List<Digest> diffI
             throw new OciException(what + ": the image config is " + body.length + " bytes, more than the " + MAX_BYTES + " accepted");
         }
         try {
-            Map<String, Object> m = Json.parseObject(body);
-            Platform p = new Platform(Json.string(m, "os").orElse(""), Json.string(m, "architecture").orElse(""),
-                    Json.string(m, "variant").orElse(""));
-            Map<String, Object> c = Json.object(m, "config");
-            String workdir = Json.string(c, "WorkingDir").orElse("");
+            Map<String, Object> m = JsonFields.parseObject(body);
+            Platform p = new Platform(JsonFields.string(m, "os").orElse(""), JsonFields.string(m, "architecture").orElse(""),
+                    JsonFields.string(m, "variant").orElse(""));
+            Map<String, Object> c = JsonFields.object(m, "config");
+            String workdir = JsonFields.string(c, "WorkingDir").orElse("");
             if (!workdir.isEmpty() && !workdir.startsWith("/")) {
                 throw new OciException(what + ": the config's WorkingDir '" + Digest.printable(workdir) + "' is not an absolute path");
             }
-            String user = Json.string(c, "User").orElse("");
+            String user = JsonFields.string(c, "User").orElse("");
             if (!user.isEmpty() && !user.matches("[A-Za-z0-9_][A-Za-z0-9_.-]*[$]?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")) {
                 throw new OciException(what + ": the config's User '" + Digest.printable(user) + "' is not a user (NAME, UID, NAME:GROUP or UID:GID)");
             }
-            List<String> env = Json.strings(c, "Env");
+            List<String> env = JsonFields.strings(c, "Env");
             for (String kv : env) {
                 if (kv.indexOf('\0') >= 0) {
                     throw new OciException(what + ": the config's Env holds a NUL");
                 }
             }
-            ImageDefaults d = new ImageDefaults(env, Optional.of(workdir), Optional.of(user), Json.strings(c, "Entrypoint"),
-                    Json.strings(c, "Cmd"));
+            ImageDefaults d = new ImageDefaults(env, Optional.of(workdir), Optional.of(user), JsonFields.strings(c, "Entrypoint"),
+                    JsonFields.strings(c, "Cmd"));
             List<Digest> diffIds = new java.util.ArrayList<>();
-            for (String s : Json.strings(Json.object(m, "rootfs"), "diff_ids")) {
+            for (String s : JsonFields.strings(JsonFields.object(m, "rootfs"), "diff_ids")) {
                 diffIds.add(Digest.parse(s));
             }
             return new ImageConfig(p, d, diffIds);

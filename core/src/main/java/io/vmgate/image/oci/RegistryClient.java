@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import java.io.FilterInputStream;
 import java.io.IOException;
 import java.io.InputStream;
@@ -276,8 +277,8 @@ final class RegistryClient {
                         + (errors.isEmpty() ? "" : ": " + errors) + (login.isPresent() ? " (with the credentials for " + ref.registry()
                         + " from " + credentials.describe() + ")" : " (no credentials for " + ref.registry() + " in " + credentials.describe() + ")"));
             }
-            Map<String, Object> m = Json.parseObject(in.readNBytes(1 << 20));
-            String token = Json.string(m, "token").or(() -> stringOrEmpty(m, "access_token")).orElse("");
+            Map<String, Object> m = JsonFields.parseObject(in.readNBytes(1 << 20));
+            String token = JsonFields.string(m, "token").or(() -> stringOrEmpty(m, "access_token")).orElse("");
             if (token.isEmpty() || token.length() > 65536 || token.chars().anyMatch(ch -> ch < 0x21 || ch > 0x7e)) {
                 throw new OciException(ref + ": the token service " + realmUri.getHost() + " sent no usable token");
             }
@@ -293,7 +294,7 @@ final class RegistryClient {
 
     private static Optional<String> stringOrEmpty(Map<String, Object> m, String key) {
         try {
-            return Json.string(m, key);
+            return JsonFields.string(m, key);
         } catch (Json.JsonException e) {
             return Optional.empty();
         }
@@ -326,9 +327,9 @@ final class RegistryClient {
         byte[] b = in.readNBytes(MAX_ERROR_BODY);
         try {
             List<String> out = new ArrayList<>();
-            for (Map<String, Object> e : Json.objects(Json.parseObject(b), "errors")) {
-                String code = Json.string(e, "code").orElse("");
-                String message = Json.string(e, "message").orElse("");
+            for (Map<String, Object> e : JsonFields.objects(JsonFields.parseObject(b), "errors")) {
+                String code = JsonFields.string(e, "code").orElse("");
+                String message = JsonFields.string(e, "message").orElse("");
                 out.add((code + " " + message).strip());
             }
             return Digest.printable(String.join("; ", out));

@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import io.vmgate.image.FsEntry;
 import io.vmgate.image.TarReader;
 import java.io.IOException;
@@ -175,7 +176,7 @@ final class Sources {
             throw new OciException(what + ": not an OCI image layout (no oci-layout file)");
         }
         try {
-            String v = Json.string(Json.parseObject(ociLayout), "imageLayoutVersion").orElse("");
+            String v = JsonFields.string(JsonFields.parseObject(ociLayout), "imageLayoutVersion").orElse("");
             if (!v.startsWith("1.")) {
                 throw new OciException(what + ": OCI image layout version '" + Digest.printable(v) + "' is not supported (1.x is)");
             }
@@ -262,7 +263,7 @@ final class Sources {
         }
         Map<String, Object> entry = dockerEntry(manifestJson, spec, what);
         try {
-            String configPath = Json.string(entry, "Config").orElseThrow(() -> new OciException(what + ": manifest.json names no Config"));
+            String configPath = JsonFields.string(entry, "Config").orElseThrow(() -> new OciException(what + ": manifest.json names no Config"));
             Digest configDigest = file(configPath, files, links, what);
             Matcher named = CONFIG_NAME.matcher(configPath);
             Matcher blobNamed = BLOB_PATH.matcher(FsEntry.normalize(configPath));
@@ -276,7 +277,7 @@ final class Sources {
             if (!p.architecture().isEmpty() && !p.runsHere() || !p.os().isEmpty() && !p.os().equals("linux")) {
                 throw new OciException(what + ": the image is for " + p + "; vmgate's guests run " + Platform.LINUX_AMD64);
             }
-            List<String> layerPaths = Json.strings(entry, "Layers");
+            List<String> layerPaths = JsonFields.strings(entry, "Layers");
             if (config.diffIds().size() != layerPaths.size()) {
                 throw new OciException(what + ": manifest.json lists " + layerPaths.size() + " layers, the config's rootfs.diff_ids "
                         + config.diffIds().size() + ": the layers cannot be checked");
@@ -317,7 +318,7 @@ final class Sources {
     private static Map<String, Object> dockerEntry(byte[] manifestJson, Spec spec, String what) throws OciException {
         List<Object> entries;
         try {
-            if (!(Json.parse(manifestJson) instanceof List<?> l) || l.isEmpty()) {
+            if (!(JsonFields.parse(manifestJson) instanceof List<?> l) || l.isEmpty()) {
                 throw new OciException(what + ": manifest.json lists no image");
             }
             entries = (List<Object>) l;
@@ -332,7 +333,7 @@ final class Sources {
             }
             maps.add((Map<String, Object>) m);
             try {
-                for (String t : Json.strings((Map<String, Object>) m, "RepoTags")) {
+                for (String t : JsonFields.strings((Map<String, Object>) m, "RepoTags")) {
                     byTag.putIfAbsent(t, maps.size() - 1);
                 }
             } catch (Json.JsonException e) {

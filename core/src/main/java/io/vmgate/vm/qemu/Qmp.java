@@ -1,5 +1,6 @@
 package io.vmgate.vm.qemu;
 
+import io.vmgate.text.Json;
 import java.io.ByteArrayOutputStream;
 import java.io.Closeable;
 import java.io.IOException;

@@ -1,5 +1,6 @@
 package io.vmgate.image.oci;
 
+import io.vmgate.text.Json;
 import io.vmgate.image.TestTar;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;

@@ -1,4 +1,4 @@
-package io.vmgate.vm.qemu;
+package io.vmgate.text;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -10,7 +10,7 @@ import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 
-class JsonTest {
+class JsonQmpTest {
     @Test
     void parsesQmpMessages() throws Exception {
         Map<String, Object> greeting = Json.parseObject("""
