@@ -29,7 +29,8 @@ import org.slf4j.LoggerFactory;
  * the first 32 hex digits of the SHA-256 of the user name (so no user name, however hostile, is
  * ever part of a path), made 0700, holding {@code home.ext4} (the home disk), {@code user} (the
  * name, for operators) and {@code lock}, all 0600. The lock is held (a file lock) while a VM has
- * the disk attached, so two processes never attach one home at once. A home is made on first use
+ * the disk attached, so two processes never attach one home at once ({@link #tryLock}: the only way
+ * it is taken). A home is made on first use
  * under a temporary name and renamed into place: a crash leaves the old state or a complete new one.
  */
 final class HomeStore {
@@ -37,6 +38,12 @@ final class HomeStore {
     static final String IMAGE = "home.ext4", USER = "user", LOCK = "lock";
     private static final Set<PosixFilePermission> DIR_MODE = PosixFilePermissions.fromString("rwx------");
     private static final Set<PosixFilePermission> FILE_MODE = PosixFilePermissions.fromString("rw-------");
+    /**
+     * The home directories whose lock this process holds (or is taking). Checked before a lock file
+     * is opened: a record lock belongs to the process, so closing a second descriptor of a held
+     * lock file (after a failed try) would silently drop the lock a VM holds through the first.
+     */
+    private static final Set<Path> HELD_HERE = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     private final Path root;
     private final long bytes;
@@ -100,18 +107,11 @@ final class HomeStore {
         }
         Path dir = directoryOf(user);
         boolean madeDir = false;
-        FileChannel lockFile = null;
+        Lock lockFile = null;
         try {
             madeDir = makeDirectory(dir);
-            lockFile = FileChannel.open(dir.resolve(LOCK), Set.of(StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                    LinkOption.NOFOLLOW_LINKS), PosixFilePermissions.asFileAttribute(FILE_MODE));
-            FileLock lock;
-            try {
-                lock = lockFile.tryLock();
-            } catch (OverlappingFileLockException e) {
-                lock = null; // another engine in this JVM holds it
-            }
-            if (lock == null) {
+            lockFile = tryLock(dir, true);
+            if (lockFile == null) {
                 log.atWarn().setMessage("home_refused").addKeyValue("user", user).addKeyValue("dir", dir)
                         .addKeyValue("reason", "in_use_by_another_process").log();
                 throw new SandboxException("the persistent home of " + user + " is in use by another vmgate process");
@@ -186,7 +186,7 @@ final class HomeStore {
     }
 
     /** After a failed open: release the lock, and remove a directory this open made (nothing is left behind). */
-    private static void abandon(FileChannel lockFile, Path madeDir) {
+    private static void abandon(Lock lockFile, Path madeDir) {
         try {
             if (madeDir != null) {
                 for (String f : new String[] {IMAGE + ".tmp", IMAGE, USER, LOCK}) {
@@ -198,10 +198,70 @@ final class HomeStore {
             log.atWarn().setMessage("home_cleanup_failed").addKeyValue("dir", madeDir).addKeyValue("error", e.toString()).log();
         }
         if (lockFile != null) {
+            lockFile.close();
+        }
+    }
+
+    /**
+     * Takes the lock of home directory {@code dir} (its file made first with {@code create}), or
+     * null when it is held: by a VM of this process (or an operator's request in it), or by another
+     * process.
+     *
+     * @throws java.nio.file.NoSuchFileException without {@code create}, when the home has no lock file
+     */
+    static Lock tryLock(Path dir, boolean create) throws IOException {
+        Path key = dir.toAbsolutePath().normalize();
+        if (!HELD_HERE.add(key)) {
+            return null;
+        }
+        FileChannel ch = null;
+        try {
+            ch = create ? FileChannel.open(dir.resolve(LOCK), Set.of(StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                    LinkOption.NOFOLLOW_LINKS), PosixFilePermissions.asFileAttribute(FILE_MODE))
+                    : FileChannel.open(dir.resolve(LOCK), StandardOpenOption.WRITE, LinkOption.NOFOLLOW_LINKS);
+            FileLock lock;
             try {
-                lockFile.close();
+                lock = ch.tryLock();
+            } catch (OverlappingFileLockException e) {
+                lock = null; // taken in this JVM other than through here
+            }
+            if (lock == null) {
+                ch.close();
+                HELD_HERE.remove(key);
+                return null;
+            }
+            return new Lock(key, ch);
+        } catch (IOException | RuntimeException e) {
+            if (ch != null) {
+                ch.close();
+            }
+            HELD_HERE.remove(key);
+            throw e;
+        }
+    }
+
+    /** A home's lock held by this process, until closed (idempotent). */
+    static final class Lock implements AutoCloseable {
+        private final Path key;
+        private final FileChannel channel;
+        private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
+
+        private Lock(Path key, FileChannel channel) {
+            this.key = key;
+            this.channel = channel;
+        }
+
+        @Override
+        public void close() {
+            if (!closed.compareAndSet(false, true)) {
+                return;
+            }
+            try {
+                channel.close(); // releases the lock with the descriptor
             } catch (IOException e) {
-                // releasing the lock: nothing more to do
+                // the lock goes with the descriptor regardless
+            } finally {
+                HELD_HERE.remove(key);
             }
         }
     }
@@ -288,9 +348,9 @@ final class HomeStore {
         private final Path dir;
         private final Path image;
         private final boolean created;
-        private final FileChannel lock;
+        private final Lock lock;
 
-        private Home(String user, Path dir, Path image, boolean created, FileChannel lock) {
+        private Home(String user, Path dir, Path image, boolean created, Lock lock) {
             this.user = user;
             this.dir = dir;
             this.image = image;
@@ -318,11 +378,7 @@ final class HomeStore {
         /** Releases the lock: call once no VM has the disk attached. Idempotent. */
         @Override
         public void close() {
-            try {
-                lock.close();
-            } catch (IOException e) {
-                // the lock goes with the descriptor
-            }
+            lock.close();
         }
     }
 }

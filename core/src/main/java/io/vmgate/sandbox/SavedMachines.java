@@ -2,14 +2,11 @@ package io.vmgate.sandbox;
 
 import io.vmgate.vm.qemu.MachineStates;
 import java.io.IOException;
-import java.nio.channels.FileChannel;
-import java.nio.channels.FileLock;
-import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -110,10 +107,15 @@ final class SavedMachines {
             try {
                 if (dir.equals(justSaved)) {
                     MachineStates.discard(dir);
-                } else if (!discardIfIdle(dir)) {
-                    log.atInfo().setMessage("machine_eviction_skipped").addKeyValue("dir", dir.getFileName())
-                            .addKeyValue("reason", "in_use").log();
-                    continue;
+                } else {
+                    SavedMachineRemoval r = discardIfIdle(dir);
+                    if (r == SavedMachineRemoval.RUNNING) {
+                        log.atInfo().setMessage("machine_eviction_skipped").addKeyValue("dir", dir.getFileName())
+                                .addKeyValue("reason", "in_use").log();
+                    }
+                    if (r != SavedMachineRemoval.REMOVED) {
+                        continue; // in use, or gone meanwhile (resumed, or removed by the operator)
+                    }
                 }
                 log.atInfo().setMessage("machine_evicted").addKeyValue("dir", dir.getFileName())
                         .addKeyValue("bytes", e.machine().bytes()).addKeyValue("saved_at", e.machine().savedAt())
@@ -125,22 +127,28 @@ final class SavedMachines {
         }
     }
 
-    /** Discards the machine saved in {@code dir} under its home's lock; false when a VM holds the home. */
-    private static boolean discardIfIdle(Path dir) throws IOException {
-        try (FileChannel ch = FileChannel.open(dir.resolve(HomeStore.LOCK), StandardOpenOption.WRITE, LinkOption.NOFOLLOW_LINKS)) {
-            FileLock lock;
-            try {
-                lock = ch.tryLock();
-            } catch (OverlappingFileLockException e) {
-                return false;
+    /**
+     * Discards the machine saved in home directory {@code dir} under the home's lock, the one a VM
+     * holds while it has the home ({@link HomeStore#open}): {@link SavedMachineRemoval#RUNNING} when
+     * a VM holds it, {@link SavedMachineRemoval#NONE_SAVED} when there is no such home or no machine
+     * saved in it.
+     */
+    static SavedMachineRemoval discardIfIdle(Path dir) throws IOException {
+        HomeStore.Lock lock;
+        try {
+            lock = HomeStore.tryLock(dir, false);
+        } catch (NoSuchFileException e) {
+            return SavedMachineRemoval.NONE_SAVED; // never opened: no home, so no machine
+        }
+        if (lock == null) {
+            return SavedMachineRemoval.RUNNING;
+        }
+        try (lock) {
+            if (!MachineStates.exists(dir)) {
+                return SavedMachineRemoval.NONE_SAVED;
             }
-            if (lock == null) {
-                return false;
-            }
-            try (lock) {
-                MachineStates.discard(dir);
-                return true;
-            }
+            MachineStates.discard(dir);
+            return SavedMachineRemoval.REMOVED;
         }
     }
 }

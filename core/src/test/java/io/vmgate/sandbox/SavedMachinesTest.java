@@ -4,14 +4,20 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.vmgate.sandbox.SavedMachines.Eviction;
 import io.vmgate.sandbox.SavedMachines.Saved;
+import io.vmgate.vm.qemu.MachineStates;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
 import java.util.List;
 import java.util.OptionalInt;
 import java.util.OptionalLong;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 class SavedMachinesTest {
+    @TempDir
+    Path tmp;
+
     private static final Path A = Path.of("/h/a"), B = Path.of("/h/b"), C = Path.of("/h/c"), D = Path.of("/h/d");
 
     private static Saved saved(Path dir, long bytes, int minute) {
@@ -62,5 +68,38 @@ class SavedMachinesTest {
         List<Saved> all = List.of(saved(A, 10, 1), saved(B, 80, 2), saved(C, 50, 3));
         assertThat(names(SavedMachines.evictions(all, C, OptionalInt.of(2), OptionalLong.of(100))))
                 .containsExactly("a:max_saved", "b:saved_disk_quota");
+    }
+
+    @Test
+    void aMachineIsDiscardedOnlyUnderItsHomesLockAndARefusalKeepsTheLock() throws Exception {
+        HomeStore store = new HomeStore(tmp.resolve("homes"), 64L << 20);
+        store.prepare();
+        Path home;
+        try (HomeStore.Home h = store.open("alice")) {
+            home = h.directory();
+            Files.writeString(home.resolve(MachineStates.STATE), "saved");
+            Files.writeString(home.resolve("memory-1"), "link");
+            assertThat(SavedMachines.discardIfIdle(home)).isEqualTo(SavedMachineRemoval.RUNNING);
+            assertThat(home.resolve(MachineStates.STATE)).exists();
+            // A record lock is the process's: a second descriptor closed after a failed try would drop it.
+            assertThat(heldByThisProcess(home.resolve(HomeStore.LOCK))).as("the VM's lock on the home survives the refusal").isTrue();
+        }
+        assertThat(SavedMachines.discardIfIdle(home)).isEqualTo(SavedMachineRemoval.REMOVED);
+        assertThat(home.resolve(MachineStates.STATE)).doesNotExist();
+        assertThat(home.resolve("memory-1")).doesNotExist();
+        assertThat(home.resolve(HomeStore.IMAGE)).as("the home stays").exists();
+        assertThat(heldByThisProcess(home.resolve(HomeStore.LOCK))).isFalse();
+        assertThat(SavedMachines.discardIfIdle(home)).isEqualTo(SavedMachineRemoval.NONE_SAVED);
+        assertThat(SavedMachines.discardIfIdle(store.directoryOf("nobody"))).isEqualTo(SavedMachineRemoval.NONE_SAVED);
+        assertThat(store.directoryOf("nobody")).doesNotExist();
+        store.open("alice").close(); // the home opens as before
+    }
+
+    /** Whether /proc/locks has a POSIX lock of this process on {@code file}. */
+    private static boolean heldByThisProcess(Path file) throws Exception {
+        long ino = (Long) Files.getAttribute(file, "unix:ino");
+        String pid = Long.toString(ProcessHandle.current().pid());
+        return Files.readAllLines(Path.of("/proc/locks")).stream().map(l -> l.trim().split("\\s+"))
+                .anyMatch(f -> f.length > 5 && f[1].equals("POSIX") && f[4].equals(pid) && f[5].endsWith(":" + ino));
     }
 }
