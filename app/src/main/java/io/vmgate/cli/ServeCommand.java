@@ -262,6 +262,19 @@ final class ServeCommand implements Callable<Integer> {
                     return engine.homes().stream().map(h -> new ControlServer.Home(h.directory(), h.user(), h.sizeBytes(),
                             h.usedBytes(), h.modified(), h.inUse(), h.savedBytes(), h.savedAt())).toList();
                 }
+
+                @Override
+                public ControlServer.MachineRemoval discardMachine(String user) throws java.io.IOException {
+                    if (options.persist() != SandboxOptions.Persist.MACHINE
+                            && !persistByUser.containsValue(SandboxOptions.Persist.MACHINE)) {
+                        return ControlServer.MachineRemoval.NOT_SAVING;
+                    }
+                    return switch (engine.discardSavedMachine(user)) {
+                        case REMOVED -> ControlServer.MachineRemoval.REMOVED;
+                        case RUNNING -> ControlServer.MachineRemoval.RUNNING;
+                        case NONE_SAVED -> ControlServer.MachineRemoval.NONE_SAVED;
+                    };
+                }
             });
             if (metrics != null) {
                 metrics.watch(server, engine);

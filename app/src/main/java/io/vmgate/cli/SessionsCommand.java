@@ -15,8 +15,9 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-/** {@code vmgate sessions [kill ID]}: the live sessions of a running server, over its control socket. */
-@Command(name = "sessions", mixinStandardHelpOptions = true, subcommands = {SessionsCommand.Kill.class, SessionsCommand.Homes.class},
+/** {@code vmgate sessions [kill ID | homes | discard USER]}: the live sessions of a running server, over its control socket. */
+@Command(name = "sessions", mixinStandardHelpOptions = true, subcommands = {SessionsCommand.Kill.class, SessionsCommand.Homes.class,
+        SessionsCommand.Discard.class},
         description = {
         "List the live sessions of a running vmgate serve (over its control socket): id, user, remote address,",
         "VM, when it started, how long it has been idle, bytes in (from the client) and out (to the client)."})
@@ -144,6 +145,29 @@ final class SessionsCommand implements Callable<Integer> {
 
     private static String mib(Object bytes) {
         return bytes instanceof Number n && n.longValue() >= 0 ? (n.longValue() + (1 << 19)) / (1 << 20) + "M" : "-";
+    }
+
+    /** {@code vmgate sessions discard USER}: removes one user's saved machine ({@code --persist machine}), not their home. */
+    @Command(name = "discard", mixinStandardHelpOptions = true, description = {
+            "Discard a user's saved machine (--persist machine): their home stays, their next connection gets a fresh",
+            "machine. Refused while the user's machine runs (it is saved when their last connection ends)."})
+    static final class Discard implements Callable<Integer> {
+        @picocli.CommandLine.ParentCommand
+        SessionsCommand parent;
+
+        @Parameters(paramLabel = "USER", description = "The user name (the USER column of `vmgate sessions homes`).")
+        String user;
+
+        @Override
+        public Integer call() throws IOException {
+            Map<String, Object> answer = ControlClient.request(parent.socket(), Map.of("op", "discard_machine", "user", user));
+            if (!Boolean.TRUE.equals(answer.get("ok"))) {
+                System.err.println("vmgate: " + answer.get("error"));
+                return REFUSED;
+            }
+            System.out.println("discarded the saved machine of " + text(user) + " (their home is kept)");
+            return 0;
+        }
     }
 
     /** {@code vmgate sessions kill ID}: ends one session, telling its user. */

@@ -42,6 +42,8 @@ public final class ControlServer implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ControlServer.class);
     /** The longest request line read; a longer one is answered with an error and the connection closed. */
     static final int MAX_LINE = 64 * 1024;
+    /** The longest user name a request may name, in UTF-8 bytes (what {@code vmgate sessions homes} shows of a name). */
+    static final int MAX_USER_BYTES = 256;
 
     /** What the socket can do to the server. */
     public interface Operations {
@@ -53,6 +55,31 @@ public final class ControlServer implements AutoCloseable {
         /** The persistent homes the server keeps ({@code --persist home}); none by default. */
         default List<Home> homes() throws java.io.IOException {
             return List.of();
+        }
+
+        /** Removes {@code user}'s saved machine ({@code --persist machine}), not their home; by default the server saves none. */
+        default MachineRemoval discardMachine(String user) throws java.io.IOException {
+            return MachineRemoval.NOT_SAVING;
+        }
+    }
+
+    /** What became of {@code {"op":"discard_machine"}}, with what the operator is told when it was not done. */
+    public enum MachineRemoval {
+        REMOVED(null),
+        RUNNING("%s's machine is running (it is saved when their last connection ends): end their sessions first"
+                + " (vmgate sessions, then vmgate sessions kill ID), then discard it"),
+        NONE_SAVED("%s has no saved machine"),
+        NOT_SAVING("this server saves no machines (it runs without --persist machine)");
+
+        private final String refusal;
+
+        MachineRemoval(String refusal) {
+            this.refusal = refusal;
+        }
+
+        /** The error for {@code user}, null when it was done. */
+        String refusal(String user) {
+            return refusal == null ? null : refusal.formatted(user);
         }
     }
 
@@ -230,7 +257,46 @@ public final class ControlServer implements AutoCloseable {
             log.atInfo().setMessage("control_kill").addKeyValue("session", id).addKeyValue("found", killed).log();
             return killed ? ok() : error("no live session " + id);
         }
-        return error("unknown op " + (op == null ? "(none)" : Json.write(op)) + ": use \"sessions\", \"kill\" or \"homes\"");
+        if ("discard_machine".equals(op)) {
+            return discardMachine(req.get("user"));
+        }
+        return error("unknown op " + (op == null ? "(none)" : Json.write(op))
+                + ": use \"sessions\", \"kill\", \"homes\" or \"discard_machine\"");
+    }
+
+    private Map<String, Object> discardMachine(Object name) {
+        if (!(name instanceof String user)) {
+            return error("discard_machine needs a \"user\" (a user name)");
+        }
+        String bad = badUserName(user);
+        if (bad != null) {
+            return error("bad user name: " + bad);
+        }
+        MachineRemoval r;
+        try {
+            r = ops.discardMachine(user);
+        } catch (java.io.IOException e) {
+            log.atWarn().setMessage("control_discard_machine").addKeyValue("user", user).addKeyValue("result", "failed")
+                    .addKeyValue("error", e.toString()).log();
+            return error("cannot discard the saved machine of " + user + ": " + e.getMessage());
+        }
+        log.atInfo().setMessage("control_discard_machine").addKeyValue("user", user)
+                .addKeyValue("result", r.name().toLowerCase(java.util.Locale.ROOT)).log();
+        return r == MachineRemoval.REMOVED ? ok() : error(r.refusal(user));
+    }
+
+    /** Why {@code user} cannot be a user name (the request is the client's: it is checked here), or null. */
+    static String badUserName(String user) {
+        if (user.isEmpty()) {
+            return "it is empty";
+        }
+        if (user.getBytes(StandardCharsets.UTF_8).length > MAX_USER_BYTES) {
+            return "longer than " + MAX_USER_BYTES + " bytes";
+        }
+        if (user.codePoints().anyMatch(Character::isISOControl)) {
+            return "it has control characters";
+        }
+        return null;
     }
 
     static Map<String, Object> toJson(SessionInfo s) {

@@ -78,6 +78,60 @@ class ControlServerTest {
     }
 
     @Test
+    void discardsASavedMachineAndSaysWhyNot() throws Exception {
+        List<String> asked = new ArrayList<>();
+        ControlServer.Operations machines = new ControlServer.Operations() {
+            @Override
+            public List<SessionInfo> sessions() {
+                return List.of();
+            }
+
+            @Override
+            public boolean kill(String id, String reason) {
+                return false;
+            }
+
+            @Override
+            public ControlServer.MachineRemoval discardMachine(String user) throws IOException {
+                asked.add(user);
+                return switch (user) {
+                    case "alice" -> ControlServer.MachineRemoval.REMOVED;
+                    case "bob" -> ControlServer.MachineRemoval.RUNNING;
+                    case "broken" -> throw new IOException("disk on fire");
+                    default -> ControlServer.MachineRemoval.NONE_SAVED;
+                };
+            }
+        };
+        Path sock = dir.resolve("control.sock");
+        try (ControlServer s = ControlServer.start(sock, machines)) {
+            assertThat(ControlClient.request(sock, Map.of("op", "discard_machine", "user", "alice"))).isEqualTo(Map.of("ok", true));
+            assertThat(ControlClient.request(sock, Map.of("op", "discard_machine", "user", "bob"))).containsEntry("ok", false)
+                    .extractingByKey("error").asString().startsWith("bob's machine is running").contains("vmgate sessions kill ID");
+            assertThat(ControlClient.request(sock, Map.of("op", "discard_machine", "user", "carol")))
+                    .containsEntry("error", "carol has no saved machine");
+            assertThat(ControlClient.request(sock, Map.of("op", "discard_machine", "user", "broken")))
+                    .containsEntry("error", "cannot discard the saved machine of broken: disk on fire");
+            // The request is the client's: a bad name is refused here, never handed on.
+            assertThat(s.handle("{\"op\":\"discard_machine\"}")).containsEntry("error", "discard_machine needs a \"user\" (a user name)");
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":7}")).containsEntry("ok", false);
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"\"}")).containsEntry("error", "bad user name: it is empty");
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"al\\u001b[2Jice\"}"))
+                    .containsEntry("error", "bad user name: it has control characters");
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"al\\nice\"}")).containsEntry("ok", false);
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"al\\u007fice\"}")).containsEntry("ok", false);
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"" + "\u00e9".repeat(129) + "\"}"))
+                    .containsEntry("error", "bad user name: longer than 256 bytes");
+            assertThat(s.handle("{\"op\":\"discard_machine\",\"user\":\"" + "\u00e9".repeat(128) + "\"}")).containsEntry("ok", false)
+                    .containsEntry("error", "\u00e9".repeat(128) + " has no saved machine");
+        }
+        assertThat(asked).containsExactly("alice", "bob", "carol", "broken", "\u00e9".repeat(128));
+        try (ControlServer s = ControlServer.start(sock, ops)) { // an engine that saves no machines
+            assertThat(ControlClient.request(sock, Map.of("op", "discard_machine", "user", "alice"))).containsEntry("ok", false)
+                    .containsEntry("error", "this server saves no machines (it runs without --persist machine)");
+        }
+    }
+
+    @Test
     void listsAndKillsSessionsOverASocketOnlyItsOwnerMayOpen() throws Exception {
         Path sock = dir.resolve("control.sock");
         try (ControlServer s = ControlServer.start(sock, ops)) {

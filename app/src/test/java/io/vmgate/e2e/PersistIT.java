@@ -255,6 +255,60 @@ class PersistIT {
     }
 
     @Test
+    void theOperatorDiscardsASavedMachine() throws Exception {
+        Path state = dir.resolve("state");
+        try (ServeProcess s = ServeProcess.builder(dir).name("PersistIT-discard").args("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()).start()) {
+            Path sock = s.dir().resolve("control.sock");
+            Path machine = homeDir(state, "alice").resolve("machine");
+            Host.Result none = discard(sock, "alice");
+            assertThat(none.exit()).as(none.stderr()).isEqualTo(1);
+            assertThat(none.stderr()).contains("alice has no saved machine");
+            assertThat(homeDir(state, "alice")).as("asking makes no home").doesNotExist();
+            Host.Result bad = discard(sock, "");
+            assertThat(bad.exit()).isEqualTo(1);
+            assertThat(bad.stderr()).as("checked by the server").contains("bad user name: it is empty");
+
+            assertThat(ssh(s, "alice", "echo old > /tmp/marker; echo home > ~/notes").exitCode()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            assertThat(machine).exists();
+
+            // While alice is connected her machine runs: refused, and it is saved as usual when she leaves.
+            Process busy = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT).startSsh(List.of(),
+                    "cat /tmp/marker; i=0; while [ ! -e /tmp/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done");
+            s.awaitLog("machine_resumed", Duration.ofSeconds(120));
+            Host.Result running = discard(sock, "alice");
+            assertThat(running.exit()).as(running.stderr()).isEqualTo(1);
+            assertThat(running.stderr()).contains("alice's machine is running").contains("vmgate sessions kill ID");
+            assertThat(ssh(s, "alice", "touch /tmp/go").exitCode()).isZero();
+            assertThat(busy.waitFor(120, TimeUnit.SECONDS)).isTrue();
+            assertThat(new String(busy.getInputStream().readAllBytes(), StandardCharsets.UTF_8)).isEqualTo("old\n");
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+            assertThat(s.logLines("machine_discarded")).isEmpty();
+            assertThat(machine).exists();
+
+            Host.Result done = discard(sock, "alice");
+            assertThat(done.exit()).as(done.stderr()).isZero();
+            assertThat(done.out()).isEqualTo("discarded the saved machine of alice (their home is kept)\n");
+            assertThat(machine).doesNotExist();
+            assertThat(s.logLines("machine_discarded")).singleElement().asString().contains("user=alice")
+                    .contains("dir=" + homeDir(state, "alice").getFileName()).contains("reason=operator");
+            assertThat(discard(sock, "alice").stderr()).contains("alice has no saved machine");
+
+            // Her next login is a fresh machine with her home.
+            SshClientHelper.Result next = ssh(s, "alice", "cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes");
+            assertThat(next.out()).as(next.toString()).isEqualTo("fresh\nhome\n");
+            assertThat(s.logLines("machine_resumed")).hasSize(1);
+            s.awaitLogCount("machine_saved", 3, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    private static Host.Result discard(Path sock, String user) throws Exception {
+        return Host.run(List.of("./vmgate", "sessions", "--control-socket", sock.toString(), "discard", user), Map.of(), null, 120);
+    }
+
+    @Test
     void aUsersConnectionsAtOnceShareOneVm() throws Exception {
         Path state = dir.resolve("state");
         try (ServeProcess s = serve("share", state)) {

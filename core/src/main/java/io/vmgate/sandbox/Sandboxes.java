@@ -493,6 +493,25 @@ public final class Sandboxes implements AutoCloseable {
     }
 
     /**
+     * Removes {@code user}'s saved machine ({@code --persist machine}) at the operator's request,
+     * under the home's lock (logged {@code machine_discarded reason=operator}); the home stays, and
+     * the user's next session starts a fresh machine with it. Nothing changes while a VM holds the
+     * home ({@link SavedMachineRemoval#RUNNING}: it is saved again when the user's last session ends).
+     */
+    public SavedMachineRemoval discardSavedMachine(String user) throws IOException {
+        if (user == null || user.isEmpty()) {
+            throw new IllegalArgumentException("a saved machine belongs to a user: name one");
+        }
+        Path dir = homes.directoryOf(user);
+        SavedMachineRemoval r = SavedMachines.discardIfIdle(dir);
+        if (r == SavedMachineRemoval.REMOVED) {
+            log.atInfo().setMessage("machine_discarded").addKeyValue("user", user).addKeyValue("dir", dir.getFileName())
+                    .addKeyValue("reason", "operator").log();
+        }
+        return r;
+    }
+
+    /**
      * What may differ between the sandboxes of one engine: who a sandbox is for (named in its
      * logs) and the hosts it may reach, a session at a time (a server's per-user allowlists).
      * The snapshot template and the pool stay the same for all.
