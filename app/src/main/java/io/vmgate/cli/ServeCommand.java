@@ -5,7 +5,7 @@ import io.vmgate.metrics.Health;
 import io.vmgate.metrics.Metrics;
 import io.vmgate.metrics.MetricsServer;
 import io.vmgate.record.Recordings;
-import io.vmgate.ssh.Durations;
+import io.vmgate.text.Durations;
 import io.vmgate.ssh.SessionInfo;
 import io.vmgate.ssh.GuestSource;
 import io.vmgate.ssh.ServerConfig;

@@ -94,7 +94,7 @@ final class SessionsCommand implements Callable<Integer> {
             return "-";
         }
         long s = n.longValue() / 1000;
-        return s < 60 ? s + "s" : io.vmgate.ssh.Durations.format(Duration.ofSeconds(s));
+        return s < 60 ? s + "s" : io.vmgate.text.Durations.format(Duration.ofSeconds(s));
     }
 
     /** {@code vmgate sessions homes}: the persistent homes the server keeps ({@code --persist home}). */

@@ -173,6 +173,8 @@ class PersistIT {
             Thread.sleep(1500);
             SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/cycles 2>/dev/null || echo fresh; cat ~/notes");
             assertThat(r.out()).isEqualTo("fresh\nhome\n");
+            assertThat(r.err()).as("the user is told why, once").contains("vmgate: your saved machine expired (saved ")
+                    .contains("kept for 1s): this is a fresh machine, with your home");
             assertThat(s.logLines("machine_expired")).hasSize(1);
             assertThat(s.logLines("machine_resumed")).isEmpty();
             s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
@@ -465,6 +467,136 @@ class PersistIT {
             Host.assertNothingLeft(s.runtimeRoot(), 15);
         }
         assertThat(Files.size(homeDir(state, "carol").resolve("home.ext4"))).isEqualTo(64L << 20);
+    }
+
+    private ServeProcess machineServe(String name, Path state, String... extra) throws Exception {
+        List<String> args = new java.util.ArrayList<>(List.of("--persist", "machine", "--persist-size", "128M",
+                "--state-dir", state.toString()));
+        args.addAll(List.of(extra));
+        return ServeProcess.builder(dir).name("PersistIT-" + name).args(args.toArray(String[]::new)).start();
+    }
+
+    @Test
+    void aServerKilledMidSaveLeavesTheHomeAndNoTornMachine() throws Exception {
+        Path state = dir.resolve("state");
+        Path home = homeDir(state, "alice");
+        Path tmp = home.resolve("machine.tmp");
+        try (ServeProcess s = machineServe("kill-save", state)) {
+            assertThat(ssh(s, "alice", "echo first > ~/notes; echo machine > /tmp/marker").exitCode()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            // The save of a resumed machine is the one killed (e2b's failure mode is the second resume).
+            SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/marker; echo second >> ~/notes");
+            assertThat(r.out()).as(r.toString()).isEqualTo("machine\n");
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (!Files.exists(tmp)) {
+                assertThat(System.nanoTime()).as("a save began").isLessThan(deadline);
+                Thread.sleep(1);
+            }
+            s.sigkill();
+            s.awaitExit(Duration.ofSeconds(30));
+            assertThat(tmp).as("the kill landed mid-save").exists();
+            assertThat(home.resolve("machine")).as("a save cut short is never published").doesNotExist();
+            Host.assertNothingLeftOrReapable(s.runtimeRoot());
+        }
+        try (ServeProcess s = machineServe("after-kill-save", state)) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes; echo third > /tmp/marker");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).as("a fresh machine, with every write to the home (synced before the save began)")
+                    .isEqualTo("fresh\nfirst\nsecond\n");
+            assertThat(s.logLines("machine_save_incomplete")).hasSize(1);
+            assertThat(tmp).doesNotExist();
+            // And the next save and resume work as ever.
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            SshClientHelper.Result again = ssh(s, "alice", "cat /tmp/marker");
+            assertThat(again.out()).as(again.toString()).isEqualTo("third\n");
+            assertThat(s.logLines("machine_resumed")).hasSize(1);
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aMachineSavedForAnotherConfigurationIsSetAsideAndTheUserToldWhy() throws Exception {
+        Path state = dir.resolve("state");
+        Path home = homeDir(state, "alice");
+        try (ServeProcess s = machineServe("before-change", state)) {
+            assertThat(ssh(s, "alice", "echo old > /tmp/marker; echo home > ~/notes").exitCode()).isZero();
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+        }
+        // The operator gave guests more memory: the saved machine's template key is not this server's.
+        try (ServeProcess s = machineServe("after-change", state, "--memory", "192")) {
+            SshClientHelper.Result r = ssh(s, "alice", "cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes");
+            assertThat(r.exitCode()).as(r.toString()).isZero();
+            assertThat(r.out()).isEqualTo("fresh\nhome\n");
+            assertThat(r.err().lines().filter(l -> l.startsWith("vmgate:")).toList()).singleElement().asString()
+                    .startsWith("vmgate: your saved machine did not resume (the saved machine was made with another image")
+                    .endsWith("this is a fresh machine, with your home; the saved one is kept for the operator");
+            assertThat(s.logLines("machine_resume_failed")).singleElement().asString().contains("kept=machine.failed-");
+            assertThat(s.logLines("user_notified")).hasSize(1);
+            try (Stream<Path> files = Files.list(home)) {
+                assertThat(files.map(p -> p.getFileName().toString())).anyMatch(n -> n.startsWith("machine.failed-"));
+            }
+            // Its own machine, saved under this configuration, resumes with nothing to say.
+            s.awaitLogCount("machine_saved", 1, Duration.ofSeconds(60));
+            SshClientHelper.Result again = ssh(s, "alice", "echo resumed");
+            assertThat(again.out()).isEqualTo("resumed\n");
+            assertThat(again.err()).doesNotContain("vmgate:");
+            assertThat(s.logLines("machine_resumed")).hasSize(1);
+            assertThat(s.logLines("user_notified")).hasSize(1);
+            s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    @Test
+    void aTmuxSessionAndItsEnvironmentSurviveThreeDisconnects() throws Exception {
+        io.vmgate.image.RootfsImage debian = io.vmgate.image.TestRootfs.debian(); // bookworm with tmux
+        Path state = dir.resolve("state");
+        try (ServeProcess s = machineServe("tmux", state, "--image", debian.directory().toString())) {
+            SshClientHelper ssh = s.ssh().withUser("alice").withTimeout(SSH_TIMEOUT);
+            List<String> cmd = new java.util.ArrayList<>(List.of("env", "TERM=xterm", "ssh"));
+            cmd.addAll(ssh.commonOptions());
+            cmd.addAll(List.of("-t", ssh.destination()));
+            String line = String.join(" ", cmd.stream().map(SshPtyIT::q).toList());
+            // The first connection starts tmux, exports a variable in its shell, and detaches.
+            try (Tmux t = new Tmux(dir, line, 100, 30)) {
+                t.await(sc -> sc.contains("#"), 180, "a shell prompt");
+                t.type("tmux new-session -s work");
+                t.await(sc -> sc.contains("[work]"), 30, "tmux's status line");
+                t.type("export KEPT=v0; echo started-$KEPT");
+                t.await(sc -> sc.contains("started-v0"), 30, "the variable set");
+                t.keys("C-b", "d");
+                t.await(sc -> sc.contains("[detached"), 30, "tmux to detach");
+                t.type("exit");
+                awaitEnded(t, "ssh to end");
+            }
+            for (int c = 1; c <= 3; c++) {
+                int cycle = c;
+                s.awaitLogCount("machine_saved", cycle, Duration.ofSeconds(120));
+                // Each connection attaches to the same tmux session: its shell still has every export.
+                try (Tmux t = new Tmux(dir, line + " tmux attach -t work", 100, 30)) {
+                    String expected = "v0" + "-1-2-3".substring(0, 2 * (cycle - 1));
+                    t.type("clear; echo \"seen=$KEPT.\"");
+                    t.await(sc -> sc.contains("seen=" + expected + "."), 60, "the variable exported before cycle " + cycle);
+                    t.type("export KEPT=$KEPT-" + cycle + "; echo \"set=$KEPT.\"");
+                    t.await(sc -> sc.contains("set=" + expected + "-" + cycle + "."), 60, "the variable exported in cycle " + cycle);
+                    t.keys("C-b", "d");
+                    awaitEnded(t, "ssh to end when tmux detaches");
+                }
+            }
+            s.awaitLogCount("machine_saved", 4, Duration.ofSeconds(120));
+            assertThat(s.logLines("machine_resumed")).hasSize(3);
+            assertThat(s.logLines("machine_resume_failed")).isEmpty();
+            Host.assertNothingLeft(s.runtimeRoot(), 15);
+        }
+    }
+
+    private static void awaitEnded(Tmux t, String what) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!t.paneDead()) {
+            assertThat(System.nanoTime()).as("%s; screen:%n%s", what, t.screen()).isLessThan(deadline);
+            Thread.sleep(100);
+        }
     }
 
     /** Writes {@code bytes} at {@code offset}; returns what was there. */

@@ -19,6 +19,15 @@ public interface Guest extends AutoCloseable {
     /** Completes with the reason, in words for a user, if the guest stops without being closed. */
     CompletableFuture<String> lost();
 
+    /**
+     * One line for the user this guest was started for, about how it came to be (their saved
+     * machine expired or did not resume, so this one is fresh); empty when there is nothing to say.
+     * A front end shows it once, before the first command's output.
+     */
+    default String notice() {
+        return "";
+    }
+
     /** What a user or operator needs to understand a guest that died (console tails); may be empty. */
     default String diagnostics() {
         return "";

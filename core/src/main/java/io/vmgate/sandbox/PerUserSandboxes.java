@@ -31,7 +31,8 @@ final class PerUserSandboxes {
         Started start() throws SandboxException;
     }
 
-    record Started(Sandbox sandbox, Runnable beforeClose) {}
+    /** A started sandbox, what to do before the last session closes it, and what to tell the session that started it (may be empty). */
+    record Started(Sandbox sandbox, Runnable beforeClose, String notice) {}
 
     private static final class Entry {
         final ReentrantLock lock = new ReentrantLock();
@@ -56,6 +57,7 @@ final class PerUserSandboxes {
                     e.current = null;
                     e.sessions = 0;
                 }
+                String notice = "";
                 if (e.current == null) {
                     try {
                         e.current = starter.start();
@@ -63,9 +65,10 @@ final class PerUserSandboxes {
                         retire(user, e);
                         throw ex;
                     }
+                    notice = e.current.notice();
                 }
                 e.sessions++;
-                return new Session(user, e, e.current);
+                return new Session(user, e, e.current, notice);
             } finally {
                 e.lock.unlock();
             }
@@ -121,12 +124,19 @@ final class PerUserSandboxes {
         private final String user;
         private final Entry entry;
         private final Started shared;
+        private final String notice;
         private final AtomicBoolean closed = new AtomicBoolean();
 
-        Session(String user, Entry entry, Started shared) {
+        Session(String user, Entry entry, Started shared, String notice) {
             this.user = user;
             this.entry = entry;
             this.shared = shared;
+            this.notice = notice;
+        }
+
+        @Override
+        public String notice() {
+            return notice;
         }
 
         private Sandbox s() {

@@ -27,6 +27,7 @@ import io.vmgate.vm.qemu.QemuVm;
 import io.vmgate.vm.qemu.RuntimeDir;
 import io.vmgate.vm.qemu.RuntimeDirs;
 import io.vmgate.vm.qemu.Snapshots;
+import io.vmgate.text.Durations;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.security.SecureRandom;
@@ -253,7 +254,9 @@ public final class Sandboxes implements AutoCloseable {
             Consumer<Vm.Phase> phases = p -> progress.accept(new Sandbox.Phase(p.name(), p.nanoTime()));
             Vm vm = null;
             boolean resumed = false;
+            String notice = "";
             try {
+                discardTornSave(home);
                 if (MachineStates.exists(home.directory())) {
                     // Resumed, or gone before anything attaches the home: its guest's view of the disk is the save's.
                     if (!machine) {
@@ -261,7 +264,9 @@ public final class Sandboxes implements AutoCloseable {
                     } else if (session.freshMachine()) {
                         discardMachine(home, "fresh_requested");
                     } else {
-                        vm = resumeMachine(id, home, phases);
+                        Resume r = resumeMachine(id, home, phases);
+                        vm = r.vm();
+                        notice = r.notice();
                         resumed = vm != null;
                     }
                 }
@@ -275,7 +280,7 @@ public final class Sandboxes implements AutoCloseable {
             Sandbox sandbox = adopt(vm, session, home::close); // on failure it closes the VM, then the home
             Vm started = vm;
             if (resumed) { // its guest has the home mounted since before it was saved
-                return new PerUserSandboxes.Started(sandbox, () -> { saveMachine(started, home); enforceSavedLimits(home); });
+                return new PerUserSandboxes.Started(sandbox, () -> { saveMachine(started, home); enforceSavedLimits(home); }, notice);
             }
             try {
                 vm.agent().mountHome(guest.home(), (int) guest.uid(), (int) guest.gid())
@@ -299,15 +304,19 @@ public final class Sandboxes implements AutoCloseable {
             return new PerUserSandboxes.Started(sandbox, machine ? () -> {
                 saveMachine(started, home);
                 enforceSavedLimits(home);
-            } : () -> flushHome(started, user));
+            } : () -> flushHome(started, user), notice);
         });
     }
 
+    /** A resume's outcome: the VM (null: a fresh machine instead) and what to tell the user (empty: nothing). */
+    private record Resume(Vm vm, String notice) {}
+
     /**
-     * The user's saved machine, resumed; null when it is too old (discarded) or does not resume
-     * (set aside as {@code machine.failed-<time>}, logged): then the user gets a fresh machine.
+     * The user's saved machine, resumed; no VM when it is too old (discarded) or does not resume
+     * (set aside as {@code machine.failed-<time>}, logged): then the user gets a fresh machine and
+     * a one-line notice saying why.
      */
-    private Vm resumeMachine(String id, HomeStore.Home home, Consumer<Vm.Phase> progress) throws SandboxException {
+    private Resume resumeMachine(String id, HomeStore.Home home, Consumer<Vm.Phase> progress) throws SandboxException {
         Path dir = home.directory();
         Duration age;
         try {
@@ -321,12 +330,19 @@ public final class Sandboxes implements AutoCloseable {
                     .addKeyValue("age_s", age.toSeconds())
                     .addKeyValue("resume_within_s", options.resumeWithin().toSeconds()).log();
             discardMachine(home, "expired");
-            return null;
+            return new Resume(null, "vmgate: your saved machine expired (saved " + Durations.format(age) + " ago, kept for "
+                    + Durations.format(options.resumeWithin()) + "): this is a fresh machine, with your home");
         }
         VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(home.image()));
         long t0 = System.nanoTime();
         try {
-            Vm vm = launch(id, (vmId, p) -> MachineStates.resume(c, vmId, dir, p), progress);
+            String key;
+            try {
+                key = homeSnapshots().key();
+            } catch (VmException e) {
+                throw new SandboxException(e.getMessage(), e);
+            }
+            Vm vm = launch(id, (vmId, p) -> MachineStates.resume(c, key, vmId, dir, p), progress);
             try {
                 MachineStates.consumed(dir); // from here on the home moves on without it
             } catch (IOException e) {
@@ -335,7 +351,7 @@ public final class Sandboxes implements AutoCloseable {
             log.atInfo().setMessage("machine_resumed").addKeyValue("vm", vm.id()).addKeyValue("user", home.user())
                     .addKeyValue("dir", dir.getFileName()).addKeyValue("age_s", age.toSeconds())
                     .addKeyValue("ms", (System.nanoTime() - t0) / 1_000_000).log();
-            return vm;
+            return new Resume(vm, "");
         } catch (SandboxException e) {
             String kept;
             try {
@@ -344,11 +360,27 @@ public final class Sandboxes implements AutoCloseable {
                 kept = "-";
                 discardMachine(home, "unreadable");
             }
+            String reason = e.getMessage().lines().findFirst().orElse("");
             log.atWarn().setMessage("machine_resume_failed").addKeyValue("user", home.user())
                     .addKeyValue("dir", dir.getFileName()).addKeyValue("kept", kept)
-                    .addKeyValue("reason", e.getMessage().lines().findFirst().orElse(""))
+                    .addKeyValue("reason", reason)
                     .addKeyValue("note", "a fresh machine instead").log();
-            return null;
+            return new Resume(null, "vmgate: your saved machine did not resume (" + reason + "): this is a fresh machine, with your home;"
+                    + (kept.equals("-") ? " the saved one could not be kept" : " the saved one is kept for the operator"));
+        }
+    }
+
+    /** A save cut short by a crash (its temporary file, never renamed into place): removed, logged. The home was synced before it began. */
+    private static void discardTornSave(HomeStore.Home home) {
+        try {
+            if (MachineStates.discardTemporary(home.directory())) {
+                log.atWarn().setMessage("machine_save_incomplete").addKeyValue("user", home.user())
+                        .addKeyValue("dir", home.directory().getFileName())
+                        .addKeyValue("note", "a save cut short by a crash; its partial state is removed").log();
+            }
+        } catch (IOException e) {
+            log.atWarn().setMessage("machine_discard_failed").addKeyValue("user", home.user())
+                    .addKeyValue("dir", home.directory().getFileName()).addKeyValue("error", e.toString()).log();
         }
     }
 

@@ -82,6 +82,8 @@ final class Connection implements SessionClock.Listener {
     private CompletableFuture<Guest> opening;
     private Guest guest;
     private long guestStartNanos;
+    /** The guest's notice for the user ({@link Guest#notice()}), until the first command takes it. */
+    private final java.util.concurrent.atomic.AtomicReference<String> notice = new java.util.concurrent.atomic.AtomicReference<>();
     private SessionSlots.Slot slot;
     private Keepalive keepalive;
     private boolean closed;
@@ -334,10 +336,20 @@ final class Connection implements SessionClock.Listener {
         }
         tagged(Events.log.atInfo()).setMessage("vm_assigned").addKeyValue("vm", g.id()).addKeyValue("ms", Events.msSince(t0)).log();
         Guest opened = g;
+        String told = opened.notice();
+        if (told != null && !told.isEmpty()) {
+            notice.set(told);
+            tagged(Events.log.atInfo()).setMessage("user_notified").addKeyValue("vm", g.id()).addKeyValue("text", told).log();
+        }
         opened.lost().whenComplete((why, e) -> guestLost(opened, why != null ? why : String.valueOf(e)));
         clock.start();
         mine.complete(opened);
         return opened;
+    }
+
+    /** The guest's one-line notice for the user, the first time it is asked for after the guest opened; else null. */
+    String takeNotice() {
+        return notice.getAndSet(null);
     }
 
     /** The user-facing explanation for a failed guest operation, preferring what we know about the guest. */

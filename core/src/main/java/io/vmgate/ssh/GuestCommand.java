@@ -175,6 +175,10 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             if (destroyed) {
                 return;
             }
+            String told = conn.takeNotice();
+            if (told != null) { // before anything of the command's, so it reads as the session's first line
+                writeErr(pty ? told + "\r\n" : told + "\n");
+            }
             Execution p;
             try {
                 p = guest.exec(channel.complete(command));

@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.text.Durations;
 import java.time.Duration;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;

@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.text.Durations;
 import java.time.Duration;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;

@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.text.Durations;
 import io.vmgate.exec.Waiting;
 import java.io.IOException;
 import java.net.InetAddress;

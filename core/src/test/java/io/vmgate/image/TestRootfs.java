@@ -68,12 +68,14 @@ public final class TestRootfs {
     }
 
     /**
-     * The Debian image for these tests: built once (a few minutes) and kept in the test store
-     * under a name that changes with what goes into it.
+     * The Debian image for these tests (bookworm with tmux): built once (a few minutes) and kept in
+     * the test store under a name that changes with what goes into it.
      */
+    private static final RootfsSource.Debian DEBIAN = new RootfsSource.Debian("bookworm", List.of("tmux"));
+
     public static RootfsImage debian() throws Exception {
         String key = ImageKey.sha256Hex(("format=" + RootfsBuilder.FORMAT_VERSION + " " + DebianBootstrap.command(
-                new RootfsSource.Debian("bookworm", List.of()))).getBytes(StandardCharsets.UTF_8)).substring(0, 12);
+                DEBIAN)).getBytes(StandardCharsets.UTF_8)).substring(0, 12);
         String name = "it-debian-" + key;
         RootfsStore kept = new RootfsStore(ImageStore.defaultRoot().resolve("it"));
         Files.createDirectories(kept.namesDir());
@@ -82,7 +84,7 @@ public final class TestRootfs {
             if (kept.idOf(name).isPresent()) {
                 return kept.get(name);
             }
-            RootfsImage img = kept.build(name, new RootfsSource.Debian("bookworm", List.of()), line -> System.err.println("it-debian: " + line));
+            RootfsImage img = kept.build(name, DEBIAN, line -> System.err.println("it-debian: " + line));
             for (String old : kept.names().keySet()) { // images of keys gone by
                 if (old.startsWith("it-debian-") && !old.equals(name)) {
                     try {

@@ -46,7 +46,21 @@ class PerUserSandboxesTest {
     PerUserSandboxes.Started start() {
         Fake f = new Fake();
         events.add("start " + f.id);
-        return new PerUserSandboxes.Started(f, () -> events.add("flush " + f.id));
+        return new PerUserSandboxes.Started(f, () -> events.add("flush " + f.id), "");
+    }
+
+    @Test
+    void onlyTheSessionThatStartedTheSandboxIsGivenItsNotice() throws Exception {
+        PerUserSandboxes.Starter noticed = () -> {
+            Fake f = new Fake();
+            return new PerUserSandboxes.Started(f, () -> { }, "vmgate: your saved machine expired");
+        };
+        Sandbox first = users.acquire("alice", noticed);
+        Sandbox second = users.acquire("alice", noticed);
+        assertThat(first.notice()).isEqualTo("vmgate: your saved machine expired");
+        assertThat(second.notice()).as("it joined a running machine: nothing happened to it").isEmpty();
+        first.close();
+        second.close();
     }
 
     @Test

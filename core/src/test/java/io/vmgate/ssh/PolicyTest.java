@@ -1,5 +1,6 @@
 package io.vmgate.ssh;
 
+import io.vmgate.text.Durations;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 

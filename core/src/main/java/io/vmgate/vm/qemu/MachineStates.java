@@ -48,7 +48,9 @@ import java.util.function.Consumer;
  * <p>Files, in a directory of the caller's: {@code machine} (a template state file: header naming
  * the memory file, then the filtered stream) and {@code memory-<hex>}, a hard link to the template's
  * memory file (so a rebuilt template cannot take it away). {@code machine} is written under a
- * temporary name, synced and renamed: a crash leaves the previous state or the new one.
+ * temporary name, synced and renamed: a crash leaves the previous state or the new one. Its header
+ * names the key of the template the machine descends from; it resumes only under that key (the
+ * same image, root filesystem, CPUs, memory, kernel and QEMU binary).
  */
 public final class MachineStates {
     public static final String STATE = "machine";
@@ -67,7 +69,10 @@ public final class MachineStates {
         if (!(vm instanceof QemuVm q) || q.restoredFrom() == null) {
             throw new VmException("only a VM restored from a snapshot template can be saved");
         }
-        Path memory = q.restoredFrom().memory();
+        Template from = q.restoredFrom();
+        Path memory = from.memory();
+        // A template's key is its directory's name (Snapshots); a resumed machine's is in its header.
+        String key = from.key().orElseGet(() -> from.state().getParent().getFileName().toString());
         Path link = dir.resolve(memory.getFileName());
         Path tmp = dir.resolve(STATE + ".tmp");
         try {
@@ -100,7 +105,7 @@ public final class MachineStates {
                 MappedByteBuffer pages = template.map(FileChannel.MapMode.READ_ONLY, 0, template.size());
                 try (SocketChannel in = server.accept();
                         OutputStream out = new BufferedOutputStream(Files.newOutputStream(tmp, StandardOpenOption.WRITE), 1 << 16)) {
-                    out.write(Template.header(link.getFileName().toString()));
+                    out.write(Template.header(link.getFileName().toString(), key));
                     filter(new DataInputStream(new BufferedInputStream(Channels.newInputStream(in), 1 << 16)), out, pages);
                 }
                 Map<String, Object> status = qmp.execute("query-migrate", Map.of(), timeout);
@@ -144,13 +149,25 @@ public final class MachineStates {
         return Files.isRegularFile(dir.resolve(STATE));
     }
 
-    /** Resumes the machine saved in {@code dir} into a new QEMU with {@code config} (the saved VM's). */
-    public static QemuVm resume(VmConfig config, String vmId, Path dir, Consumer<Vm.Phase> progress) throws VmException {
+    /**
+     * Resumes the machine saved in {@code dir} into a new QEMU with {@code config} (the saved VM's),
+     * if it was saved under {@code templateKey} (the key of the template a fresh machine of this
+     * config would restore from); else it fails, saying what changed, before starting anything.
+     */
+    public static QemuVm resume(VmConfig config, String templateKey, String vmId, Path dir, Consumer<Vm.Phase> progress)
+            throws VmException {
         Template saved;
         try {
             saved = Template.read(dir.resolve(STATE));
         } catch (IOException e) {
             throw new VmException("the saved machine cannot be read: " + e.getMessage(), e);
+        }
+        if (saved.key().isEmpty()) {
+            throw new VmException("the saved machine was written by an older vmgate (it names no template key)");
+        }
+        if (!saved.key().get().equals(templateKey)) {
+            throw new VmException("the saved machine was made with another image, root filesystem, CPU count, memory size,"
+                    + " kernel or QEMU than this server uses now");
         }
         return QemuVm.restoreStopped(config, vmId, saved, progress);
     }
@@ -168,6 +185,11 @@ public final class MachineStates {
         Files.deleteIfExists(dir.resolve(STATE));
         Files.deleteIfExists(dir.resolve(STATE + ".tmp"));
         retireMemoryLinks(dir, null);
+    }
+
+    /** Removes the temporary file of a save that never finished (a crash mid-save); true if there was one. */
+    public static boolean discardTemporary(Path dir) throws IOException {
+        return Files.deleteIfExists(dir.resolve(STATE + ".tmp"));
     }
 
     /** Keeps a saved machine that failed to resume, under {@code machine.failed-<suffix>}; returns its new name. */

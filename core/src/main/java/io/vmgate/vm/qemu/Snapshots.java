@@ -679,8 +679,11 @@ public final class Snapshots implements VmLauncher {
         return f;
     }
 
-    /** Everything that must be identical between the saving QEMU and the restoring one. */
-    String key() throws VmException {
+    /**
+     * This template's key: a digest of everything that must be identical between the saving QEMU
+     * and the restoring one (its directory's name under the template root).
+     */
+    public String key() throws VmException {
         Path qemu = QemuBinary.resolve(config.qemuBinary());
         OptionalLong tsc = config.accel() == Accel.TCG ? HostClock.tscKhz() : OptionalLong.empty();
         QemuCommand cmd = new QemuCommand(qemu, config, new RuntimeDir(root), "key", false, tsc, GuestMemory.CLONE);

@@ -18,24 +18,35 @@ import java.util.regex.Pattern;
  * <pre>
  * vmgate-template 3\n
  * memory memory-&lt;hex&gt;\n
+ * [key &lt;64 hex digits&gt;\n]
  * \n
  * &lt;QEMU's migration stream, device state only&gt;
  * </pre>
+ * The optional {@code key} line names the template key (see {@link Snapshots}) a saved machine
+ * descends from: a machine resumes only where that key is still the one in use.
  */
 public final class Template {
     static final String MAGIC = "vmgate-template 3\n";
     /** Far above a device-state stream (~60 KB), far below trouble: a state file is read whole. */
     static final int MAX_STATE_BYTES = 64 << 20;
     private static final Pattern MEMORY_NAME = Pattern.compile("memory-[0-9a-f]{1,64}");
+    private static final Pattern KEY = Pattern.compile("[0-9a-f]{64}");
 
     private final Path state;
     private final Path memory;
+    private final String key;
     private final byte[] stream;
 
-    private Template(Path state, Path memory, byte[] stream) {
+    private Template(Path state, Path memory, String key, byte[] stream) {
         this.state = state;
         this.memory = memory;
+        this.key = key;
         this.stream = stream;
+    }
+
+    /** The template key this state was saved under, when its header names one (saved machines do). */
+    java.util.Optional<String> key() {
+        return java.util.Optional.ofNullable(key);
     }
 
     /** The state file (header + QEMU's device state). */
@@ -68,10 +79,19 @@ public final class Template {
 
     /** The header for a state file whose memory file is {@code memoryName}. */
     static byte[] header(String memoryName) {
+        return header(memoryName, null);
+    }
+
+    /** The header for a state file whose memory file is {@code memoryName}, saved under template key {@code key} (null: none). */
+    static byte[] header(String memoryName, String key) {
         if (!MEMORY_NAME.matcher(memoryName).matches()) {
             throw new IllegalArgumentException("bad memory file name " + memoryName);
         }
-        return (MAGIC + "memory " + memoryName + "\n\n").getBytes(StandardCharsets.US_ASCII);
+        if (key != null && !KEY.matcher(key).matches()) {
+            throw new IllegalArgumentException("bad template key " + key);
+        }
+        return (MAGIC + "memory " + memoryName + "\n" + (key != null ? "key " + key + "\n" : "") + "\n")
+                .getBytes(StandardCharsets.US_ASCII);
     }
 
     /**
@@ -94,12 +114,22 @@ public final class Template {
         int lineStart = magic.length;
         int nl = indexOf(all, (byte) '\n', lineStart, 7 + 64 + 8);
         String line = nl < 0 ? "" : new String(all, lineStart, nl - lineStart, StandardCharsets.US_ASCII);
-        if (!line.startsWith("memory ") || !MEMORY_NAME.matcher(line.substring(7)).matches()
-                || nl + 1 >= all.length || all[nl + 1] != '\n') {
-            throw new Corrupt(stateFile + " has a malformed header (expected 'memory memory-<hex>' and an empty line)");
+        if (!line.startsWith("memory ") || !MEMORY_NAME.matcher(line.substring(7)).matches() || nl + 1 >= all.length) {
+            throw new Corrupt(stateFile + " has a malformed header (expected 'memory memory-<hex>', 'key <hex>' and an empty line)");
         }
         Path memory = stateFile.resolveSibling(line.substring(7));
-        return new Template(stateFile, memory, Arrays.copyOfRange(all, nl + 2, all.length));
+        String key = null;
+        if (all[nl + 1] != '\n') {
+            int start = nl + 1;
+            nl = indexOf(all, (byte) '\n', start, 4 + 64 + 1);
+            String keyLine = nl < 0 ? "" : new String(all, start, nl - start, StandardCharsets.US_ASCII);
+            if (!keyLine.startsWith("key ") || !KEY.matcher(keyLine.substring(4)).matches() || nl + 1 >= all.length
+                    || all[nl + 1] != '\n') {
+                throw new Corrupt(stateFile + " has a malformed header (expected 'memory memory-<hex>', 'key <hex>' and an empty line)");
+            }
+            key = keyLine.substring(4);
+        }
+        return new Template(stateFile, memory, key, Arrays.copyOfRange(all, nl + 2, all.length));
     }
 
     private static int indexOf(byte[] b, byte v, int from, int maxLen) {

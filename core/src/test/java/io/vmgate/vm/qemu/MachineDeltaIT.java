@@ -1,6 +1,7 @@
 package io.vmgate.vm.qemu;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.vmgate.vm.Vm;
 import io.vmgate.vm.VmConfig;
@@ -75,7 +76,7 @@ class MachineDeltaIT {
             long saveMs = (System.nanoTime() - t0) / 1_000_000;
             assertThat(bytes).as("the delta, not the guest's memory").isLessThan(16L << 20);
             t0 = System.nanoTime();
-            vm = MachineStates.resume(c, "machine-" + cycle, saved, p -> { });
+            vm = MachineStates.resume(c, snapshots.key(), "machine-" + cycle, saved, p -> { });
             try {
                 System.out.printf("machine_cycle=%d state_bytes=%d save_ms=%d resume_ms=%d%n", cycle, bytes, saveMs,
                         (System.nanoTime() - t0) / 1_000_000);
@@ -101,6 +102,9 @@ class MachineDeltaIT {
         try (Vm fresh = snapshots.launch("machine-fresh")) {
             assertThat(SnapshotsIT.sh(fresh, "cat /tmp/marker 2>/dev/null || echo none")).isEqualTo("none");
         }
+        // a machine resumes only under the template key it was saved under (another image, QEMU, memory size...)
+        assertThatThrownBy(() -> MachineStates.resume(c, "f".repeat(64), "machine-other", saved, p -> { }))
+                .isInstanceOf(io.vmgate.vm.VmException.class).hasMessageContaining("another image");
         // the state names a link to the template's memory: a rebuilt template cannot take it away
         assertThat(Files.isSameFile(saved.resolve(t.memory().getFileName()), t.memory())).isTrue();
         MachineStates.discard(saved);

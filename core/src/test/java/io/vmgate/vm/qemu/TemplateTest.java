@@ -34,6 +34,18 @@ class TemplateTest {
         assertThat(t.memory()).isEqualTo(dir.resolve("memory-0a1b"));
         assertThat(t.stream()).isEqualTo(stream);
         assertThat(t.state()).isEqualTo(dir.resolve("state"));
+        assertThat(t.key()).isEmpty();
+    }
+
+    @Test
+    void aSavedMachineNamesTheTemplateKeyItDescendsFrom() throws Exception {
+        String key = "0123456789abcdef".repeat(4);
+        byte[] stream = {'Q', 'E', 'V', 'M', '\n', '\n'};
+        Template t = Template.read(write(concat(Template.header("memory-0a1b", key), stream)));
+        assertThat(t.key()).contains(key);
+        assertThat(t.memory()).isEqualTo(dir.resolve("memory-0a1b"));
+        assertThat(t.stream()).isEqualTo(stream);
+        assertThatThrownBy(() -> Template.header("memory-0a1b", "ABC")).isInstanceOf(IllegalArgumentException.class);
     }
 
     @Test
@@ -48,7 +60,12 @@ class TemplateTest {
                 "vmgate-template 3\n", "vmgate-template 3\nmemory memory-ab\nX", // no empty line
                 "vmgate-template 3\nmemory ../../etc/passwd\n\nX", "vmgate-template 3\nmemory /etc/passwd\n\nX",
                 "vmgate-template 3\nmemory memory-AB\n\nX", "vmgate-template 3\nmemory memory-\n\nX",
-                "vmgate-template 3\nmemory memory-ab" + "c".repeat(200) + "\n\nX", "vmgate-template 3\nmem memory-ab\n\nX"}) {
+                "vmgate-template 3\nmemory memory-ab" + "c".repeat(200) + "\n\nX", "vmgate-template 3\nmem memory-ab\n\nX",
+                "vmgate-template 3\nmemory memory-ab\nkey " + "a".repeat(63) + "\n\nX", // a short key
+                "vmgate-template 3\nmemory memory-ab\nkey " + "A".repeat(64) + "\n\nX",
+                "vmgate-template 3\nmemory memory-ab\nkey " + "a".repeat(64) + "\nX", // no empty line after it
+                "vmgate-template 3\nmemory memory-ab\nkey " + "a".repeat(64) + "\nkey " + "a".repeat(64) + "\n\nX",
+                "vmgate-template 3\nmemory memory-ab\nkeys " + "a".repeat(64) + "\n\nX"}) {
             assertThatThrownBy(() -> Template.read(write(bad.getBytes(StandardCharsets.ISO_8859_1))))
                     .as("%s", bad).isInstanceOf(Template.Corrupt.class);
         }

@@ -1,4 +1,4 @@
-package io.vmgate.ssh;
+package io.vmgate.text;
 
 import java.math.BigDecimal;
 import java.time.Duration;
