@@ -324,7 +324,8 @@ class PersistIT {
             assertThat(homes.exit()).as(homes.stderr()).isZero();
             assertThat(homes.out()).startsWith("USER").containsPattern("alice\\s+" + homeDir(state, "alice").getFileName()
                     + "\\s+128M\\s+\\d+M\\s+\\S+\\s+yes");
-            SshClientHelper.Result second = ssh(s, "alice", "cat /tmp/marker; echo second > ~/from-second");
+            // written whole, then renamed: the first connection polls for the name and must not read a half-written file
+            SshClientHelper.Result second = ssh(s, "alice", "cat /tmp/marker; echo second > ~/.second && mv ~/.second ~/from-second");
             assertThat(second.exitCode()).as(second.toString()).isZero();
             assertThat(second.out()).as("the second connection is in the first one's VM").isEqualTo("first\n");
             assertThat(first.waitFor(120, TimeUnit.SECONDS)).isTrue();
