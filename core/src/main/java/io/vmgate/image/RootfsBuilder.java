@@ -196,37 +196,12 @@ public final class RootfsBuilder {
 
     /** Builds from entries (tar streams, layers) into {@code work}: their bytes are kept there until debugfs writes the tree. */
     Built fromEntries(RootfsSource.Producer producer, Path work) throws ImageException, IOException {
-        Staging staging = new Staging(work.resolve("content"), System.currentTimeMillis() / 1000);
-        long[] count = new long[1];
-        producer.produce(new RootfsSource.TreeSink() {
-            @Override
-            public void add(FsEntry entry, InputStream content) throws IOException, ImageException {
-                staging.add(entry, content);
-                if (++count[0] % 5000 == 0) {
-                    progress.accept("read " + count[0] + " entries");
-                }
-            }
-
-            @Override
-            public void remove(String path) throws IOException, ImageException {
-                staging.remove(path);
-            }
-
-            @Override
-            public void clearDirectory(String path) throws IOException, ImageException {
-                staging.clearDirectory(path);
-            }
-
-            @Override
-            public void beginLayer() {
-                staging.beginLayer();
-            }
-
-            @Override
-            public void ensureDirectory(String path) throws ImageException {
-                staging.ensureDirectory(path, System.currentTimeMillis() / 1000);
+        Staging staging = new Staging(work.resolve("content"), System.currentTimeMillis() / 1000, n -> {
+            if (n % 5000 == 0) {
+                progress.accept("read " + n + " entries");
             }
         });
+        producer.produce(staging);
         Manifest manifest = staging.manifest();
         requireRootfs(manifest, "the archive");
         Ext4.Sizing sizing = staging.sizing();

@@ -34,7 +34,7 @@ import java.util.TreeSet;
  * host; and whiteouts ({@link #remove}, {@link #clearDirectory}) hide only what earlier layers
  * made, never what the current layer adds, in whatever order its entries come.
  */
-final class Staging {
+final class Staging implements RootfsSource.TreeSink {
     /** One inode; hard links share one node. */
     static final class Node {
         FsEntry entry;      // type is never HARDLINK here: a hard link shares its target's node
@@ -51,13 +51,26 @@ final class Staging {
     static final int MAX_SYMLINKS = 40;
 
     private final Path dir;
+    private final long rootMtime;
+    private final java.util.function.LongConsumer added;
+    private long entries;
     private final NavigableMap<String, Node> tree = new TreeMap<>();
     private long nextContent;
     private NavigableSet<String> layerPaths; // null outside layer mode; else what the current layer added
 
     /** Creates the content directory, which must not exist. */
     Staging(Path dir, long rootMtime) throws IOException {
+        this(dir, rootMtime, n -> { });
+    }
+
+    /**
+     * Creates the content directory, which must not exist; {@code added} hears the count of entries
+     * after each one; directories the staging makes itself get {@code rootMtime}.
+     */
+    Staging(Path dir, long rootMtime, java.util.function.LongConsumer added) throws IOException {
         this.dir = dir;
+        this.rootMtime = rootMtime;
+        this.added = added;
         Files.createDirectory(dir);
         put("", new Node(FsEntry.directory("", 0755, 0, 0, rootMtime), null));
     }
@@ -67,12 +80,19 @@ final class Staging {
     }
 
     /** From now on entries are one more OCI layer's (see the class comment); called before each layer. */
-    void beginLayer() {
+    @Override
+    public void beginLayer() {
         layerPaths = new TreeSet<>();
     }
 
     /** Adds one entry; {@code content} supplies exactly {@code e.size()} bytes of a FILE. */
-    void add(FsEntry e, InputStream content) throws IOException, ImageException {
+    @Override
+    public void add(FsEntry e, InputStream content) throws IOException, ImageException {
+        addEntry(e, content);
+        added.accept(++entries);
+    }
+
+    private void addEntry(FsEntry e, InputStream content) throws IOException, ImageException {
         if (layerPaths != null) {
             String p = resolveParents(e.path());
             if (e.type() == FsEntry.Type.HARDLINK) {
@@ -138,7 +158,8 @@ final class Staging {
      * Removes a path and, for a directory, everything below it. Absent paths are ignored. In layer
      * mode, what the current layer added stays (with the directories above it).
      */
-    void remove(String path) throws IOException, ImageException {
+    @Override
+    public void remove(String path) throws IOException, ImageException {
         String p = FsEntry.normalize(path);
         if (p.isEmpty()) {
             throw new IllegalArgumentException("cannot remove the root");
@@ -166,7 +187,8 @@ final class Staging {
     }
 
     /** Removes everything below a directory, keeping the directory (an OCI opaque whiteout). */
-    void clearDirectory(String path) throws IOException, ImageException {
+    @Override
+    public void clearDirectory(String path) throws IOException, ImageException {
         String p = FsEntry.normalize(path);
         if (layerPaths != null && !p.isEmpty()) {
             p = resolveParents(p);
@@ -189,7 +211,9 @@ final class Staging {
      * followed inside the tree, already leads to something: what a container runtime does for an
      * image's WorkingDir. An existing entry is left exactly as it is.
      */
-    void ensureDirectory(String path, long mtime) throws ImageException {
+    @Override
+    public void ensureDirectory(String path) throws ImageException {
+        long mtime = rootMtime;
         String p = FsEntry.normalize(path);
         if (p.isEmpty()) {
             return;

@@ -3,7 +3,7 @@ package io.vmgate.image.oci;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.vmgate.image.StagingSink;
+import io.vmgate.image.StagedTree;
 import io.vmgate.image.TestTar;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
@@ -31,12 +31,12 @@ import org.junit.jupiter.api.io.TempDir;
 class LayerApplierTest {
     @TempDir
     Path tmp;
-    StagingSink sink;
+    StagedTree staged;
     LayerApplier.Budget budget;
 
     @BeforeEach
     void setUp() throws IOException {
-        sink = new StagingSink(tmp.resolve("content"));
+        staged = new StagedTree(tmp.resolve("content"));
         budget = new LayerApplier.Budget(LayerApplier.Limits.defaults());
     }
 
@@ -47,7 +47,7 @@ class LayerApplierTest {
     void apply(byte[] tar, TestImages.Compression c) throws Exception {
         TestImages.Layer l = TestImages.layer(tar, c);
         LayerApplier.apply(new ByteArrayInputStream(l.blob()), "image t: layer 1/1", Optional.of(Digest.parse(l.digest())),
-                Optional.of(Digest.parse(l.diffId())), sink, budget);
+                Optional.of(Digest.parse(l.diffId())), staged.sink(), budget);
     }
 
     @Test
@@ -57,7 +57,7 @@ class LayerApplierTest {
         // whiteouts after the layer's own entries in the same directories: they still hide only the lower ones
         apply(new TestTar().file("opt/new", "n").file("opt/x/old", "mine").file("etc/.wh.a", "").file(".wh.gone", "")
                 .file("opt/.wh..wh..opq", "").end(), TestImages.Compression.ZSTD);
-        assertThat(sink.shape()).containsExactlyEntriesOf(new TreeMap<>(Map.of("", "d", "etc", "d", "etc/b", "f=b", "opt", "d", "opt/new", "f=n",
+        assertThat(staged.shape()).containsExactlyEntriesOf(new TreeMap<>(Map.of("", "d", "etc", "d", "etc/b", "f=b", "opt", "d", "opt/new", "f=n",
                 "opt/x", "d", "opt/x/old", "f=mine")));
     }
 
@@ -65,7 +65,7 @@ class LayerApplierTest {
     void ownersModesAndHardLinksAcrossLayersAreKept() throws Exception {
         apply(new TestTar().dir("srv/").file("srv/data", "payload", 04750, 1234, 5678).end());
         apply(new TestTar().hardlink("srv/link", "srv/data").symlink("srv/sym", "/srv/data").end());
-        Map<String, String> d = sink.describe();
+        Map<String, String> d = staged.describe();
         assertThat(d.get("srv/data")).startsWith("f 4750 1234:5678 =payload #");
         assertThat(d.get("srv/link")).isEqualTo(d.get("srv/data"));
         assertThat(d.get("srv/sym")).isEqualTo("l -> /srv/data");
@@ -78,12 +78,12 @@ class LayerApplierTest {
         apply(new TestTar().dir("etc/").symlink("evil", "/etc").symlink("up", "../../../../../..")
                 .symlink("hostdir", host.toString()).end());
         apply(new TestTar().file("evil/passwd", "root::0:0::/:/bin/sh\n").file("up/tmp/x", "x").file("hostdir/escaped", "no").end());
-        assertThat(sink.shape()).containsEntry("etc/passwd", "f=root::0:0::/:/bin/sh\n").containsEntry("tmp/x", "f=x")
+        assertThat(staged.shape()).containsEntry("etc/passwd", "f=root::0:0::/:/bin/sh\n").containsEntry("tmp/x", "f=x")
                 .containsEntry(FsEntryPaths.rel(host.resolve("escaped")), "f=no");
         assertThat(host.resolve("escaped")).doesNotExist();
         try (Stream<Path> s = Files.walk(tmp)) {
             assertThat(s.filter(Files::isRegularFile).map(p -> p.getParent()).distinct().toList())
-                    .as("nothing written but numbered content files").containsOnly(sink.contentDir());
+                    .as("nothing written but numbered content files").containsOnly(staged.contentDir());
         }
     }
 
@@ -95,7 +95,7 @@ class LayerApplierTest {
                 .hasMessageContaining("/dev/sda is a block device node (8:0)").hasMessageContaining("--allow-device-nodes");
         budget = new LayerApplier.Budget(new LayerApplier.Limits(1 << 30, 1000, true));
         apply(new TestTar().dir("dev/").device("dev/null", '3', 1, 3).end());
-        assertThat(sink.describe()).containsEntry("dev/null", "c 1:3");
+        assertThat(staged.describe()).containsEntry("dev/null", "c 1:3");
         assertThatThrownBy(() -> apply(new TestTar().file("x/.wh...", "").end())).hasMessageContaining("malformed whiteout");
         assertThatThrownBy(() -> apply(new TestTar().file("f", "file").file("f/child", "x").end())).hasMessageContaining("not a directory");
         apply(new TestTar().symlink("loop", "loop").end());
@@ -110,7 +110,7 @@ class LayerApplierTest {
         assertThat(l.size()).as("a small blob").isLessThan(1 << 20);
         budget = new LayerApplier.Budget(new LayerApplier.Limits(16 << 20, 1000, false));
         assertThatThrownBy(() -> LayerApplier.apply(new ByteArrayInputStream(l.blob()), "image bomb: layer 1/1", Optional.empty(),
-                Optional.empty(), sink, budget)).isInstanceOf(OciException.class)
+                Optional.empty(), staged.sink(), budget)).isInstanceOf(OciException.class)
                 .hasMessageContaining("image bomb: layer 1/1: the image is larger than 16.0 MiB uncompressed (--max-size)");
         assertThat(budget.bytes).isLessThanOrEqualTo((16 << 20) + (1 << 20));
     }
@@ -130,14 +130,14 @@ class LayerApplierTest {
         TestImages.Layer l = TestImages.layer(new TestTar().file("a", "hello".repeat(1000)).end(), TestImages.Compression.GZIP);
         byte[] cut = java.util.Arrays.copyOf(l.blob(), l.blob().length / 2);
         assertThatThrownBy(() -> LayerApplier.apply(new ByteArrayInputStream(cut), "image t: layer 1/1", Optional.empty(), Optional.empty(),
-                sink, budget)).isInstanceOf(OciException.class).hasMessageContaining("image t: layer 1/1");
+                staged.sink(), budget)).isInstanceOf(OciException.class).hasMessageContaining("image t: layer 1/1");
         byte[] tarCut = java.util.Arrays.copyOf(new TestTar().file("a", "x".repeat(5000)).end(), 2048);
         assertThatThrownBy(() -> apply(tarCut)).hasMessageContaining("truncated");
         assertThatThrownBy(() -> LayerApplier.apply(new ByteArrayInputStream(l.blob()), "image t: layer 1/1", Optional.of(Digest.parse(l.digest())),
-                Optional.of(Digest.sha256("other".getBytes(StandardCharsets.UTF_8))), sink, budget))
+                Optional.of(Digest.sha256("other".getBytes(StandardCharsets.UTF_8))), staged.sink(), budget))
                 .hasMessageContaining("digest mismatch: the uncompressed layer is " + l.diffId());
         assertThatThrownBy(() -> LayerApplier.apply(new ByteArrayInputStream(l.blob()), "image t: layer 1/1",
-                Optional.of(Digest.sha256("other".getBytes(StandardCharsets.UTF_8))), Optional.empty(), sink, budget))
+                Optional.of(Digest.sha256("other".getBytes(StandardCharsets.UTF_8))), Optional.empty(), staged.sink(), budget))
                 .hasMessageContaining("digest mismatch: the layer is " + l.digest());
     }
 
@@ -145,7 +145,7 @@ class LayerApplierTest {
     void xzLayersAreRefusedByName() {
         byte[] xz = {(byte) 0xfd, '7', 'z', 'X', 'Z', 0, 0, 0};
         assertThatThrownBy(() -> LayerApplier.apply(new ByteArrayInputStream(xz), "image t: layer 1/1", Optional.empty(), Optional.empty(),
-                sink, budget)).hasMessageContaining("xz-compressed layers are not supported");
+                staged.sink(), budget)).hasMessageContaining("xz-compressed layers are not supported");
     }
 
     // ---- property: random layer stacks against a model of the OCI rules
@@ -154,7 +154,7 @@ class LayerApplierTest {
     void randomLayerStacksMatchTheModelOfTheOciRules() throws Exception {
         for (long seed = 1; seed <= 300; seed++) {
             Random rnd = new Random(seed);
-            StagingSink s = new StagingSink(tmp.resolve("p" + seed));
+            StagedTree s = new StagedTree(tmp.resolve("p" + seed));
             Model model = new Model();
             int layers = 1 + rnd.nextInt(4);
             List<String> log = new ArrayList<>();
@@ -164,7 +164,7 @@ class LayerApplierTest {
                 TestTar t = new TestTar();
                 ops.forEach(op -> op.write(t));
                 byte[] tar = t.end();
-                LayerApplier.apply(new ByteArrayInputStream(tar), "seed " + seed, Optional.empty(), Optional.empty(), s,
+                LayerApplier.apply(new ByteArrayInputStream(tar), "seed " + seed, Optional.empty(), Optional.empty(), s.sink(),
                         new LayerApplier.Budget(LayerApplier.Limits.defaults()));
                 model.apply(ops);
             }

@@ -3,7 +3,7 @@ package io.vmgate.image.oci;
 import com.code_intelligence.jazzer.api.FuzzedDataProvider;
 import com.code_intelligence.jazzer.junit.FuzzTest;
 import io.vmgate.image.ImageException;
-import io.vmgate.image.StagingSink;
+import io.vmgate.image.StagedTree;
 import io.vmgate.image.TestTar;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
@@ -32,21 +32,21 @@ class LayerFuzzTest {
     void applierSurvivesHostileLayers(FuzzedDataProvider in) throws IOException {
         Path dir = Files.createTempDirectory("vmgate-layer-fuzz-");
         try {
-            StagingSink sink = new StagingSink(dir.resolve("content"));
+            StagedTree staged = new StagedTree(dir.resolve("content"));
             LayerApplier.Budget budget = new LayerApplier.Budget(new LayerApplier.Limits(4 << 20, 500, in.consumeBoolean()));
             int layers = in.consumeInt(1, 3);
             for (int i = 0; i < layers && in.remainingBytes() > 0; i++) {
                 byte[] blob = in.consumeBoolean() ? in.consumeBytes(in.consumeInt(0, 4096)) : structured(in);
                 try {
-                    LayerApplier.apply(new ByteArrayInputStream(blob), "fuzz", Optional.empty(), Optional.empty(), sink, budget);
+                    LayerApplier.apply(new ByteArrayInputStream(blob), "fuzz", Optional.empty(), Optional.empty(), staged.sink(), budget);
                 } catch (ImageException e) {
                     // refused with a message: the build would end here
                 }
             }
-            sink.describe();
+            staged.describe();
             try (Stream<Path> s = Files.walk(dir)) {
                 for (Path p : s.toList()) {
-                    if (!p.equals(dir) && !p.startsWith(sink.contentDir())) {
+                    if (!p.equals(dir) && !p.startsWith(staged.contentDir())) {
                         throw new AssertionError("written outside the content directory: " + p);
                     }
                 }

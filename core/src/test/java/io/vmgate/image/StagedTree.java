@@ -9,39 +9,19 @@ import java.util.Map;
 import java.util.TreeMap;
 
 /**
- * A build's staging tree as a sink, without the ext4 step: what tests of the OCI layer applier
- * (and its fuzzer) feed and then read back, path by path.
+ * A build's staging tree without the ext4 step: what tests of the OCI layer applier (and its
+ * fuzzer) feed through {@link #sink()} and then read back, path by path.
  */
-public final class StagingSink implements RootfsSource.TreeSink {
+public final class StagedTree {
     private final Staging staging;
 
-    public StagingSink(Path contentDir) throws IOException {
+    public StagedTree(Path contentDir) throws IOException {
         this.staging = new Staging(contentDir, 0);
     }
 
-    @Override
-    public void add(FsEntry entry, InputStream content) throws IOException, ImageException {
-        staging.add(entry, content);
-    }
-
-    @Override
-    public void remove(String path) throws IOException, ImageException {
-        staging.remove(path);
-    }
-
-    @Override
-    public void clearDirectory(String path) throws IOException, ImageException {
-        staging.clearDirectory(path);
-    }
-
-    @Override
-    public void beginLayer() {
-        staging.beginLayer();
-    }
-
-    @Override
-    public void ensureDirectory(String path) throws ImageException {
-        staging.ensureDirectory(path, 0);
+    /** What a producer (the OCI layer applier) writes into. */
+    public RootfsSource.TreeSink sink() {
+        return staging;
     }
 
     /**
