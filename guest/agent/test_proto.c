@@ -1,6 +1,7 @@
 /* Tests of the codec (proto.c), built with ASan+UBSan by `make test`:
  * round trips, every truncation, each limit, and random and mutated input.
  * `test_proto --write-seeds DIR` writes valid frames of every type as fuzzing seeds. */
+#include "check.h"
 #include "proto.h"
 
 #include <signal.h>
@@ -8,14 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c)) {                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 static uint8_t buf[PROTO_HEADER + PROTO_MAX_PAYLOAD + 64];
 static struct proto_out out = {buf, sizeof buf, 0, 0};
@@ -535,11 +528,8 @@ static int write_seeds(const char *dir) {
         int t = all_types[k];
         size_t n = enc_type(t);
         snprintf(path, sizeof path, "%s/%s", dir, proto_type_name((uint8_t)t));
-        FILE *f = fopen(path, "wb");
-        if (!f || fwrite(buf, 1, n, f) != n || fclose(f) != 0) {
-            perror(path);
+        if (write_file(path, buf, n))
             return 1;
-        }
     }
     return 0;
 }
@@ -553,10 +543,5 @@ int main(int argc, char **argv) {
     test_limits();
     test_signals();
     test_random(argc == 2 ? atoi(argv[1]) : 300000);
-    if (failures) {
-        fprintf(stderr, "test_proto: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_proto: all checks passed\n");
-    return 0;
+    return verdict("test_proto");
 }

@@ -1,20 +1,13 @@
 /* Tests of the proxy's request parser (proxyreq.c), built with ASan+UBSan by `make test`:
  * what it accepts and how it rewrites, what it refuses and why, every prefix, and random
  * input. `test_proxyreq --write-seeds DIR` writes requests as seeds for fuzz/fuzz_proxyreq.c. */
+#include "check.h"
 #include "proxyreq.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c)) {                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 static uint8_t out[PROXYREQ_MAX_OUT];
 static struct proxyreq req;
@@ -165,11 +158,8 @@ static int write_seeds(const char *dir) {
     char path[512];
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
         snprintf(path, sizeof path, "%s/request-%zu", dir, i);
-        FILE *f = fopen(path, "wb");
-        if (!f || fwrite(seeds[i], 1, strlen(seeds[i]), f) != strlen(seeds[i]) || fclose(f) != 0) {
-            perror(path);
+        if (write_file(path, seeds[i], strlen(seeds[i])))
             return 1;
-        }
     }
     return 0;
 }
@@ -182,10 +172,5 @@ int main(int argc, char **argv) {
     test_malformed();
     test_incomplete_and_size();
     test_random(argc == 2 ? atoi(argv[1]) : 200000);
-    if (failures) {
-        fprintf(stderr, "test_proxyreq: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_proxyreq: all checks passed\n");
-    return 0;
+    return verdict("test_proxyreq");
 }
