@@ -27,10 +27,10 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import io.vmgate.vm.qemu.RuntimeRoot;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * Egress with real QEMU VMs (restored from a snapshot template, as sessions are), the real agent
@@ -41,7 +41,8 @@ class EgressIT {
     static HostServers servers;
     static TestCa ca;
     static Path templates;
-    Path root;
+    @RegisterExtension
+    final RuntimeRoot runtime = new RuntimeRoot("vmgate-egress-it-");
 
     @BeforeAll
     static void setUp() throws Exception {
@@ -78,21 +79,9 @@ class EgressIT {
         }
     }
 
-    @BeforeEach
-    void runtimeRoot() throws IOException {
-        root = Files.createTempDirectory(Path.of("/tmp"), "vmgate-egress-it-");
-    }
-
-    @AfterEach
-    void nothingLeft() throws IOException {
-        try (Stream<Path> s = Files.list(root)) {
-            assertThat(s.toList()).as("runtime directories left behind").isEmpty();
-        }
-        Files.delete(root);
-    }
 
     VmConfig config() {
-        return VmConfig.defaults(image).withRuntimeRoot(root).withBootTimeout(Duration.ofSeconds(90));
+        return VmConfig.defaults(image).withRuntimeRoot(runtime.path()).withBootTimeout(Duration.ofSeconds(90));
     }
 
     Vm launch(String id, VmConfig cfg) throws Exception {

@@ -30,10 +30,10 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import io.vmgate.vm.qemu.RuntimeRoot;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * Root filesystem images in real QEMU VMs: a host directory and a Debian build attached as the
@@ -50,7 +50,8 @@ class RootfsIT {
     static RootfsStore store;   // this run's: host trees' images, removed at the end
     static RootfsStore kept;    // the Debian image's, kept between runs
     static Path templates;
-    Path root;
+    @RegisterExtension
+    final RuntimeRoot runtime = new RuntimeRoot("vmgate-it-");
 
     @BeforeAll
     static void images() throws Exception {
@@ -74,21 +75,9 @@ class RootfsIT {
         }
     }
 
-    @BeforeEach
-    void runtimeRoot() throws IOException {
-        root = Files.createTempDirectory(Path.of("/tmp"), "vmgate-it-"); // short: socket paths are limited
-    }
-
-    @AfterEach
-    void nothingLeft() throws IOException {
-        try (Stream<Path> s = Files.list(root)) {
-            assertThat(s.toList()).as("runtime directories left behind").isEmpty();
-        }
-        Files.delete(root);
-    }
 
     VmConfig config(RootfsImage rootfs) {
-        return VmConfig.defaults(image).withRuntimeRoot(root).withBootTimeout(Duration.ofSeconds(90)).withRootfs(rootfs);
+        return VmConfig.defaults(image).withRuntimeRoot(runtime.path()).withBootTimeout(Duration.ofSeconds(90)).withRootfs(rootfs);
     }
 
     @Test

@@ -10,10 +10,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -27,29 +26,18 @@ class MachineDeltaIT {
     static final int CYCLES = Integer.getInteger("machine.cycles", 3);
     @TempDir
     Path templates;
-    Path root;
+    @RegisterExtension
+    final RuntimeRoot runtime = new RuntimeRoot("vmgate-it-");
 
     @BeforeAll
     static void image() throws Exception {
         QemuVmIT.buildImage();
     }
 
-    @BeforeEach
-    void runtimeRoot() throws IOException {
-        root = Files.createTempDirectory(Path.of("/tmp"), "vmgate-it-");
-    }
-
-    @AfterEach
-    void nothingLeft() throws IOException {
-        try (Stream<Path> s = Files.list(root)) {
-            assertThat(s.toList()).as("runtime directories left behind").isEmpty();
-        }
-        Files.delete(root);
-    }
 
     @Test
     void aSavedMachineResumesWithItsProcessesThreeTimes() throws Exception {
-        VmConfig c = VmConfig.defaults(QemuVmIT.image).withRuntimeRoot(root).withBootTimeout(Duration.ofSeconds(90));
+        VmConfig c = VmConfig.defaults(QemuVmIT.image).withRuntimeRoot(runtime.path()).withBootTimeout(Duration.ofSeconds(90));
         Snapshots snapshots = new Snapshots(c, templates, false);
         Template t = snapshots.ensureTemplate();
         Path saved = Files.createDirectories(templates.resolve("saved"));

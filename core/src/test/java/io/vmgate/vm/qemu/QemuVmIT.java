@@ -16,7 +16,6 @@ import io.vmgate.image.ImageException;
 import io.vmgate.image.ImageSources;
 import io.vmgate.image.ImageStore;
 import java.io.BufferedReader;
-import java.io.IOException;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -24,16 +23,15 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** Boots real QEMU VMs with the real agent (skipped when the agent has not been built). */
 class QemuVmIT {
     static Image image;
-    Path root;
+    @RegisterExtension
+    final RuntimeRoot runtime = new RuntimeRoot("vmgate-it-");
 
     /** The agent from the jar's resources (Maven copies it there), else from guest/agent/build. */
     static AgentBinary agent() {
@@ -52,21 +50,9 @@ class QemuVmIT {
         image = new ImageStore(cache).image(ImageSources.debian().withAgent(agent()));
     }
 
-    @BeforeEach
-    void runtimeRoot() throws IOException {
-        root = Files.createTempDirectory(Path.of("/tmp"), "vmgate-it-"); // short: socket paths are limited
-    }
-
-    @AfterEach
-    void nothingLeft() throws IOException {
-        try (Stream<Path> s = Files.list(root)) {
-            assertThat(s.toList()).as("runtime directories left behind").isEmpty();
-        }
-        Files.delete(root);
-    }
 
     VmConfig config() {
-        return VmConfig.defaults(image).withRuntimeRoot(root).withBootTimeout(Duration.ofSeconds(60));
+        return VmConfig.defaults(image).withRuntimeRoot(runtime.path()).withBootTimeout(Duration.ofSeconds(60));
     }
 
     static List<Long> qemuPids(String vmId) throws Exception {
@@ -120,7 +106,7 @@ class QemuVmIT {
                 .hasMessageContaining("guest console (last 20 lines)")
                 .hasMessageContaining("QEMU stderr")
                 .hasMessageMatching("(?s).*\\[ *\\d+\\.\\d+\\].*"); // printk lines from the console
-        assertThat(root.resolve("it-timeout")).doesNotExist();
+        assertThat(runtime.path().resolve("it-timeout")).doesNotExist();
         try {
             assertThat(qemuPids("it-timeout")).isEmpty();
         } catch (Exception e) {
@@ -130,7 +116,7 @@ class QemuVmIT {
 
     @Test
     void aQemuThatCannotStartIsReportedWithItsStderr() {
-        Image broken = new Image(image.directory(), root.resolve("no-such-kernel"), image.initrd(), image.kernelRelease(),
+        Image broken = new Image(image.directory(), runtime.path().resolve("no-such-kernel"), image.initrd(), image.kernelRelease(),
                 image.cmdline(), image.contentHash());
         long t0 = System.nanoTime();
         assertThatThrownBy(() -> QemuVm.boot(config().withImage(broken), "it-broken"))
@@ -158,7 +144,7 @@ class QemuVmIT {
     void qemuDiesWithItsServerEvenOnSigkillAndTheNextStartReapsTheDirectory() throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         Process server = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"),
-                "-Dvmgate.home=" + System.getProperty("vmgate.home", "."), CrashingServer.class.getName(), root.toString(),
+                "-Dvmgate.home=" + System.getProperty("vmgate.home", "."), CrashingServer.class.getName(), runtime.path().toString(),
                 image.directory().toString()).redirectErrorStream(true).start();
         long qemuPid;
         try (BufferedReader r = new BufferedReader(new InputStreamReader(server.getInputStream(), StandardCharsets.UTF_8))) {
@@ -175,8 +161,8 @@ class QemuVmIT {
         if (qemu != null) {
             qemu.onExit().get(10, TimeUnit.SECONDS); // the parent-death signal must have killed it
         }
-        assertThat(root.resolve("it-crash")).isDirectory(); // the dead server could not clean up
-        assertThat(RuntimeDirs.reapStale(root)).isEqualTo(1);
+        assertThat(runtime.path().resolve("it-crash")).isDirectory(); // the dead server could not clean up
+        assertThat(RuntimeDirs.reapStale(runtime.path())).isEqualTo(1);
     }
 
     /** A "server" in its own JVM: boots a VM, reports QEMU's pid, then waits to be killed. */

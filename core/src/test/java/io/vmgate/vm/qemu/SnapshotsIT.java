@@ -17,10 +17,9 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -31,28 +30,17 @@ import org.junit.jupiter.api.io.TempDir;
 class SnapshotsIT {
     @TempDir
     Path templates;
-    Path root;
+    @RegisterExtension
+    final RuntimeRoot runtime = new RuntimeRoot("vmgate-it-");
 
     @BeforeAll
     static void image() throws Exception {
         QemuVmIT.buildImage();
     }
 
-    @BeforeEach
-    void runtimeRoot() throws IOException {
-        root = Files.createTempDirectory(Path.of("/tmp"), "vmgate-it-");
-    }
-
-    @AfterEach
-    void nothingLeft() throws IOException {
-        try (Stream<Path> s = Files.list(root)) {
-            assertThat(s.toList()).as("runtime directories left behind").isEmpty();
-        }
-        Files.delete(root);
-    }
 
     VmConfig config() {
-        return VmConfig.defaults(QemuVmIT.image).withRuntimeRoot(root).withBootTimeout(Duration.ofSeconds(60));
+        return VmConfig.defaults(QemuVmIT.image).withRuntimeRoot(runtime.path()).withBootTimeout(Duration.ofSeconds(60));
     }
 
     static String sh(Vm vm, String script) throws Exception {
