@@ -768,15 +768,17 @@ def oci_layout(path, data_layers=3, layer_mib=33):
     return sum(l["size"] for l in layers) + len(config) + len(manifest)
 
 
-def persist_rows(args, work, key, ssh):
+def persist_rows(args, work, key, ssh, image=None):
     """--persist machine: an idle session's machine saved when its connection ends (time and size, from the
     server's machine_saved events), and `ssh host true` into the resumed machine beside `ssh host true` into a
-    fresh restored VM of a server without persistence, alternating."""
-    state = os.path.join(work, "state")
-    srv = Serve(work, key + ".pub", "--persist", "machine", "--state-dir", state)
+    fresh restored VM of a server without persistence, alternating. With `image`, both servers run it."""
+    with_image = ["--image", image] if image else []
+    state = os.path.join(work, "state-" + (image or "default"))
+    srv = Serve(work, key + ".pub", "--persist", "machine", "--state-dir", state, *with_image)
     plain = None
+    what = f" ({image})" if image else ""
     try:
-        plain = Serve(work, key + ".pub")
+        plain = Serve(work, key + ".pub", *with_image)
         def saves():
             with open(srv.log.name) as f:
                 return [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"machine_saved .*?bytes=(\d+) ms=(\d+)", f.read())]
@@ -790,18 +792,19 @@ def persist_rows(args, work, key, ssh):
         resumed.n = 1
         d = {}
         d["resumed"], d["fresh"] = measure_pair(
-            ["vmgate: ssh host true (--persist machine, resumed)", "vmgate: ssh host true (restored, no persistence)"],
+            [f"vmgate: ssh host true{what} (--persist machine, resumed)", f"vmgate: ssh host true{what} (restored, no persistence)"],
             args.runs, [resumed, lambda: timed(ssh(plain.port) + ["true"])])
         wait_for(lambda: len(saves()) >= resumed.n, 120, "the last save")
         got = saves()
         d["save_bytes"] = statistics.median(b for b, _ in got)
         d["save_ms"] = statistics.median(t for _, t in got)
         d["saves"] = len(got)
+        d["image"] = image
     finally:
         srv.close()
         if plain:
             plain.close()
-    print(f"persist: save {d['save_bytes'] / 1e6:.1f} MB in {d['save_ms']:.0f} ms (median of {d['saves']}), resumed ssh true "
+    print(f"persist{what}: save {d['save_bytes'] / 1e6:.1f} MB in {d['save_ms']:.0f} ms (median of {d['saves']}), resumed ssh true "
           f"{d['resumed']['median'] * 1000:.0f} ms vs fresh restored {d['fresh']['median'] * 1000:.0f} ms", file=sys.stderr)
     return d
 
@@ -938,6 +941,10 @@ def measure_rows(args, work):
         r["oci"] = oci_rows(args)
     if "persist" in rows:
         r["persist"] = persist_rows(args, work, key, ssh)
+        if args.debian and image_info(args.debian) is not None:
+            r["persist"]["debian"] = persist_rows(args, work, key, ssh, image=args.debian)
+        elif args.debian:
+            print(f"persist: no image {args.debian}: its saved machines are not measured", file=sys.stderr)
     r["load_end"] = os.getloadavg()
     return r
 
@@ -1172,23 +1179,31 @@ def oci_section(d, separately=None):
 def persist_section(d, separately=None):
     if d is None:
         return f"{PERSIST_TITLE}\n\n{NOT_MEASURED} (`--rows persist` measures it).\n"
+    deb = d.get("debian")
     out = [f"{PERSIST_TITLE}\n\n",
            f"`vmgate serve --persist machine`: when a connection ends, its VM is stopped and saved as its device state plus the "
            f"RAM pages that differ from its template, beside the user's home; the next connection resumes it. Saves: median "
            f"**{d['save_bytes'] / 1e6:.1f} MB** in **{d['save_ms']:.0f} ms** (of {d['saves']}, from the server's `machine_saved` "
-           "events; an idle session that ran `true`). `ssh host true` into the resumed machine alternates with `ssh host true` "
+           "events; an idle session that ran `true`)",
+           f"; with `--image {deb['image']}`: **{deb['save_bytes'] / 1e6:.1f} MB** in **{deb['save_ms']:.0f} ms** (of {deb['saves']})"
+           if deb else "",
+           ". `ssh host true` into the resumed machine alternates with `ssh host true` "
            "into a fresh restored VM of a server without persistence (which mounts no home).",
            f" This section was measured on its own (`{separately}`) at "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1 min) {os.getloadavg()[0]:.1f}."
            if separately else "",
            "\n\n| what | runs | median | p95 |\n|---|---|---|---|\n",
-           latency_rows(d[k] for k in ["resumed", "fresh"])]
+           latency_rows([d["resumed"], d["fresh"]] + ([deb["resumed"], deb["fresh"]] if deb else []))]
     return "".join(out)
 
 
 def persist_ratios(d):
-    return [ratio_row("`ssh host true` into a resumed saved machine / into a fresh restored VM",
+    rows = [ratio_row("`ssh host true` into a resumed saved machine / into a fresh restored VM",
                       d["resumed"]["median"] / d["fresh"]["median"])]
+    if d.get("debian"):
+        deb = d["debian"]
+        rows.append(ratio_row(f"the same with `--image {deb['image']}`", deb["resumed"]["median"] / deb["fresh"]["median"]))
+    return rows
 
 
 def oci_ratios(d):

@@ -53,7 +53,8 @@ class FloodIT {
 
     @Test
     void aFloodOfUnauthenticatedConnectionsLeavesAuthenticatedSessionsAnswering() throws Exception {
-        try (ServeProcess server = ServeProcess.builder(dir).name("FloodIT").start()) {
+        int metricsPort = ServeProcess.freePort();
+        try (ServeProcess server = ServeProcess.builder(dir).name("FloodIT").args("--metrics-listen", "127.0.0.1:" + metricsPort).start()) {
             SshClientHelper ssh = server.ssh().withTimeout(Duration.ofSeconds(120));
             assertThat(ssh.ssh("true").exitCode()).isZero(); // the template exists, the JIT is warm
             double normal = medianSeconds(ssh, RUNS);
@@ -107,6 +108,14 @@ class FloodIT {
                     .isLessThanOrEqualTo(FLOOD);
             assertThat(server.openSockets()).as("sockets the server holds during the flood (before: %d)", socketsBefore)
                     .isLessThanOrEqualTo(socketsBefore + 8 + 4);
+            // Every drop is counted in the metrics (the log aggregates them a second at a time, so it may lag).
+            String metrics = java.net.http.HttpClient.newHttpClient().send(java.net.http.HttpRequest.newBuilder(
+                    java.net.URI.create("http://127.0.0.1:" + metricsPort + "/metrics")).build(),
+                    java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+            Matcher counted = Pattern.compile("(?m)^vmgate_refusals_total\\{reason=\"per_source_max_startups\"\\} (\\S+)$").matcher(metrics);
+            assertThat(counted.find()).as("vmgate_refusals_total for the drops in:%n%s", metrics).isTrue();
+            assertThat((long) Double.parseDouble(counted.group(1))).as("drops counted").isGreaterThanOrEqualTo(droppedLogged)
+                    .isLessThanOrEqualTo(FLOOD);
 
             held.forEach(FloodIT::closeQuietly);
             SshClientHelper.Result still = ssh.ssh("echo still-serving");

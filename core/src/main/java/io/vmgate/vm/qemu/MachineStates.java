@@ -192,10 +192,21 @@ public final class MachineStates {
         return Files.deleteIfExists(dir.resolve(STATE + ".tmp"));
     }
 
-    /** Keeps a saved machine that failed to resume, under {@code machine.failed-<suffix>}; returns its new name. */
+    /**
+     * Keeps a saved machine that failed to resume, under {@code machine.failed-<suffix>}, for the
+     * operator; returns its new name. Only the latest is kept: one set aside before is removed
+     * (each can be up to {@link Template#MAX_STATE_BYTES}, and a QEMU upgrade fails every user's).
+     */
     public static Path setAside(Path dir, String suffix) throws IOException {
         Path aside = dir.resolve(STATE + ".failed-" + suffix);
         Files.move(dir.resolve(STATE), aside, StandardCopyOption.REPLACE_EXISTING);
+        try (DirectoryStream<Path> s = Files.newDirectoryStream(dir, STATE + ".failed-*")) {
+            for (Path p : s) {
+                if (!p.equals(aside)) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        }
         return aside;
     }
 
