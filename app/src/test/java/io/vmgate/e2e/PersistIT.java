@@ -545,6 +545,20 @@ class PersistIT {
             assertThat(s.logLines("machine_resumed")).hasSize(1);
             assertThat(s.logLines("user_notified")).hasSize(1);
             s.awaitLogCount("machine_saved", 2, Duration.ofSeconds(60));
+
+            // A state that does not restore (here: not a state at all): the user hears that, without host paths; the log has why.
+            Files.writeString(home.resolve("machine"), "garbage");
+            SshClientHelper.Result broken = ssh(s, "alice", "cat ~/notes");
+            assertThat(broken.out()).as(broken.toString()).isEqualTo("home\n");
+            assertThat(broken.err()).contains("vmgate: your saved machine did not resume (it could not be restored): this is a fresh machine")
+                    .doesNotContain(state.toString());
+            assertThat(s.logLines("machine_resume_failed")).hasSize(2).last().asString().contains("cannot be read");
+            try (Stream<Path> files = Files.list(home)) {
+                assertThat(files.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("machine.failed-")))
+                        .as("only the latest failed state is kept").singleElement().satisfies(n ->
+                                assertThat(Files.readString(home.resolve(n))).isEqualTo("garbage"));
+            }
+            s.awaitLogCount("machine_saved", 3, Duration.ofSeconds(60));
             Host.assertNothingLeft(s.runtimeRoot(), 15);
         }
     }

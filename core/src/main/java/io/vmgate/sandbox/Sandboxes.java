@@ -365,7 +365,9 @@ public final class Sandboxes implements AutoCloseable {
                     .addKeyValue("dir", dir.getFileName()).addKeyValue("kept", kept)
                     .addKeyValue("reason", reason)
                     .addKeyValue("note", "a fresh machine instead").log();
-            return new Resume(null, "vmgate: your saved machine did not resume (" + reason + "): this is a fresh machine, with your home;"
+            // The user hears why in words without host paths; the log has the rest.
+            String why = e.getCause() instanceof MachineStates.Mismatch ? reason : "it could not be restored";
+            return new Resume(null, "vmgate: your saved machine did not resume (" + why + "): this is a fresh machine, with your home;"
                     + (kept.equals("-") ? " the saved one could not be kept" : " the saved one is kept for the operator"));
         }
     }

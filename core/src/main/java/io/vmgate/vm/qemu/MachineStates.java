@@ -144,6 +144,13 @@ public final class MachineStates {
         }
     }
 
+    /** A saved machine made for another template than the one in use: refused before anything starts; its message names no path. */
+    public static final class Mismatch extends VmException {
+        Mismatch(String message) {
+            super(message);
+        }
+    }
+
     /** Whether {@code dir} holds a saved machine. */
     public static boolean exists(Path dir) {
         return Files.isRegularFile(dir.resolve(STATE));
@@ -163,10 +170,10 @@ public final class MachineStates {
             throw new VmException("the saved machine cannot be read: " + e.getMessage(), e);
         }
         if (saved.key().isEmpty()) {
-            throw new VmException("the saved machine was written by an older vmgate (it names no template key)");
+            throw new Mismatch("the saved machine was written by an older vmgate (it names no template key)");
         }
         if (!saved.key().get().equals(templateKey)) {
-            throw new VmException("the saved machine was made with another image, root filesystem, CPU count, memory size,"
+            throw new Mismatch("the saved machine was made with another image, root filesystem, CPU count, memory size,"
                     + " kernel or QEMU than this server uses now");
         }
         return QemuVm.restoreStopped(config, vmId, saved, progress);
