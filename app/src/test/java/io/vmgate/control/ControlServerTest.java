@@ -26,6 +26,19 @@ class ControlServerTest {
 
     final List<String> killed = new ArrayList<>();
 
+    /** Operations of a server with no sessions: a test overrides what it asks about. */
+    private abstract static class NoSessions implements ControlServer.Operations {
+        @Override
+        public List<SessionInfo> sessions() {
+            return List.of();
+        }
+
+        @Override
+        public boolean kill(String id, String reason) {
+            return false;
+        }
+    }
+
     final ControlServer.Operations ops = new ControlServer.Operations() {
         @Override
         public List<SessionInfo> sessions() {
@@ -61,17 +74,7 @@ class ControlServerTest {
                             "modified", "2026-12-01T16:30:00Z", "in_use", false, "saved_bytes", 2L << 20,
                             "saved_at", "2026-12-01T16:31:00Z"));
         }
-        ControlServer.Operations none = new ControlServer.Operations() {
-            @Override
-            public List<SessionInfo> sessions() {
-                return List.of();
-            }
-
-            @Override
-            public boolean kill(String id, String reason) {
-                return false;
-            }
-        };
+        ControlServer.Operations none = new NoSessions() { };
         try (ControlServer s = ControlServer.start(sock, none)) {
             assertThat(ControlClient.request(sock, Map.of("op", "homes"))).containsEntry("ok", true).containsEntry("homes", List.of());
         }
@@ -80,17 +83,7 @@ class ControlServerTest {
     @Test
     void discardsASavedMachineAndSaysWhyNot() throws Exception {
         List<String> asked = new ArrayList<>();
-        ControlServer.Operations machines = new ControlServer.Operations() {
-            @Override
-            public List<SessionInfo> sessions() {
-                return List.of();
-            }
-
-            @Override
-            public boolean kill(String id, String reason) {
-                return false;
-            }
-
+        ControlServer.Operations machines = new NoSessions() {
             @Override
             public ControlServer.MachineRemoval discardMachine(String user) throws IOException {
                 asked.add(user);
