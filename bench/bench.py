@@ -1001,6 +1001,8 @@ def command_line(args):
     cmd = ["python3 bench/bench.py"] + (["--quick"] if args.quick else [])
     if args.only_oci:
         cmd.append("--only-oci")
+    elif args.only_persist:
+        cmd.append("--only-persist" + (f" --debian {args.debian}" if args.debian else ""))
     else:
         implied = set(DEFAULT_ROWS) | ({"debian"} if "debian" in rows else set())
         if "debian" in rows:
