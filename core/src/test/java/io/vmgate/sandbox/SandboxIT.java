@@ -251,6 +251,34 @@ class SandboxIT {
     // --- helpers
 
     /** No runtime directory and no QEMU process of this root is left. */
+    @Test
+    void aUsersMachineIsSavedAndResumedThroughTheApi() throws Exception {
+        Path rt = dir.resolve("rt-persist");
+        Path state = dir.resolve("state");
+        try (Sandboxes engine = Sandboxes.create(SandboxOptions.builder().runtimeDirectory(rt).persist(SandboxOptions.Persist.MACHINE)
+                .persistSizeMib(128).stateDirectory(state).build())) {
+            engine.prepareHomes();
+            try (Sandbox s = engine.start("api-machine-1", Sandboxes.Session.of("alice"))) {
+                assertThat(s.run("echo kept > /tmp/marker; echo home > ~/notes").exitCode()).isZero();
+                assertThat(s.notice()).isEmpty();
+            } // the last view of alice's machine closed: it is saved
+            try (Sandbox s = engine.start("api-machine-2", Sandboxes.Session.of("alice"))) {
+                ExecResult r = s.run("cat /tmp/marker ~/notes");
+                assertThat(r.out()).as(r.toString()).isEqualTo("kept\nhome\n");
+                try (Sandbox again = engine.start("api-machine-3", Sandboxes.Session.of("alice"))) {
+                    assertThat(again.id()).as("a second session of alice's is a view of the same machine").isEqualTo(s.id());
+                }
+            }
+            try (Sandbox s = engine.start("api-machine-4", Sandboxes.Session.of("alice").freshMachine(true))) {
+                assertThat(s.run("cat /tmp/marker 2>/dev/null || echo fresh; cat ~/notes").out()).isEqualTo("fresh\nhome\n");
+            }
+            try (Sandbox s = engine.start("api-machine-5", Sandboxes.Session.of("bob"))) {
+                assertThat(s.run("ls -A ~").out()).as("bob's home is his own").isEqualTo("lost+found\n");
+            }
+        }
+        assertNothingLeft(rt);
+    }
+
     static void assertNothingLeft(Path root) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
         while (true) {
