@@ -334,14 +334,14 @@ public final class Sandboxes implements AutoCloseable {
                     + Durations.format(options.resumeWithin()) + "): this is a fresh machine, with your home");
         }
         VmConfig c = config.withHome(HomeDisk.placeholder(homes.bytes()).with(home.image()));
+        String key;
+        try {
+            key = homeSnapshots().key();
+        } catch (VmException e) { // QEMU cannot be identified: nothing starts, and the saved machine is left as it is
+            throw new SandboxException(e.getMessage(), e);
+        }
         long t0 = System.nanoTime();
         try {
-            String key;
-            try {
-                key = homeSnapshots().key();
-            } catch (VmException e) {
-                throw new SandboxException(e.getMessage(), e);
-            }
             Vm vm = launch(id, (vmId, p) -> MachineStates.resume(c, key, vmId, dir, p), progress);
             try {
                 MachineStates.consumed(dir); // from here on the home moves on without it
