@@ -219,12 +219,18 @@ class RootfsIT {
 
     record Result(int code, String out, String err) {}
 
+    /** Runs a command to its end, at most 5 minutes (a guest that stops answering fails the test with its console and QEMU's stderr). */
     static Result run(Vm vm, ProcessSpec spec) throws Exception {
         GuestProcess p = vm.agent().start(spec);
         p.stdin().close();
         CompletableFuture<String> err = CompletableFuture.supplyAsync(() -> read(p.stderr()));
-        String out = read(p.stdout());
-        return new Result(p.exit().get(120, TimeUnit.SECONDS).code(), out, err.get(120, TimeUnit.SECONDS));
+        CompletableFuture<String> out = CompletableFuture.supplyAsync(() -> read(p.stdout()));
+        try {
+            return new Result(p.exit().get(300, TimeUnit.SECONDS).code(), out.get(30, TimeUnit.SECONDS), err.get(30, TimeUnit.SECONDS));
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new AssertionError("the guest command did not finish within 5 minutes: " + String.join(" ", spec.argv())
+                    + "\nVM diagnostics:\n" + vm.diagnostics(), e);
+        }
     }
 
     private static String read(InputStream in) {
