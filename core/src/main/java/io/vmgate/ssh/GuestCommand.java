@@ -126,6 +126,11 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         });
     }
 
+    /** One line for the user on stderr, ended as the terminal wants it (CR LF with a PTY). */
+    private void writeLine(String message) {
+        writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
+    }
+
     private void writeErr(String text) {
         errLock.lock();
         try {
@@ -177,7 +182,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
             }
             String told = conn.takeNotice();
             if (told != null) { // before anything of the command's, so it reads as the session's first line
-                writeErr(pty ? told + "\r\n" : told + "\n");
+                writeLine(told);
             }
             Execution p;
             try {
@@ -370,7 +375,7 @@ final class GuestCommand implements org.apache.sshd.server.command.Command {
         }
         conn.tagged(Events.log.atInfo()).setMessage("exit_status").addKeyValue("channel", channel.number)
                 .addKeyValue("code", FAILED).addKeyValue("ms", Events.msSince(t0)).addKeyValue("reason", message).log();
-        writeErr(message + (channel.hasPty() ? "\r\n" : "\n"));
+        writeLine(message);
         recordExit("exit-status " + FAILED);
         exitCallback.onExit(FAILED, message);
     }
